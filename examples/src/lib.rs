@@ -1,0 +1,1 @@
+//! Holds the example topologies in `examples/*.rs`; run them with `cargo run --example NAME`.

@@ -1,0 +1,222 @@
+//! Code generation. Validity is decided in `validate`; on any error the user's item is emitted
+//! unchanged beside the `compile_error!`s, so IDEs and call sites keep working.
+
+use proc_macro2::{Span, TokenStream};
+use quote::{format_ident, quote, quote_spanned};
+use syn::spanned::Spanned;
+use syn::{ItemFn, ItemImpl, Path, ReturnType, Type};
+
+use crate::parse::{Args, ProcessItem};
+use crate::validate;
+
+/// The user's tokens plus the errors: keeps the item usable while the errors are fixed.
+fn with_errors(item: TokenStream, error: syn::Error) -> TokenStream {
+    let errors = error.into_compile_error();
+    quote! { #item #errors }
+}
+
+pub(crate) fn process(args: TokenStream, item: TokenStream) -> TokenStream {
+    let args = match Args::parse("process", args) {
+        Ok(args) => args,
+        Err(e) => return with_errors(item, e),
+    };
+    let parsed = match syn::parse2::<ProcessItem>(item.clone()) {
+        Ok(parsed) => parsed,
+        Err(e) => return with_errors(item, e),
+    };
+    let expanded = match &parsed {
+        ProcessItem::Fn(f) => validate::process_fn(f).map(|types| process_fn(&args.krate, f, &types)),
+        ProcessItem::Impl(i) => validate::process_impl(i).map(|run| process_impl(&args.krate, i, &run.sig.output)),
+    };
+    expanded.unwrap_or_else(|e| with_errors(item, e))
+}
+
+/// The return type, `()` when none is written.
+fn output_type(output: &ReturnType) -> Type {
+    match output {
+        ReturnType::Default => syn::parse_quote!(()),
+        ReturnType::Type(_, ty) => (**ty).clone(),
+    }
+}
+
+/// Compile-time checks that `ty` can cross processes, spanned on `ty` itself so that the error
+/// points at the offending type.
+fn assert_transferable(krate: &Path, ty: &Type) -> TokenStream {
+    quote_spanned! {ty.span()=>
+        #krate::__private::assert_serialize::<#ty>();
+        #krate::__private::assert_deserialize::<#ty>();
+    }
+}
+
+fn process_fn(krate: &Path, item: &ItemFn, arg_types: &[Type]) -> TokenStream {
+    let ItemFn {
+        attrs,
+        vis,
+        sig,
+        block,
+    } = item;
+    let name = &sig.ident;
+    let name_str = name.to_string();
+    let (doc_attrs, fn_attrs): (Vec<_>, Vec<_>) =
+        attrs.iter().partition(|a| a.path().is_ident("doc"));
+    let cfg_attrs: Vec<_> = attrs
+        .iter()
+        .filter(|a| a.path().is_ident("cfg"))
+        .collect();
+    let output = &sig.output;
+    let ret = output_type(output);
+    let inputs = &sig.inputs;
+    let constness = &sig.constness;
+    let arg_names: Vec<_> = (0..arg_types.len())
+        .map(|i| format_ident!("__arg{}", i))
+        .collect();
+    let checks = arg_types
+        .iter()
+        .chain(std::iter::once(&ret))
+        .map(|ty| assert_transferable(krate, ty));
+    let call_site = Span::call_site();
+    let fn_ptr = quote_spanned!(call_site=> fn(#(#arg_types),*) #output);
+
+    quote! {
+        #(#doc_attrs)*
+        #(#cfg_attrs)*
+        #[allow(non_camel_case_types)]
+        #[derive(::core::clone::Clone, ::core::marker::Copy, ::core::fmt::Debug)]
+        #vis struct #name;
+
+        #(#cfg_attrs)*
+        impl #name {
+            /// The function itself; the struct derefs to it, so `name(args)` calls it.
+            #[doc(hidden)]
+            #(#fn_attrs)*
+            #vis #constness fn __multiproc_call(#inputs) #output #block
+        }
+
+        #(#cfg_attrs)*
+        impl #krate::__private::Deref for #name {
+            type Target = #fn_ptr;
+            fn deref(&self) -> &Self::Target {
+                const F: #fn_ptr = #name::__multiproc_call;
+                &F
+            }
+        }
+
+        #(#cfg_attrs)*
+        impl #krate::__private::ProcessFn for #name {
+            type Args = (#(#arg_types,)*);
+            type Output = #ret;
+            const __KEY: &'static str =
+                ::core::concat!(::core::module_path!(), "::", #name_str);
+        }
+
+        #(#cfg_attrs)*
+        const _: () = {
+            #(#checks)*
+
+            fn __multiproc_entry(ctx: #krate::__private::ChildContext) -> ! {
+                #krate::__private::child_main::<(#(#arg_types,)*), #ret>(
+                    ctx,
+                    |(#(#arg_names,)*)| #name::__multiproc_call(#(#arg_names),*),
+                )
+            }
+
+            #krate::__private::inventory::submit! {
+                #krate::__private::EntryPoint {
+                    key: <#name as #krate::__private::ProcessFn>::__KEY,
+                    run: __multiproc_entry,
+                }
+            }
+        };
+    }
+}
+
+fn process_impl(krate: &Path, item: &ItemImpl, output: &ReturnType) -> TokenStream {
+    let self_ty = &item.self_ty;
+    let ret = output_type(output);
+    let check = assert_transferable(krate, &ret);
+    let cfg_attrs: Vec<_> = item
+        .attrs
+        .iter()
+        .filter(|a| a.path().is_ident("cfg"))
+        .collect();
+    quote! {
+        #item
+
+        #(#cfg_attrs)*
+        impl #krate::__private::Process for #self_ty {
+            type Output = #ret;
+            const __KEY: &'static str =
+                ::core::concat!(::core::module_path!(), "::", ::core::stringify!(#self_ty));
+        }
+
+        #(#cfg_attrs)*
+        const _: () = {
+            #check
+
+            fn __multiproc_entry(ctx: #krate::__private::ChildContext) -> ! {
+                #krate::__private::child_main::<#self_ty, #ret>(ctx, <#self_ty>::run)
+            }
+
+            #krate::__private::inventory::submit! {
+                #krate::__private::EntryPoint {
+                    key: <#self_ty as #krate::__private::Process>::__KEY,
+                    run: __multiproc_entry,
+                }
+            }
+        };
+    }
+}
+
+/// Inserts `stmt` as the first statement of the function.
+fn prepend(mut item: ItemFn, stmt: TokenStream) -> ItemFn {
+    let stmt: syn::Stmt = syn::parse_quote!(#stmt);
+    item.block.stmts.insert(0, stmt);
+    item
+}
+
+pub(crate) fn main(args: TokenStream, item: TokenStream) -> TokenStream {
+    let args = match Args::parse("multiproc::main", args) {
+        Ok(args) => args,
+        Err(e) => return with_errors(item, e),
+    };
+    let f = match syn::parse2::<ItemFn>(item.clone()) {
+        Ok(f) => f,
+        Err(e) => {
+            let e = syn::Error::new(e.span(), "`#[multiproc::main]` goes on `fn main`");
+            return with_errors(item, e);
+        }
+    };
+    if let Err(e) = validate::hook_fn(&f, "multiproc::main", true) {
+        return with_errors(item, e);
+    }
+    let krate = &args.krate;
+    let f = prepend(f, quote!(#krate::init();));
+    quote!(#f)
+}
+
+pub(crate) fn test(args: TokenStream, item: TokenStream) -> TokenStream {
+    let args = match Args::parse("multiproc::test", args) {
+        Ok(args) => args,
+        Err(e) => return with_errors(item, e),
+    };
+    let f = match syn::parse2::<ItemFn>(item.clone()) {
+        Ok(f) => f,
+        Err(e) => {
+            let e = syn::Error::new(e.span(), "`#[multiproc::test]` goes on a test `fn`");
+            return with_errors(quote!(#[::core::prelude::v1::test] #item), e);
+        }
+    };
+    if let Err(e) = validate::hook_fn(&f, "multiproc::test", false) {
+        return with_errors(quote!(#[::core::prelude::v1::test] #item), e);
+    }
+    let krate = &args.krate;
+    let name = f.sig.ident.to_string();
+    let f = prepend(
+        f,
+        quote!(#krate::__private::test_hook(::core::module_path!(), #name);),
+    );
+    quote! {
+        #[::core::prelude::v1::test]
+        #f
+    }
+}

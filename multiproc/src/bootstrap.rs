@@ -1,0 +1,319 @@
+//! Child side: [`init`] detects the child role from the environment, connects back to the
+//! parent, receives the entry's state, runs it and reports its outcome, then exits.
+//!
+//! The wire protocol (all over ipc-channel):
+//! 1. the parent binds an `IpcOneShotServer<Up<R>>` and re-executes itself with the server's
+//!    name, the entry key, its pid and its build fingerprint in the environment;
+//! 2. the child connects and sends [`Up::Ready`] with a fresh, opaque `IpcSender<Boot<T>>`
+//!    (or [`Up::Refused`] when it cannot run that entry);
+//! 3. the parent sends [`Boot`]: the state and the receiving end of a control channel whose
+//!    end-of-file tells the child that its parent is gone;
+//! 4. the child runs the entry and sends [`Up::Outcome`]: the return value or the panic.
+
+use std::any::type_name;
+use std::env;
+use std::panic::{self, AssertUnwindSafe};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Mutex, OnceLock};
+
+use ipc_channel::ipc::{self, IpcReceiver, IpcSender, OpaqueIpcSender};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+use crate::error::RemotePanic;
+use crate::registry::{self, Lookup};
+use crate::sys;
+
+pub(crate) const ENV_SERVER: &str = "__MULTIPROC_SERVER";
+pub(crate) const ENV_ENTRY: &str = "__MULTIPROC_ENTRY";
+pub(crate) const ENV_NAME: &str = "__MULTIPROC_NAME";
+pub(crate) const ENV_PARENT: &str = "__MULTIPROC_PARENT";
+pub(crate) const ENV_BUILD: &str = "__MULTIPROC_BUILD";
+
+/// Exit code of a child whose bootstrap failed before it could report to its parent.
+pub(crate) const EXIT_BOOTSTRAP: i32 = 109;
+/// Exit code of a child that noticed its parent is gone.
+pub(crate) const EXIT_ORPHANED: i32 = 110;
+/// Exit code of a child whose entry panicked (the panic itself was sent to the parent).
+const EXIT_PANICKED: i32 = 101;
+
+/// Messages from the child to the parent.
+#[derive(Serialize, Deserialize)]
+pub(crate) enum Up<R> {
+    Ready {
+        pid: u32,
+        state_type: String,
+        output_type: String,
+        boot: OpaqueIpcSender,
+    },
+    Refused(Refusal),
+    Outcome(Outcome<R>),
+}
+
+/// Why a child could not run the entry it was asked for.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) enum Refusal {
+    EntryNotFound { key: String, known: Vec<String> },
+    DuplicateEntry { key: String, count: usize },
+    BuildMismatch { detail: String },
+    BadBoot { type_name: String, message: String },
+    /// Sent by the parent itself to unblock its own accept thread.
+    Cancelled,
+}
+
+/// How the entry ended.
+#[derive(Serialize, Deserialize)]
+pub(crate) enum Outcome<R> {
+    Returned(R),
+    Panicked(RemotePanic),
+    OutputNotSerializable { type_name: String, message: String },
+}
+
+/// What the parent sends once the child is ready.
+#[derive(Serialize, Deserialize)]
+pub(crate) struct Boot<T> {
+    pub(crate) state: T,
+    pub(crate) control: IpcReceiver<Control>,
+}
+
+/// Parent-to-child control messages. The channel's end-of-file means the parent is gone.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) enum Control {
+    /// Reserved for graceful shutdown requests.
+    Shutdown,
+}
+
+/// What a child needs to run its entry; built by [`init`] from the environment.
+#[doc(hidden)]
+pub struct ChildContext {
+    server: String,
+    entry: String,
+    parent: String,
+    build: String,
+}
+
+/// Which hook this process ran; children are re-executed so that they reach the same hook.
+#[derive(Debug, Clone)]
+pub(crate) enum Hook {
+    /// `#[multiproc::main]` or `multiproc::init()`: re-run the binary as is.
+    Main,
+    /// `#[multiproc::test]`: re-run the test binary filtered to this one test.
+    Test(String),
+}
+
+static MAIN_HOOK: AtomicBool = AtomicBool::new(false);
+static TEST_HOOK: Mutex<Option<String>> = Mutex::new(None);
+static SHUTDOWN: AtomicBool = AtomicBool::new(false);
+static FINGERPRINT: OnceLock<String> = OnceLock::new();
+
+thread_local! {
+    static CURRENT_TEST: std::cell::RefCell<Option<String>> = const { std::cell::RefCell::new(None) };
+}
+
+/// Runs the multiproc hook: in a child process, runs the requested entry point and exits;
+/// in any other process, returns at once and enables spawning.
+///
+/// `#[multiproc::main]` inserts this call for you. Call it yourself, as the very first
+/// statement of `main`, where the attribute cannot go (for example under `#[tokio::main]`).
+/// Code before it runs in every child too.
+///
+/// # Examples
+///
+/// ```no_run
+/// #[multiproc::process]
+/// fn hello() -> String {
+///     format!("hello from {}", std::process::id())
+/// }
+///
+/// fn main() {
+///     multiproc::init();
+///     println!("{}", multiproc::spawn(hello, ()).unwrap().join().unwrap());
+/// }
+/// ```
+pub fn init() {
+    if let Some(ctx) = take_child_role() {
+        run_child(ctx);
+    }
+    fingerprint();
+    MAIN_HOOK.store(true, Ordering::Release);
+}
+
+/// The hook behind `#[multiproc::test]`: like [`init`], and remembers the test's name so that
+/// children re-run this test binary filtered to it.
+pub(crate) fn test_hook(module_path: &str, fn_name: &str) {
+    if let Some(ctx) = take_child_role() {
+        run_child(ctx);
+    }
+    fingerprint();
+    // libtest names a test by its path below the crate root.
+    let name = match module_path.split_once("::") {
+        Some((_crate, rest)) => format!("{rest}::{fn_name}"),
+        None => fn_name.to_string(),
+    };
+    CURRENT_TEST.with(|t| *t.borrow_mut() = Some(name.clone()));
+    let mut any = TEST_HOOK.lock().unwrap_or_else(|e| e.into_inner());
+    any.get_or_insert(name);
+}
+
+/// The hook this process ran, if any: the test of the calling thread first, then `main`'s,
+/// then any test's (a thread spawned by a test can spawn too).
+pub(crate) fn hook() -> Option<Hook> {
+    if let Some(name) = CURRENT_TEST.with(|t| t.borrow().clone()) {
+        return Some(Hook::Test(name));
+    }
+    if MAIN_HOOK.load(Ordering::Acquire) {
+        return Some(Hook::Main);
+    }
+    let any = TEST_HOOK.lock().unwrap_or_else(|e| e.into_inner());
+    any.clone().map(Hook::Test)
+}
+
+/// This build's fingerprint, computed once from the running executable.
+pub(crate) fn fingerprint() -> &'static str {
+    FINGERPRINT.get_or_init(sys::exe_fingerprint)
+}
+
+/// `true` once the parent asked this child to shut down (always `false` in a parent).
+///
+/// # Examples
+///
+/// ```
+/// assert!(!multiproc::shutdown_requested());
+/// ```
+pub fn shutdown_requested() -> bool {
+    SHUTDOWN.load(Ordering::Acquire)
+}
+
+fn take_child_role() -> Option<ChildContext> {
+    let server = env::var(ENV_SERVER).ok()?;
+    let ctx = ChildContext {
+        server,
+        entry: env::var(ENV_ENTRY).unwrap_or_default(),
+        parent: env::var(ENV_PARENT).unwrap_or_default(),
+        build: env::var(ENV_BUILD).unwrap_or_default(),
+    };
+    for var in [ENV_SERVER, ENV_ENTRY, ENV_NAME, ENV_PARENT, ENV_BUILD] {
+        // SAFETY: the hook runs first thing in `main` (or at the top of a test), before the
+        // program has started threads that read the environment. Removing the variables keeps
+        // unrelated programs this child starts from taking themselves for multiproc children.
+        unsafe { env::remove_var(var) };
+    }
+    Some(ctx)
+}
+
+fn run_child(ctx: ChildContext) -> ! {
+    // Die with the parent (Linux); the control channel covers the other platforms. The
+    // parent may be gone before this call: check its pid after it.
+    sys::set_parent_death_signal();
+    if ctx.parent.parse::<u32>().ok() != Some(sys::parent_pid()) {
+        std::process::exit(EXIT_ORPHANED);
+    }
+    if ctx.build != fingerprint() {
+        let detail = format!(
+            "the parent runs build {}, the child's executable is build {}; \
+             was the executable rebuilt while the parent ran?",
+            ctx.build,
+            fingerprint()
+        );
+        refuse(&ctx, Refusal::BuildMismatch { detail });
+    }
+    match registry::find(&ctx.entry) {
+        Ok(entry) => (entry.run)(ctx),
+        Err(Lookup::Missing) => {
+            let known = registry::similar(&ctx.entry);
+            let key = ctx.entry.clone();
+            refuse(&ctx, Refusal::EntryNotFound { key, known })
+        }
+        Err(Lookup::Duplicate(count)) => {
+            let key = ctx.entry.clone();
+            refuse(&ctx, Refusal::DuplicateEntry { key, count })
+        }
+    }
+}
+
+/// Tells the parent why this child cannot run, and exits.
+fn refuse(ctx: &ChildContext, refusal: Refusal) -> ! {
+    // `Refused` carries no `R`, so an `Up<()>` decodes as the parent's `Up<R>`.
+    if let Ok(up) = IpcSender::<Up<()>>::connect(ctx.server.clone()) {
+        let _ = up.send(Up::Refused(refusal));
+    }
+    std::process::exit(EXIT_BOOTSTRAP)
+}
+
+/// Runs one entry point in the child: called by the code `#[multiproc::process]` generates.
+pub(crate) fn child_main<T, R>(ctx: ChildContext, run: fn(T) -> R) -> !
+where
+    T: Serialize + DeserializeOwned,
+    R: Serialize + DeserializeOwned,
+{
+    let Ok(up) = IpcSender::<Up<R>>::connect(ctx.server.clone()) else {
+        std::process::exit(EXIT_BOOTSTRAP)
+    };
+    let Ok((boot_tx, boot_rx)) = ipc::channel::<Boot<T>>() else {
+        std::process::exit(EXIT_BOOTSTRAP)
+    };
+    let ready = Up::Ready {
+        pid: std::process::id(),
+        state_type: type_name::<T>().to_string(),
+        output_type: type_name::<R>().to_string(),
+        boot: boot_tx.to_opaque(),
+    };
+    if up.send(ready).is_err() {
+        std::process::exit(EXIT_BOOTSTRAP)
+    }
+    let boot = match boot_rx.recv() {
+        Ok(boot) => boot,
+        Err(ipc_channel::IpcError::SerializationError(e)) => {
+            let _ = up.send(Up::Refused(Refusal::BadBoot {
+                type_name: type_name::<T>().to_string(),
+                message: crate::channel::serde_message(&e),
+            }));
+            std::process::exit(EXIT_BOOTSTRAP)
+        }
+        // The parent is gone or gave up on this child.
+        Err(_) => std::process::exit(EXIT_ORPHANED),
+    };
+    drop(boot_rx);
+    watch_parent(boot.control);
+    crate::panic::install_hook();
+
+    let outcome = match panic::catch_unwind(AssertUnwindSafe(|| run(boot.state))) {
+        Ok(value) => Outcome::Returned(value),
+        Err(payload) => Outcome::Panicked(crate::panic::remote_panic(payload)),
+    };
+    let code = match outcome {
+        Outcome::Panicked(_) => EXIT_PANICKED,
+        _ => 0,
+    };
+    match up.send(Up::Outcome(outcome)) {
+        Ok(()) => std::process::exit(code),
+        Err(ipc_channel::IpcError::SerializationError(e)) => {
+            let _ = up.send(Up::Outcome(Outcome::<R>::OutputNotSerializable {
+                type_name: type_name::<R>().to_string(),
+                message: crate::channel::serde_message(&e),
+            }));
+            std::process::exit(EXIT_BOOTSTRAP)
+        }
+        Err(_) => std::process::exit(EXIT_ORPHANED),
+    }
+}
+
+/// Watches the control channel on a small thread: its end-of-file means the parent died.
+fn watch_parent(control: IpcReceiver<Control>) {
+    let spawned = std::thread::Builder::new()
+        .name("multiproc-parent".into())
+        .stack_size(64 * 1024)
+        .spawn(move || {
+            loop {
+                match control.recv() {
+                    Ok(Control::Shutdown) => SHUTDOWN.store(true, Ordering::Release),
+                    // SAFETY: `_exit` ends the process at once, without running atexit
+                    // handlers that could block on locks held by the entry's threads.
+                    Err(_) => unsafe { libc::_exit(EXIT_ORPHANED) },
+                }
+            }
+        });
+    if spawned.is_err() {
+        std::process::exit(EXIT_BOOTSTRAP);
+    }
+}

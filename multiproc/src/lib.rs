@@ -1,0 +1,177 @@
+//! Run Rust code in isolated OS processes: typed actors, typed channels, typed handles.
+//!
+//! ```no_run
+//! use multiproc::{JoinHandle, Process};
+//! use serde::{Deserialize, Serialize};
+//!
+//! // A function target: Python's `Process(target=square, args=(7,))`.
+//! #[multiproc::process]
+//! fn square(x: u64) -> u64 {
+//!     x * x
+//! }
+//!
+//! // A struct with `run`: Python's `Process` subclass.
+//! #[derive(Serialize, Deserialize)]
+//! struct Printer {
+//!     inbox: multiproc::Receiver<String>,
+//! }
+//!
+//! #[multiproc::process]
+//! impl Printer {
+//!     fn run(self) -> usize {
+//!         self.inbox.into_iter().map(|line| println!("{line}")).count()
+//!     }
+//! }
+//!
+//! #[multiproc::main]
+//! fn main() -> Result<(), multiproc::Error> {
+//!     let sq: JoinHandle<u64> = multiproc::spawn(square, (7,))?;
+//!     let (tx, rx) = multiproc::channel::<String>()?;
+//!     let printer = Printer { inbox: rx }.spawn()?;
+//!     tx.send("hello".to_string())?;
+//!     drop(tx); // the printer's loop ends once every sender is gone
+//!     assert_eq!(printer.join()?, 1);
+//!     assert_eq!(sq.join()?, 49);
+//!     Ok(())
+//! }
+//! ```
+//!
+//! Each spawn re-executes the current binary. The child reaches its entry point through the
+//! hook at the top of `main` ([`main`], or [`init`]), looks it up by name in a registry that
+//! `#[multiproc::process]` fills, receives its state over an `ipc-channel` bootstrap, runs,
+//! and sends back its return value or its panic. A killed or crashed child is a typed
+//! [`Error`] on [`JoinHandle::join`], never a hang, and children die with their parent.
+//!
+//! # Feature flags
+//!
+//! None yet.
+//!
+//! # Platform support
+//!
+//! Linux is the first platform: it is the one tested in CI, and the only one where children
+//! are killed by the kernel the moment their parent dies (`PR_SET_PDEATHSIG`). Other Unix
+//! systems supported by `ipc-channel` (macOS, the BSDs) build and rely on the portable
+//! fallback: a child exits as soon as its control channel to the parent closes. Windows is
+//! not supported.
+//!
+//! # Testing
+//!
+//! Under `cargo test`, mark tests that spawn with [`macro@test`] instead of `#[test]`: the child
+//! re-runs the test binary filtered to that test, whose hook takes it to the entry point.
+//!
+//! ```no_run
+//! #[multiproc::process]
+//! fn double(x: i32) -> i32 {
+//!     x * 2
+//! }
+//!
+//! #[multiproc::test]
+//! fn doubles_in_a_child() {
+//!     assert_eq!(multiproc::spawn(double, (21,)).unwrap().join().unwrap(), 42);
+//! }
+//! ```
+//!
+//! # How it works
+//!
+//! The parent binds a one-shot `ipc-channel` server and re-executes
+//! [`std::env::current_exe`] with the server's name, the entry key, its pid and a build
+//! fingerprint in the environment (the parent never calls `fork` without `exec`, so a
+//! multi-threaded parent is safe). The child's hook connects back, checks it is the same
+//! build, finds the entry point by key, receives its state, runs it under `catch_unwind`, and
+//! sends the outcome. The parent reaps every child, also those whose handle was dropped.
+#![warn(missing_docs)]
+#![doc(test(attr(deny(warnings))))]
+
+mod bootstrap;
+/// Typed channels; the iterator types live here, [`channel()`] and its ends at the root.
+pub mod channel;
+mod error;
+mod panic;
+mod registry;
+mod spawn;
+mod sys;
+mod testing;
+
+#[doc(hidden)]
+#[path = "private.rs"]
+pub mod __private;
+
+pub use self::bootstrap::{init, shutdown_requested};
+pub use self::channel::{Receiver, Sender, channel};
+pub use self::error::{Error, ErrorKind, RemotePanic, Result};
+pub use self::spawn::{Builder, JoinHandle, Process, ProcessFn, Stdio, spawn};
+
+/// Makes a free `fn` or an `impl` block with `fn run(self) -> R` spawnable in its own process.
+///
+/// On a function, its name becomes spawnable with [`spawn`] (and stays callable); on an `impl`
+/// block, the type implements [`Process`], so `value.spawn()` works. Arguments, the struct and
+/// the return type must be `Serialize + Deserialize`: checked at compile time.
+///
+/// Options: `#[process(crate = "path")]` when `multiproc` is renamed or re-exported.
+///
+/// # Examples
+///
+/// ```no_run
+/// use multiproc::Process;
+/// use serde::{Deserialize, Serialize};
+///
+/// #[multiproc::process]
+/// fn add(a: i32, b: i32) -> i32 {
+///     a + b
+/// }
+///
+/// #[derive(Serialize, Deserialize)]
+/// struct Job {
+///     n: u32,
+/// }
+///
+/// #[multiproc::process]
+/// impl Job {
+///     fn run(self) -> u32 {
+///         self.n + 1
+///     }
+/// }
+///
+/// #[multiproc::main]
+/// fn main() -> multiproc::Result<()> {
+///     assert_eq!(multiproc::spawn(add, (2, 3))?.join()?, 5);
+///     assert_eq!(Job { n: 1 }.spawn()?.join()?, 2);
+///     Ok(())
+/// }
+/// ```
+#[doc(inline)]
+pub use multiproc_macros::process;
+
+/// Puts [`init`] first in `main`, so that children of this binary reach their entry point.
+///
+/// Works with any `main` signature (`()`, `Result<..>`, `ExitCode`, `async` under an outer
+/// runtime attribute). Code placed before the hook would also run in every child.
+///
+/// # Examples
+///
+/// ```no_run
+/// #[multiproc::main]
+/// fn main() -> Result<(), Box<dyn std::error::Error>> {
+///     Ok(())
+/// }
+/// ```
+#[doc(inline)]
+pub use multiproc_macros::main;
+
+/// `#[test]` for tests that spawn processes: runs the multiproc hook at the top of the test.
+///
+/// # Examples
+///
+/// ```no_run
+/// #[multiproc::process]
+/// fn id(x: u8) -> u8 {
+///     x
+/// }
+///
+/// #[multiproc::test]
+/// fn round_trip() {
+///     assert_eq!(multiproc::spawn(id, (1,)).unwrap().join().unwrap(), 1);
+/// }
+/// ```
+#[doc(inline)]
+pub use multiproc_macros::test;

@@ -1,0 +1,362 @@
+//! [`JoinHandle`]: the parent's handle on one child process.
+
+use std::any::type_name;
+use std::fmt;
+use std::process::{Child, ChildStderr, ChildStdin, ChildStdout, ExitStatus};
+use std::time::Duration;
+
+use ipc_channel::ipc::{IpcReceiver, IpcSender};
+use ipc_channel::{IpcError, TryRecvError};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::bootstrap::{Control, Outcome, Up};
+use crate::error::{Error, Repr, Result, Who};
+
+/// An owned handle on a child process: wait for its return value with [`join`](Self::join),
+/// or stop it with [`terminate`](Self::terminate) / [`kill`](Self::kill).
+///
+/// Dropping the handle detaches the child: it runs on, is reaped when it exits, and is killed
+/// if the parent exits first (children never outlive their parent).
+///
+/// # Examples
+///
+/// ```no_run
+/// #[multiproc::process]
+/// fn answer() -> u32 {
+///     42
+/// }
+///
+/// #[multiproc::main]
+/// fn main() -> multiproc::Result<()> {
+///     let child = multiproc::spawn(answer, ())?;
+///     println!("started {} as pid {}", child.name(), child.pid());
+///     assert_eq!(child.join()?, 42);
+///     Ok(())
+/// }
+/// ```
+#[must_use = "dropping a JoinHandle detaches the child; call `join` to get its result"]
+pub struct JoinHandle<R> {
+    who: Who,
+    pid: u32,
+    child: Option<Child>,
+    up: IpcReceiver<Up<R>>,
+    control: Option<IpcSender<Control>>,
+    joined: bool,
+}
+
+impl<R> fmt::Debug for JoinHandle<R> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("JoinHandle")
+            .field("name", &self.who.name)
+            .field("pid", &self.pid)
+            .field("joined", &self.joined)
+            .finish()
+    }
+}
+
+impl<R> JoinHandle<R>
+where
+    R: Serialize + DeserializeOwned,
+{
+    pub(super) fn new(
+        child: Child,
+        who: Who,
+        up: IpcReceiver<Up<R>>,
+        control: IpcSender<Control>,
+    ) -> Self {
+        JoinHandle {
+            pid: child.id(),
+            who,
+            child: Some(child),
+            up,
+            control: Some(control),
+            joined: false,
+        }
+    }
+
+    /// The child's process id.
+    ///
+    /// # Examples
+    ///
+    /// See [`JoinHandle`].
+    pub fn pid(&self) -> u32 {
+        self.pid
+    }
+
+    /// The child's name: the one given to [`Builder::name`](crate::Builder::name), else the
+    /// entry point's (`clock`, `ClockProcess`).
+    ///
+    /// # Examples
+    ///
+    /// See [`JoinHandle`].
+    pub fn name(&self) -> &str {
+        &self.who.name
+    }
+
+    /// Waits for the child to finish and returns what its entry point returned.
+    ///
+    /// # Examples
+    ///
+    /// See [`JoinHandle`].
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::Panicked`](crate::ErrorKind::Panicked) with the child's panic,
+    /// [`ErrorKind::Exited`](crate::ErrorKind::Exited) or
+    /// [`ErrorKind::Signaled`](crate::ErrorKind::Signaled) when it ended without replying,
+    /// [`ErrorKind::Serialize`](crate::ErrorKind::Serialize) /
+    /// [`ErrorKind::Deserialize`](crate::ErrorKind::Deserialize) when the return value could
+    /// not cross, [`ErrorKind::AlreadyJoined`](crate::ErrorKind::AlreadyJoined) after a
+    /// successful [`join_timeout`](Self::join_timeout).
+    pub fn join(mut self) -> Result<R> {
+        self.check_not_joined()?;
+        let received = self.up.recv();
+        self.settle(received)
+    }
+
+    /// Waits at most `timeout` for the child to finish: `Ok(None)` if it is still running (the
+    /// handle stays usable), else as [`join`](Self::join).
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// use std::time::Duration;
+    ///
+    /// #[multiproc::process]
+    /// fn slow() -> u8 {
+    ///     std::thread::sleep(Duration::from_millis(300));
+    ///     1
+    /// }
+    ///
+    /// #[multiproc::main]
+    /// fn main() -> multiproc::Result<()> {
+    ///     let mut child = multiproc::spawn(slow, ())?;
+    ///     assert_eq!(child.join_timeout(Duration::from_millis(1))?, None);
+    ///     assert_eq!(child.join_timeout(Duration::from_secs(10))?, Some(1));
+    ///     Ok(())
+    /// }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// As [`join`](Self::join).
+    pub fn join_timeout(&mut self, timeout: Duration) -> Result<Option<R>> {
+        self.check_not_joined()?;
+        let received = match self.up.try_recv_timeout(timeout) {
+            Err(TryRecvError::Empty) => return Ok(None),
+            Err(TryRecvError::IpcError(e)) => Err(e),
+            Ok(up) => Ok(up),
+        };
+        self.settle(received).map(Some)
+    }
+
+    /// `true` while the child process runs (it may have finished its entry point and be
+    /// about to exit).
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// #[multiproc::process]
+    /// fn sleeper() {
+    ///     std::thread::sleep(std::time::Duration::from_secs(60));
+    /// }
+    ///
+    /// #[multiproc::main]
+    /// fn main() -> multiproc::Result<()> {
+    ///     let mut child = multiproc::spawn(sleeper, ())?;
+    ///     assert!(child.is_alive());
+    ///     child.kill()?;
+    ///     assert!(child.join().is_err());
+    ///     Ok(())
+    /// }
+    /// ```
+    pub fn is_alive(&mut self) -> bool {
+        match &mut self.child {
+            Some(child) => matches!(child.try_wait(), Ok(None)),
+            None => false,
+        }
+    }
+
+    /// Asks the child to stop with SIGTERM; [`join`](Self::join) then reports
+    /// [`ErrorKind::Signaled`](crate::ErrorKind::Signaled) unless the child handled it.
+    /// Does nothing if the child already exited.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// #[multiproc::process]
+    /// fn sleeper() {
+    ///     std::thread::sleep(std::time::Duration::from_secs(60));
+    /// }
+    ///
+    /// #[multiproc::main]
+    /// fn main() -> multiproc::Result<()> {
+    ///     let mut child = multiproc::spawn(sleeper, ())?;
+    ///     child.terminate()?;
+    ///     assert_eq!(child.join().unwrap_err().signal(), Some(libc::SIGTERM));
+    ///     Ok(())
+    /// }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::Io`](crate::ErrorKind::Io) if the signal cannot be sent.
+    pub fn terminate(&mut self) -> Result<()> {
+        self.signal(libc::SIGTERM)
+    }
+
+    /// Kills the child with SIGKILL. Does nothing if the child already exited.
+    ///
+    /// # Examples
+    ///
+    /// See [`is_alive`](Self::is_alive).
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::Io`](crate::ErrorKind::Io) if the signal cannot be sent.
+    pub fn kill(&mut self) -> Result<()> {
+        self.signal(libc::SIGKILL)
+    }
+
+    /// The write end of the child's stdin, when the builder set it to
+    /// [`Stdio::Piped`](crate::Stdio::Piped); `None` after the first call.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # fn demo(child: &mut multiproc::JoinHandle<()>) {
+    /// if let Some(stdin) = child.take_stdin() {
+    ///     drop(stdin); // the child reads end-of-file
+    /// }
+    /// # }
+    /// ```
+    pub fn take_stdin(&mut self) -> Option<ChildStdin> {
+        self.child.as_mut()?.stdin.take()
+    }
+
+    /// The read end of the child's stdout, when the builder set it to
+    /// [`Stdio::Piped`](crate::Stdio::Piped); `None` after the first call.
+    ///
+    /// # Examples
+    ///
+    /// See [`Stdio`](crate::Stdio).
+    pub fn take_stdout(&mut self) -> Option<ChildStdout> {
+        self.child.as_mut()?.stdout.take()
+    }
+
+    /// The read end of the child's stderr, when the builder set it to
+    /// [`Stdio::Piped`](crate::Stdio::Piped); `None` after the first call.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # fn demo(child: &mut multiproc::JoinHandle<()>) {
+    /// let stderr = child.take_stderr();
+    /// # let _ = stderr;
+    /// # }
+    /// ```
+    pub fn take_stderr(&mut self) -> Option<ChildStderr> {
+        self.child.as_mut()?.stderr.take()
+    }
+
+    fn signal(&mut self, signal: i32) -> Result<()> {
+        let Some(child) = &mut self.child else {
+            return Ok(());
+        };
+        // Only signal an unreaped child: its pid cannot have been reused.
+        match child.try_wait() {
+            Ok(Some(_)) => Ok(()),
+            Ok(None) => crate::sys::send_signal(self.pid, signal)
+                .map_err(|e| Error::io(format!("cannot signal {}", self.who), e)),
+            Err(e) => Err(Error::io(format!("cannot wait for {}", self.who), e)),
+        }
+    }
+
+    fn check_not_joined(&self) -> Result<()> {
+        if self.joined {
+            Err(Error::new(Repr::AlreadyJoined {
+                who: self.who.clone(),
+            }))
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Turns what the child sent (or the end of its channel) into the join result, and reaps
+    /// the child.
+    fn settle(&mut self, received: std::result::Result<Up<R>, IpcError>) -> Result<R> {
+        self.joined = true;
+        let outcome = match received {
+            Ok(Up::Outcome(outcome)) => Some(outcome),
+            Ok(Up::Ready { .. } | Up::Refused(_)) => {
+                self.wait_child()?;
+                return Err(Error::other(format!(
+                    "{} broke the protocol (a second handshake)",
+                    self.who
+                )));
+            }
+            Err(IpcError::SerializationError(e)) => {
+                self.wait_child()?;
+                return Err(Error::new(Repr::Deserialize {
+                    type_name: type_name::<R>(),
+                    message: crate::channel::serde_message(&e),
+                }));
+            }
+            Err(IpcError::Disconnected) => None,
+            Err(IpcError::Io(_)) => None,
+        };
+        let status = self.wait_child()?;
+        let who = self.who.clone();
+        match outcome {
+            Some(Outcome::Returned(value)) => Ok(value),
+            Some(Outcome::Panicked(panic)) => Err(Error::new(Repr::Panicked { who, panic })),
+            Some(Outcome::OutputNotSerializable { message, .. }) => {
+                Err(Error::new(Repr::Serialize {
+                    type_name: type_name::<R>(),
+                    message,
+                }))
+            }
+            None => Err(super::exit_error(status, who, true)),
+        }
+    }
+
+    /// Reaps the child (it has sent its outcome or closed its end, so it is exiting), then
+    /// closes the control channel.
+    fn wait_child(&mut self) -> Result<ExitStatus> {
+        let child = self
+            .child
+            .as_mut()
+            .expect("the child is only taken by Drop");
+        let status = child
+            .wait()
+            .map_err(|e| Error::io(format!("cannot wait for {}", self.who), e));
+        self.control = None;
+        status
+    }
+}
+
+impl<R> Drop for JoinHandle<R> {
+    fn drop(&mut self) {
+        if self.joined {
+            return;
+        }
+        let Some(mut child) = self.child.take() else {
+            return;
+        };
+        if let Ok(Some(_)) = child.try_wait() {
+            return;
+        }
+        // Detach: reap the child when it exits, keeping its control channel open until then
+        // (the child takes its end-of-file for the parent's death).
+        let control = self.control.take();
+        let reaper = std::thread::Builder::new()
+            .name("multiproc-reaper".into())
+            .stack_size(32 * 1024)
+            .spawn(move || {
+                let _ = child.wait();
+                drop(control);
+            });
+        drop(reaper);
+    }
+}

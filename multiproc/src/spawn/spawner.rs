@@ -1,0 +1,48 @@
+//! Starts child processes from a thread that lives as long as the process.
+//!
+//! `PR_SET_PDEATHSIG` fires when the *thread* that forked the child exits, not the process
+//! (prctl(2); Celery hit this): a child spawned from a short-lived thread would be killed with
+//! that thread. So children are forked from the main thread, or else from this one long-lived
+//! spawner thread.
+
+use std::io;
+use std::process::{Child, Command};
+use std::sync::OnceLock;
+use std::sync::mpsc;
+
+use crate::sys;
+
+struct Request {
+    cmd: Command,
+    reply: mpsc::Sender<io::Result<Child>>,
+}
+
+pub(super) fn spawn(cmd: Command) -> io::Result<Child> {
+    let mut cmd = cmd;
+    if sys::is_main_thread() {
+        return cmd.spawn();
+    }
+    static SPAWNER: OnceLock<io::Result<mpsc::Sender<Request>>> = OnceLock::new();
+    let spawner = SPAWNER.get_or_init(|| {
+        let (tx, rx) = mpsc::channel::<Request>();
+        std::thread::Builder::new()
+            .name("multiproc-spawner".into())
+            .stack_size(128 * 1024)
+            .spawn(move || {
+                for mut req in rx {
+                    let _ = req.reply.send(req.cmd.spawn());
+                }
+            })?;
+        Ok(tx)
+    });
+    let spawner = spawner
+        .as_ref()
+        .map_err(|e| io::Error::new(e.kind(), format!("cannot start the spawner thread: {e}")))?;
+    let (reply, answer) = mpsc::channel();
+    spawner
+        .send(Request { cmd, reply })
+        .map_err(|_| io::Error::other("the spawner thread is gone"))?;
+    answer
+        .recv()
+        .map_err(|_| io::Error::other("the spawner thread is gone"))?
+}
