@@ -29,6 +29,7 @@ pub(crate) const ENV_ENTRY: &str = "__MULTIPROC_ENTRY";
 pub(crate) const ENV_NAME: &str = "__MULTIPROC_NAME";
 pub(crate) const ENV_PARENT: &str = "__MULTIPROC_PARENT";
 pub(crate) const ENV_BUILD: &str = "__MULTIPROC_BUILD";
+pub(crate) const ENV_STDOUT: &str = "__MULTIPROC_STDOUT";
 
 /// Exit code of a child whose bootstrap failed before it could report to its parent.
 pub(crate) const EXIT_BOOTSTRAP: i32 = 109;
@@ -131,28 +132,31 @@ thread_local! {
 /// }
 /// ```
 pub fn init() {
+    // A child reached its entry through this same hook, so it may spawn children too.
+    MAIN_HOOK.store(true, Ordering::Release);
+    remember_self();
     if let Some(ctx) = take_child_role() {
         run_child(ctx);
     }
-    fingerprint();
-    MAIN_HOOK.store(true, Ordering::Release);
 }
 
 /// The hook behind `#[multiproc::test]`: like [`init`], and remembers the test's name so that
 /// children re-run this test binary filtered to it.
 pub(crate) fn test_hook(module_path: &str, fn_name: &str) {
-    if let Some(ctx) = take_child_role() {
-        run_child(ctx);
-    }
-    fingerprint();
     // libtest names a test by its path below the crate root.
     let name = match module_path.split_once("::") {
         Some((_crate, rest)) => format!("{rest}::{fn_name}"),
         None => fn_name.to_string(),
     };
     CURRENT_TEST.with(|t| *t.borrow_mut() = Some(name.clone()));
-    let mut any = TEST_HOOK.lock().unwrap_or_else(|e| e.into_inner());
-    any.get_or_insert(name);
+    TEST_HOOK
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .get_or_insert(name);
+    remember_self();
+    if let Some(ctx) = take_child_role() {
+        run_child(ctx);
+    }
 }
 
 /// The hook this process ran, if any: the test of the calling thread first, then `main`'s,
@@ -173,6 +177,12 @@ pub(crate) fn fingerprint() -> &'static str {
     FINGERPRINT.get_or_init(sys::exe_fingerprint)
 }
 
+/// What a parent resolves once, at its hook, before the executable can be replaced.
+fn remember_self() {
+    fingerprint();
+    let _ = crate::spawn::current_exe();
+}
+
 /// `true` once the parent asked this child to shut down (always `false` in a parent).
 ///
 /// # Examples
@@ -186,13 +196,16 @@ pub fn shutdown_requested() -> bool {
 
 fn take_child_role() -> Option<ChildContext> {
     let server = env::var(ENV_SERVER).ok()?;
+    if let Some(parked) = env::var(ENV_STDOUT).ok().and_then(|s| s.parse().ok()) {
+        sys::unpark_stdout(parked);
+    }
     let ctx = ChildContext {
         server,
         entry: env::var(ENV_ENTRY).unwrap_or_default(),
         parent: env::var(ENV_PARENT).unwrap_or_default(),
         build: env::var(ENV_BUILD).unwrap_or_default(),
     };
-    for var in [ENV_SERVER, ENV_ENTRY, ENV_NAME, ENV_PARENT, ENV_BUILD] {
+    for var in [ENV_SERVER, ENV_ENTRY, ENV_NAME, ENV_PARENT, ENV_BUILD, ENV_STDOUT] {
         // SAFETY: the hook runs first thing in `main` (or at the top of a test), before the
         // program has started threads that read the environment. Removing the variables keeps
         // unrelated programs this child starts from taking themselves for multiproc children.

@@ -6,6 +6,7 @@ mod spawner;
 
 use std::any::type_name;
 use std::ffi::{OsStr, OsString};
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
 use std::sync::OnceLock;
@@ -404,9 +405,10 @@ impl Builder {
 
         let (server, server_name) = IpcOneShotServer::<Up<()>>::new()
             .map_err(|e| Error::io("cannot create the bootstrap socket", e))?;
-        let cmd = self.command(&hook, key, &name, &server_name)?;
+        let (cmd, parked) = self.command(&hook, key, &name, &server_name)?;
         let mut child = spawner::spawn(cmd)
             .map_err(|e| Error::io(format!("cannot start child `{name}`"), e))?;
+        drop(parked);
         let mut who = Who {
             name,
             pid: Some(child.id()),
@@ -468,17 +470,32 @@ impl Builder {
         }
     }
 
-    fn command(&self, hook: &Hook, key: &str, name: &str, server: &str) -> Result<Command> {
+    /// The command that re-runs this executable as the child, and the fd number reserved for
+    /// its parked stdout (kept open until the child is started).
+    fn command(
+        &self,
+        hook: &Hook,
+        key: &str,
+        name: &str,
+        server: &str,
+    ) -> Result<(Command, Option<OwnedFd>)> {
         let exe = current_exe()?;
         let mut cmd = Command::new(exe);
         if let Some(arg0) = std::env::args_os().next() {
             use std::os::unix::process::CommandExt;
             cmd.arg0(arg0);
         }
+        let mut parked = None;
         if let Hook::Test(test) = hook {
             // Re-run this test binary filtered to the one test whose hook dispatches to the
-            // entry point (procspawn's trick, without a dummy test).
+            // entry point (procspawn's trick, without a dummy test). libtest prints a banner
+            // before the hook runs: park the real stdout until then.
             cmd.args([test.as_str(), "--exact", "--nocapture", "--test-threads=1", "-q"]);
+            let fd = crate::sys::reserve_fd()
+                .map_err(|e| Error::io("cannot reserve a descriptor for the child", e))?;
+            crate::sys::park_stdout(&mut cmd, fd.as_raw_fd());
+            cmd.env(bootstrap::ENV_STDOUT, fd.as_raw_fd().to_string());
+            parked = Some(fd);
         }
         for (k, v) in &self.envs {
             match v {
@@ -497,16 +514,24 @@ impl Builder {
         if let Some(dir) = &self.current_dir {
             cmd.current_dir(dir);
         }
-        Ok(cmd)
+        Ok((cmd, parked))
     }
 }
 
 /// The executable to re-run, resolved once: later `chdir`s or a rebuilt file at the same path
 /// do not change which file it is (a rebuilt one is caught by the build fingerprint).
-fn current_exe() -> Result<&'static Path> {
+pub(crate) fn current_exe() -> Result<&'static Path> {
     static EXE: OnceLock<std::result::Result<PathBuf, String>> = OnceLock::new();
-    EXE.get_or_init(|| std::env::current_exe().map_err(|e| e.to_string()))
-        .as_deref()
+    EXE.get_or_init(|| {
+        let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+        // Linux names a replaced executable "path (deleted)": run what is at the path now,
+        // and let the fingerprint check say that it is another build.
+        Ok(match exe.to_str().and_then(|s| s.strip_suffix(" (deleted)")) {
+            Some(path) => PathBuf::from(path),
+            None => exe,
+        })
+    })
+    .as_deref()
         .map_err(|e| Error::other(format!("cannot find the current executable: {e}")))
 }
 

@@ -70,3 +70,63 @@ pub(crate) fn send_signal(pid: u32, signal: i32) -> io::Result<()> {
         Err(io::Error::last_os_error())
     }
 }
+
+/// Reserves a file descriptor number (>= 3) in the parent, so that a child can receive a copy
+/// of its stdout there: see [`park_stdout`].
+pub(crate) fn reserve_fd() -> io::Result<std::os::fd::OwnedFd> {
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+    let null = OwnedFd::from(std::fs::File::open("/dev/null")?);
+    if null.as_raw_fd() >= 3 {
+        return Ok(null);
+    }
+    // SAFETY: F_DUPFD_CLOEXEC duplicates a valid fd; the result is a new fd we own.
+    let fd = unsafe { libc::fcntl(null.as_raw_fd(), libc::F_DUPFD_CLOEXEC, 3) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `fd` was just returned by fcntl and is owned by nobody else.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// Makes the child start with stdout on /dev/null and its real stdout parked on `parked`, a
+/// number reserved by [`reserve_fd`]; [`unpark_stdout`] in the child's hook puts it back.
+///
+/// Used for children re-run through libtest, whose banner ("running 1 test") would otherwise
+/// land in the child's output before the hook takes over.
+pub(crate) fn park_stdout(cmd: &mut std::process::Command, parked: i32) {
+    use std::os::unix::process::CommandExt;
+    let null = c"/dev/null";
+    // SAFETY: the closure runs between fork and exec, after std has set up stdio; it only
+    // calls async-signal-safe functions (dup2, open, close) and allocates nothing.
+    unsafe {
+        cmd.pre_exec(move || {
+            // dup2 clears FD_CLOEXEC on the copy, so `parked` survives exec.
+            if libc::dup2(1, parked) < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            let fd = libc::open(null.as_ptr(), libc::O_WRONLY);
+            if fd < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            if libc::dup2(fd, 1) < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            libc::close(fd);
+            Ok(())
+        });
+    }
+}
+
+/// Puts back the stdout parked by [`park_stdout`].
+pub(crate) fn unpark_stdout(parked: i32) {
+    use std::io::Write;
+    // What was written so far (the libtest banner) belongs to /dev/null.
+    let _ = std::io::stdout().flush();
+    // SAFETY: plain fd operations on descriptors this process owns; a bad number fails with
+    // EBADF and changes nothing.
+    unsafe {
+        if libc::dup2(parked, 1) >= 0 {
+            libc::close(parked);
+        }
+    }
+}

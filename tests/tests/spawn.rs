@@ -1,0 +1,403 @@
+//! Spawning from inside libtest with `#[multiproc::test]`: both forms of `#[process]`, every
+//! `JoinHandle` method, `Builder` options, channels crossing processes, and the typed errors.
+//! Every join has a deadline (`support::join`); no test sleeps to synchronise.
+
+mod support;
+
+use std::io::Read;
+use std::time::Duration;
+
+use multiproc::{Builder, ErrorKind, Process, Receiver, Sender, Stdio};
+use serde::{Deserialize, Serialize};
+use support::join;
+
+#[multiproc::process]
+fn zero() -> String {
+    "zero".to_string()
+}
+
+#[multiproc::process]
+fn one(a: u8) -> u8 {
+    a + 1
+}
+
+#[multiproc::process]
+#[allow(clippy::too_many_arguments)]
+fn eight(a: u8, b: u16, c: u32, d: u64, e: i8, f: String, g: Vec<u8>, h: (bool, char)) -> String {
+    format!("{a} {b} {c} {d} {e} {f} {g:?} {h:?}")
+}
+
+#[multiproc::test]
+fn fn_form_takes_zero_to_eight_arguments() {
+    assert_eq!(join(multiproc::spawn(zero, ()).unwrap()).unwrap(), "zero");
+    assert_eq!(join(multiproc::spawn(one, (41,)).unwrap()).unwrap(), 42);
+    let s = join(
+        multiproc::spawn(
+            eight,
+            (1, 2, 3, 4, -5, "six".to_string(), vec![7], (true, '8')),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(s, "1 2 3 4 -5 six [7] (true, '8')");
+}
+
+#[multiproc::test]
+fn annotated_fn_is_still_callable() {
+    assert_eq!(one(1), 2);
+    assert_eq!(
+        eight(0, 0, 0, 0, 0, String::new(), vec![], (false, 'x')),
+        "0 0 0 0 0  [] (false, 'x')"
+    );
+}
+
+#[derive(Serialize, Deserialize)]
+struct Counter {
+    from: u32,
+    to: u32,
+}
+
+#[multiproc::process]
+impl Counter {
+    fn run(self) -> Vec<u32> {
+        (self.from..self.to).collect()
+    }
+
+    /// Other methods in the block stay as they are.
+    #[allow(dead_code)]
+    fn len(&self) -> u32 {
+        self.to - self.from
+    }
+}
+
+#[multiproc::test]
+fn struct_form_runs_in_another_process() {
+    let handle = Counter { from: 3, to: 6 }.spawn().unwrap();
+    assert_ne!(handle.pid(), std::process::id());
+    assert_eq!(handle.name(), "Counter");
+    assert_eq!(join(handle).unwrap(), [3, 4, 5]);
+}
+
+#[multiproc::process]
+fn whoami() -> (u32, u32) {
+    (std::process::id(), multiproc_tests_parent())
+}
+
+fn multiproc_tests_parent() -> u32 {
+    std::os::unix::process::parent_id()
+}
+
+#[multiproc::test]
+fn child_is_a_separate_process_of_ours() {
+    let handle = multiproc::spawn(whoami, ()).unwrap();
+    let pid = handle.pid();
+    let (child, parent) = join(handle).unwrap();
+    assert_eq!(child, pid);
+    assert_eq!(parent, std::process::id());
+}
+
+#[multiproc::process]
+fn fails_with(code: i32) {
+    std::process::exit(code);
+}
+
+#[multiproc::test]
+fn exit_before_reply_is_an_error_with_the_code() {
+    let err = join(multiproc::spawn(fails_with, (3,)).unwrap()).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Exited);
+    assert_eq!(err.exit_code(), Some(3));
+    let text = err.to_string();
+    assert!(text.contains("fails_with") && text.contains("code 3"), "{text}");
+}
+
+#[multiproc::process]
+fn panics(message: String) -> u8 {
+    panic!("{message}");
+}
+
+#[multiproc::test]
+fn panic_carries_message_and_location() {
+    let err = join(multiproc::spawn(panics, ("deliberate".into(),)).unwrap()).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Panicked);
+    let panic = err.remote_panic().unwrap();
+    assert_eq!(panic.message(), "deliberate");
+    let location = panic.location().unwrap();
+    assert!(location.starts_with("tests/tests/spawn.rs:"), "{location}");
+    assert!(err.to_string().contains(location));
+}
+
+#[multiproc::process]
+fn sleep_for(d: Duration) {
+    std::thread::sleep(d);
+}
+
+#[multiproc::test]
+fn kill_is_reported_as_sigkill() {
+    let mut handle = multiproc::spawn(sleep_for, (Duration::from_secs(600),)).unwrap();
+    assert!(handle.is_alive());
+    handle.kill().unwrap();
+    let err = join(handle).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Signaled);
+    assert_eq!(err.signal(), Some(libc::SIGKILL));
+    assert!(err.to_string().contains("SIGKILL"), "{err}");
+}
+
+#[multiproc::test]
+fn terminate_sends_sigterm() {
+    let mut handle = multiproc::spawn(sleep_for, (Duration::from_secs(600),)).unwrap();
+    handle.terminate().unwrap();
+    let err = join(handle).unwrap_err();
+    assert_eq!(err.signal(), Some(libc::SIGTERM));
+}
+
+#[multiproc::test]
+fn join_timeout_keeps_the_handle_usable() {
+    let (tx, rx) = multiproc::channel::<()>().unwrap();
+    // The child waits for our go, so the first timeout is certain without a sleep.
+    let mut handle = multiproc::spawn(wait_for_go, (rx,)).unwrap();
+    assert!(handle.join_timeout(Duration::from_millis(20)).unwrap().is_none());
+    assert!(handle.is_alive());
+    tx.send(()).unwrap();
+    assert_eq!(handle.join_timeout(support::DEADLINE).unwrap(), Some(7));
+    assert!(!handle.is_alive());
+    let again = handle.join_timeout(Duration::from_millis(1)).unwrap_err();
+    assert_eq!(again.kind(), ErrorKind::AlreadyJoined);
+}
+
+#[multiproc::process]
+fn wait_for_go(go: Receiver<()>) -> u8 {
+    go.recv().unwrap();
+    7
+}
+
+#[multiproc::process]
+fn env_and_dir(key: String) -> (Option<String>, String) {
+    let dir = std::env::current_dir().unwrap().display().to_string();
+    (std::env::var(key).ok(), dir)
+}
+
+#[multiproc::test]
+fn builder_sets_name_env_and_dir() {
+    let dir = std::env::temp_dir().canonicalize().unwrap();
+    let handle = Builder::new()
+        .name("configured")
+        .env("MULTIPROC_TEST_VALUE", "forty-two")
+        .current_dir(&dir)
+        .spawn_fn(env_and_dir, ("MULTIPROC_TEST_VALUE".into(),))
+        .unwrap();
+    assert_eq!(handle.name(), "configured");
+    let (value, cwd) = join(handle).unwrap();
+    assert_eq!(value.as_deref(), Some("forty-two"));
+    assert_eq!(cwd, dir.display().to_string());
+}
+
+#[multiproc::test]
+fn bootstrap_variables_do_not_leak_into_the_child_env() {
+    let handle = multiproc::spawn(env_and_dir, ("__MULTIPROC_SERVER".into(),)).unwrap();
+    assert_eq!(join(handle).unwrap().0, None);
+}
+
+#[multiproc::process]
+fn shout(words: Vec<String>) {
+    for w in words {
+        println!("{}", w.to_uppercase());
+    }
+    eprintln!("done");
+}
+
+#[multiproc::test]
+fn stdout_and_stderr_can_be_captured() {
+    let mut handle = Builder::new()
+        .stdout(Stdio::Piped)
+        .stderr(Stdio::Piped)
+        .spawn_fn(shout, (vec!["a".into(), "b".into()],))
+        .unwrap();
+    let mut out = String::new();
+    let mut err = String::new();
+    handle.take_stdout().unwrap().read_to_string(&mut out).unwrap();
+    handle.take_stderr().unwrap().read_to_string(&mut err).unwrap();
+    join(handle).unwrap();
+    assert_eq!(out, "A\nB\n");
+    assert_eq!(err, "done\n");
+}
+
+/// A worker that receives its inbox as an argument and replies on a channel that arrives
+/// inside each message: request/reply without shared state.
+#[derive(Serialize, Deserialize)]
+struct Request {
+    n: u64,
+    reply: Sender<u64>,
+}
+
+#[multiproc::process]
+fn squarer(inbox: Receiver<Request>) -> usize {
+    let mut served = 0;
+    for req in inbox {
+        req.reply.send(req.n * req.n).unwrap();
+        served += 1;
+    }
+    served
+}
+
+#[multiproc::test]
+fn channels_travel_as_arguments_and_inside_messages() {
+    let (tx, rx) = multiproc::channel::<Request>().unwrap();
+    let worker = multiproc::spawn(squarer, (rx,)).unwrap();
+    for n in 1..=5 {
+        let (reply, answer) = multiproc::channel().unwrap();
+        tx.send(Request { n, reply }).unwrap();
+        assert_eq!(answer.recv_timeout(support::DEADLINE).unwrap(), n * n);
+    }
+    drop(tx);
+    assert_eq!(join(worker).unwrap(), 5);
+}
+
+#[derive(Serialize, Deserialize)]
+struct Producer {
+    id: u32,
+    out: Sender<(u32, u32)>,
+}
+
+#[multiproc::process]
+impl Producer {
+    fn run(self) {
+        for i in 0..100 {
+            self.out.send((self.id, i)).unwrap();
+        }
+    }
+}
+
+#[multiproc::test]
+fn many_producers_one_consumer_fifo_per_sender() {
+    let (tx, rx) = multiproc::channel().unwrap();
+    let producers: Vec<_> = (0..3)
+        .map(|id| Producer { id, out: tx.clone() }.spawn().unwrap())
+        .collect();
+    drop(tx);
+    let received: Vec<(u32, u32)> = rx.into_iter().collect();
+    for p in producers {
+        join(p).unwrap();
+    }
+    assert_eq!(received.len(), 300);
+    for id in 0..3 {
+        let mine: Vec<u32> = received
+            .iter()
+            .filter(|(p, _)| *p == id)
+            .map(|(_, i)| *i)
+            .collect();
+        assert_eq!(mine, (0..100).collect::<Vec<_>>(), "producer {id} out of order");
+    }
+}
+
+#[multiproc::process]
+fn spawn_grandchild(x: u8) -> u8 {
+    join(multiproc::spawn(one, (x,)).unwrap()).unwrap() + 1
+}
+
+#[multiproc::test]
+fn children_can_spawn_children() {
+    assert_eq!(join(multiproc::spawn(spawn_grandchild, (1,)).unwrap()).unwrap(), 3);
+}
+
+#[multiproc::test]
+fn spawn_from_a_short_lived_thread_survives_the_thread() {
+    // PR_SET_PDEATHSIG fires when the spawning *thread* exits; spawning goes through a
+    // long-lived thread so the child outlives this one.
+    let (tx, rx) = multiproc::channel::<()>().unwrap();
+    let handle = std::thread::spawn(move || multiproc::spawn(wait_for_go, (rx,)).unwrap())
+        .join()
+        .unwrap();
+    tx.send(()).unwrap();
+    assert_eq!(join(handle).unwrap(), 7);
+}
+
+#[multiproc::test]
+fn dropped_handle_is_reaped() {
+    let (tx, rx) = multiproc::channel::<()>().unwrap();
+    let handle = multiproc::spawn(wait_for_go, (rx,)).unwrap();
+    let pidfd = support::PidFd::open(handle.pid()).unwrap();
+    let pid = handle.pid();
+    drop(handle);
+    // Detached, not killed: it still waits for us.
+    assert!(pidfd.is_alive());
+    tx.send(()).unwrap();
+    assert!(pidfd.wait_exit(support::DEADLINE));
+    // Once exited, the reaper thread collects it: no zombie is left. The reaper needs a
+    // moment after the exit, so wait (bounded) on the zombie's disappearance.
+    let deadline = std::time::Instant::now() + support::DEADLINE;
+    while support::children().iter().any(|(p, _)| *p == pid) {
+        assert!(std::time::Instant::now() < deadline, "zombie {pid} never reaped");
+        std::thread::yield_now();
+    }
+}
+
+#[multiproc::test]
+fn start_timeout_kills_a_child_stuck_before_its_entry() {
+    // The hook runs first in `main`, so a child cannot hang before it in this binary; the
+    // deadline still bounds the handshake. A zero timeout must fail cleanly, never hang.
+    let result = Builder::new()
+        .start_timeout(Duration::ZERO)
+        .spawn_fn(one, (1,));
+    match result {
+        // The child may win the race and connect within the first poll step.
+        Ok(handle) => assert_eq!(join(handle).unwrap(), 2),
+        Err(e) => assert_eq!(e.kind(), ErrorKind::Timeout, "{e}"),
+    }
+}
+
+#[multiproc::process]
+fn unserializable_output() -> Opaque {
+    Opaque(1)
+}
+
+/// Serializes fine at compile time, fails at run time: a custom impl that refuses.
+#[derive(Debug)]
+struct Opaque(u8);
+
+impl Serialize for Opaque {
+    fn serialize<S: serde::Serializer>(&self, _: S) -> Result<S::Ok, S::Error> {
+        Err(serde::ser::Error::custom("Opaque refuses to be serialized"))
+    }
+}
+
+impl<'de> Deserialize<'de> for Opaque {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        u8::deserialize(d).map(Opaque)
+    }
+}
+
+#[multiproc::test]
+fn output_that_fails_to_serialize_names_the_type() {
+    let err = join(multiproc::spawn(unserializable_output, ()).unwrap()).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Serialize);
+    assert!(err.to_string().contains("Opaque"), "{err}");
+}
+
+#[multiproc::process]
+fn takes_opaque(_o: Opaque) {}
+
+#[multiproc::test]
+fn argument_that_fails_to_serialize_names_the_type() {
+    let err = multiproc::spawn(takes_opaque, (Opaque(1),)).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Serialize);
+    assert!(err.to_string().contains("Opaque"), "{err}");
+}
+
+#[test]
+fn channels_work_in_one_process_too() {
+    let (tx, rx) = multiproc::channel::<String>().unwrap();
+    tx.send("x".into()).unwrap();
+    assert_eq!(rx.try_recv().unwrap(), "x");
+    assert_eq!(rx.try_recv().unwrap_err().kind(), ErrorKind::Empty);
+    drop(tx);
+    assert!(rx.recv().unwrap_err().is_disconnected());
+}
+
+#[test]
+fn send_to_a_dropped_receiver_is_disconnected() {
+    let (tx, rx) = multiproc::channel::<u8>().unwrap();
+    drop(rx);
+    let err = tx.send(1).unwrap_err();
+    assert!(err.is_disconnected(), "{err:?}");
+    assert!(err.to_string().contains("receiver is gone"), "{err}");
+}

@@ -1,0 +1,167 @@
+//! Helpers shared by the integration tests: deadlines without sleeps (pidfd + poll), and
+//! process, fd and zombie counts read from /proc.
+#![allow(dead_code)] // each test binary uses a different subset
+
+use std::io::Read;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use multiproc::JoinHandle;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+/// How long any one child may take in these tests before it is killed and the test fails.
+pub const DEADLINE: Duration = Duration::from_secs(30);
+
+/// A pidfd: readable once the process has exited (Linux 5.3+). Works for any process of ours,
+/// not only our children.
+pub struct PidFd(OwnedFd);
+
+impl PidFd {
+    pub fn open(pid: u32) -> std::io::Result<PidFd> {
+        // SAFETY: pidfd_open takes a pid and flags; it returns a new fd or -1.
+        let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) };
+        if fd < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        // SAFETY: the fd was just returned by the kernel and is owned by nobody else.
+        Ok(PidFd(unsafe { OwnedFd::from_raw_fd(fd as i32) }))
+    }
+
+    /// Waits at most `timeout` for the process to exit; `true` if it did.
+    pub fn wait_exit(&self, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let mut pfd = libc::pollfd {
+                fd: self.0.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            };
+            let ms = left.as_millis().min(i32::MAX as u128) as i32;
+            // SAFETY: one valid pollfd, count 1.
+            let n = unsafe { libc::poll(&mut pfd, 1, ms) };
+            if n > 0 {
+                return true;
+            }
+            if n == 0 || left.is_zero() {
+                return false;
+            }
+            // EINTR: poll again for the time left.
+        }
+    }
+
+    pub fn is_alive(&self) -> bool {
+        !self.wait_exit(Duration::ZERO)
+    }
+}
+
+/// Waits for `child` to exit within `timeout`; kills it and panics otherwise.
+pub fn wait_within(child: &mut Child, timeout: Duration) -> ExitStatus {
+    let pidfd = PidFd::open(child.id()).expect("pidfd_open");
+    if !pidfd.wait_exit(timeout) {
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!("process {} still ran after {timeout:?}: killed", child.id());
+    }
+    child.wait().expect("wait")
+}
+
+/// The output of a finished helper or example binary.
+pub struct Output {
+    pub status: ExitStatus,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+/// Runs a binary of this package (`CARGO_BIN_EXE_*`) to completion under [`DEADLINE`].
+pub fn run_bin(path: &str, configure: impl FnOnce(&mut Command)) -> Output {
+    let mut cmd = Command::new(path);
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .env("RUST_BACKTRACE", "0");
+    configure(&mut cmd);
+    let mut child = cmd.spawn().expect("start the binary");
+    let mut out = child.stdout.take().expect("piped");
+    let mut err = child.stderr.take().expect("piped");
+    let out_reader = read_all(move |s| out.read_to_string(s));
+    let err_reader = read_all(move |s| err.read_to_string(s));
+    let status = wait_within(&mut child, DEADLINE);
+    // A process that kept the pipes open after the binary exited would be an orphan:
+    // don't wait for it forever.
+    let collect = |rx: std::sync::mpsc::Receiver<String>| {
+        rx.recv_timeout(Duration::from_secs(5))
+            .expect("a process outlived the binary and holds its output open")
+    };
+    Output {
+        status,
+        stdout: collect(out_reader),
+        stderr: collect(err_reader),
+    }
+}
+
+fn read_all(
+    read: impl FnOnce(&mut String) -> std::io::Result<usize> + Send + 'static,
+) -> std::sync::mpsc::Receiver<String> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = read(&mut s);
+        let _ = tx.send(s);
+    });
+    rx
+}
+
+/// Joins `handle` within [`DEADLINE`]; kills the child and panics if it is still running.
+pub fn join<R: Serialize + DeserializeOwned>(mut handle: JoinHandle<R>) -> multiproc::Result<R> {
+    match handle.join_timeout(DEADLINE) {
+        Ok(Some(value)) => Ok(value),
+        Ok(None) => {
+            let _ = handle.kill();
+            panic!("child {} did not finish within {DEADLINE:?}", handle.pid());
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// The number of open file descriptors of this process.
+pub fn open_fds() -> usize {
+    std::fs::read_dir("/proc/self/fd")
+        .expect("/proc/self/fd")
+        .count()
+}
+
+/// Children of this process, as (pid, state letter), from /proc.
+pub fn children() -> Vec<(u32, char)> {
+    let me = std::process::id();
+    let mut found = Vec::new();
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return found;
+    };
+    for entry in dir.flatten() {
+        let Some(pid) = entry.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        // "pid (comm) S ppid ...": comm may hold spaces, so split after the last ')'.
+        let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) else {
+            continue;
+        };
+        let mut fields = rest.split_whitespace();
+        let state = fields.next().and_then(|s| s.chars().next()).unwrap_or('?');
+        let ppid = fields.next().and_then(|s| s.parse::<u32>().ok());
+        if ppid == Some(me) {
+            found.push((pid, state));
+        }
+    }
+    found
+}
+
+/// The number of zombie children of this process.
+pub fn zombies() -> usize {
+    children().iter().filter(|(_, s)| *s == 'Z').count()
+}
