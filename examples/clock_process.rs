@@ -21,7 +21,9 @@ struct ClockProcess {
 impl ClockProcess {
     fn run(self) -> u32 {
         for _ in 0..self.times {
-            let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+            let now = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .unwrap_or_default();
             println!(
                 "clock {} pid {} at {:.3}s",
                 self.id,
@@ -39,8 +41,18 @@ impl ClockProcess {
 #[multiproc::main]
 fn main() -> Result<(), multiproc::Error> {
     let interval = Duration::from_millis(50);
-    let a = ClockProcess { id: 1, times: 3, interval }.spawn()?;
-    let b = ClockProcess { id: 2, times: 3, interval }.spawn()?;
+    let a = ClockProcess {
+        id: 1,
+        times: 3,
+        interval,
+    }
+    .spawn()?;
+    let b = ClockProcess {
+        id: 2,
+        times: 3,
+        interval,
+    }
+    .spawn()?;
     assert_ne!(a.pid(), b.pid());
     let total = a.join()? + b.join()?;
     println!("both clocks done: {total}");

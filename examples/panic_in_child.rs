@@ -29,7 +29,11 @@ fn main() -> Result<(), multiproc::Error> {
     println!("message: {}", panic.message());
     println!("location: {}", panic.location().unwrap_or("unknown"));
     assert_eq!(panic.message(), "attempt to divide by zero");
-    assert!(panic.location().is_some_and(|l| l.contains("panic_in_child.rs")));
+    assert!(
+        panic
+            .location()
+            .is_some_and(|l| l.contains("panic_in_child.rs"))
+    );
     Ok(())
 }
 // ANCHOR_END: main

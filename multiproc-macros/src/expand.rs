@@ -25,8 +25,12 @@ pub(crate) fn process(args: TokenStream, item: TokenStream) -> TokenStream {
         Err(e) => return with_errors(item, e),
     };
     let expanded = match &parsed {
-        ProcessItem::Fn(f) => validate::process_fn(f).map(|types| process_fn(&args.krate, f, &types)),
-        ProcessItem::Impl(i) => validate::process_impl(i).map(|run| process_impl(&args.krate, i, &run.sig.output)),
+        ProcessItem::Fn(f) => {
+            validate::process_fn(f).map(|types| process_fn(&args.krate, f, &types))
+        }
+        ProcessItem::Impl(i) => {
+            validate::process_impl(i).map(|run| process_impl(&args.krate, i, &run.sig.output))
+        }
     };
     expanded.unwrap_or_else(|e| with_errors(item, e))
 }
@@ -43,8 +47,7 @@ fn output_type(output: &ReturnType) -> Type {
 /// points at the offending type.
 fn assert_transferable(krate: &Path, ty: &Type) -> TokenStream {
     quote_spanned! {ty.span()=>
-        #krate::__private::assert_serialize::<#ty>();
-        #krate::__private::assert_deserialize::<#ty>();
+        #krate::__private::assert_transferable::<#ty>();
     }
 }
 
@@ -59,10 +62,7 @@ fn process_fn(krate: &Path, item: &ItemFn, arg_types: &[Type]) -> TokenStream {
     let name_str = name.to_string();
     let (doc_attrs, fn_attrs): (Vec<_>, Vec<_>) =
         attrs.iter().partition(|a| a.path().is_ident("doc"));
-    let cfg_attrs: Vec<_> = attrs
-        .iter()
-        .filter(|a| a.path().is_ident("cfg"))
-        .collect();
+    let cfg_attrs: Vec<_> = attrs.iter().filter(|a| a.path().is_ident("cfg")).collect();
     let output = &sig.output;
     let ret = output_type(output);
     let inputs = &sig.inputs;
@@ -114,7 +114,7 @@ fn process_fn(krate: &Path, item: &ItemFn, arg_types: &[Type]) -> TokenStream {
             #(#checks)*
 
             fn __multiproc_entry(ctx: #krate::__private::ChildContext) -> ! {
-                #krate::__private::child_main::<(#(#arg_types,)*), #ret>(
+                #krate::__private::run_fn::<#name>(
                     ctx,
                     |(#(#arg_names,)*)| #name::__multiproc_call(#(#arg_names),*),
                 )
@@ -133,7 +133,10 @@ fn process_fn(krate: &Path, item: &ItemFn, arg_types: &[Type]) -> TokenStream {
 fn process_impl(krate: &Path, item: &ItemImpl, output: &ReturnType) -> TokenStream {
     let self_ty = &item.self_ty;
     let ret = output_type(output);
-    let check = assert_transferable(krate, &ret);
+    let checks = [
+        assert_transferable(krate, self_ty),
+        assert_transferable(krate, &ret),
+    ];
     let cfg_attrs: Vec<_> = item
         .attrs
         .iter()
@@ -147,14 +150,18 @@ fn process_impl(krate: &Path, item: &ItemImpl, output: &ReturnType) -> TokenStre
             type Output = #ret;
             const __KEY: &'static str =
                 ::core::concat!(::core::module_path!(), "::", ::core::stringify!(#self_ty));
+
+            fn __run(self) -> #ret {
+                <#self_ty>::run(self)
+            }
         }
 
         #(#cfg_attrs)*
         const _: () = {
-            #check
+            #(#checks)*
 
             fn __multiproc_entry(ctx: #krate::__private::ChildContext) -> ! {
-                #krate::__private::child_main::<#self_ty, #ret>(ctx, <#self_ty>::run)
+                #krate::__private::run_process::<#self_ty>(ctx)
             }
 
             #krate::__private::inventory::submit! {

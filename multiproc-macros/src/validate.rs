@@ -76,6 +76,15 @@ fn check_signature(sig: &Signature, what: &str, errors: &mut Errors) {
 }
 
 fn check_no_impl_trait(ty: &Type, what: &str, errors: &mut Errors) {
+    if let Type::Reference(r) = ty {
+        errors.push(syn::Error::new_spanned(
+            r,
+            format!(
+                "{what} cannot take or return references: the other process cannot see this \
+                 one's memory; use an owned type (`String` for `&str`, `Vec<T>` for `&[T]`)"
+            ),
+        ));
+    }
     if let Type::ImplTrait(it) = ty {
         errors.push(syn::Error::new_spanned(
             it,
@@ -122,6 +131,7 @@ pub(crate) fn process_impl(item: &ItemImpl) -> syn::Result<&ImplItemFn> {
             "`#[process]` goes on an inherent `impl` block (`impl MyType { fn run(self) .. }`), \
              not on a trait impl",
         ));
+        return Err(errors.finish().expect_err("an error was pushed"));
     }
     if let Some(token) = &item.unsafety {
         errors.push(syn::Error::new_spanned(

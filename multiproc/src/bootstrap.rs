@@ -54,10 +54,21 @@ pub(crate) enum Up<R> {
 /// Why a child could not run the entry it was asked for.
 #[derive(Debug, Serialize, Deserialize)]
 pub(crate) enum Refusal {
-    EntryNotFound { key: String, known: Vec<String> },
-    DuplicateEntry { key: String, count: usize },
-    BuildMismatch { detail: String },
-    BadBoot { type_name: String, message: String },
+    EntryNotFound {
+        key: String,
+        known: Vec<String>,
+    },
+    DuplicateEntry {
+        key: String,
+        count: usize,
+    },
+    BuildMismatch {
+        detail: String,
+    },
+    BadBoot {
+        type_name: String,
+        message: String,
+    },
     /// Sent by the parent itself to unblock its own accept thread.
     Cancelled,
 }
@@ -205,7 +216,9 @@ fn take_child_role() -> Option<ChildContext> {
         parent: env::var(ENV_PARENT).unwrap_or_default(),
         build: env::var(ENV_BUILD).unwrap_or_default(),
     };
-    for var in [ENV_SERVER, ENV_ENTRY, ENV_NAME, ENV_PARENT, ENV_BUILD, ENV_STDOUT] {
+    for var in [
+        ENV_SERVER, ENV_ENTRY, ENV_NAME, ENV_PARENT, ENV_BUILD, ENV_STDOUT,
+    ] {
         // SAFETY: the hook runs first thing in `main` (or at the top of a test), before the
         // program has started threads that read the environment. Removing the variables keeps
         // unrelated programs this child starts from taking themselves for multiproc children.

@@ -48,7 +48,13 @@ mod tests {
     #[test]
     fn payloads_become_messages() {
         assert_eq!(remote_panic(Box::new("static")).message, "static");
-        assert_eq!(remote_panic(Box::new(String::from("owned"))).message, "owned");
-        assert_eq!(remote_panic(Box::new(42_u8)).message, "<non-string payload>");
+        assert_eq!(
+            remote_panic(Box::new(String::from("owned"))).message,
+            "owned"
+        );
+        assert_eq!(
+            remote_panic(Box::new(42_u8)).message,
+            "<non-string payload>"
+        );
     }
 }

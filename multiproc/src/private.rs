@@ -13,13 +13,13 @@ pub use crate::spawn::{Process, ProcessFn};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-/// Runs an entry point in the child; never returns.
-pub fn child_main<T, R>(ctx: ChildContext, run: fn(T) -> R) -> !
+/// Runs the `#[process]` type `P` in the child.
+pub fn run_process<P>(ctx: ChildContext) -> !
 where
-    T: Serialize + DeserializeOwned,
-    R: Serialize + DeserializeOwned,
+    P: Process + Transferable,
+    P::Output: Transferable,
 {
-    crate::bootstrap::child_main(ctx, run)
+    crate::bootstrap::child_main(ctx, P::__run)
 }
 
 /// The hook `#[multiproc::test]` puts first in a test.
@@ -27,8 +27,28 @@ pub fn test_hook(module_path: &str, fn_name: &str) {
     crate::testing::hook(module_path, fn_name)
 }
 
-/// Compile-time check, spanned on an argument or return type: it must cross processes.
-pub const fn assert_serialize<T: Serialize + ?Sized>() {}
+/// A value that can cross a process boundary: `Serialize + DeserializeOwned`. Exists for its
+/// error message.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot be sent to another process",
+    label = "not `Serialize + Deserialize`",
+    note = "values cross processes serialized: derive `serde::Serialize` and \
+            `serde::Deserialize` for `{Self}`, or use an owned type that implements them \
+            (`String`, not `&str`)"
+)]
+pub trait Transferable: Serialize + DeserializeOwned {}
+
+impl<T: Serialize + DeserializeOwned> Transferable for T {}
 
 /// Compile-time check, spanned on an argument or return type: it must cross processes.
-pub const fn assert_deserialize<T: DeserializeOwned>() {}
+pub const fn assert_transferable<T: Transferable>() {}
+
+/// Runs the `#[process]` fn `F` in the child.
+pub fn run_fn<F>(ctx: ChildContext, call: fn(F::Args) -> F::Output) -> !
+where
+    F: ProcessFn,
+    F::Args: Transferable,
+    F::Output: Transferable,
+{
+    crate::bootstrap::child_main(ctx, call)
+}

@@ -23,7 +23,11 @@ fn spawn_join_500_leaves_fds_and_zombies_flat() {
     for i in 0..500 {
         if i % 50 == 0 {
             // Failures must not leak either.
-            let err = support::join(multiproc::spawn(panics, ()).unwrap()).unwrap_err();
+            let quiet = multiproc::Builder::new()
+                .stderr(multiproc::Stdio::Null)
+                .spawn_fn(panics, ())
+                .unwrap();
+            let err = support::join(quiet).unwrap_err();
             assert_eq!(err.kind(), multiproc::ErrorKind::Panicked);
         }
         let handle = multiproc::spawn(add_one, (i,)).unwrap();

@@ -44,7 +44,11 @@ fn child_that_hangs_before_the_hook_times_out() {
     });
     assert!(out.status.success(), "{}", out.stderr);
     assert_eq!(field(&out.stdout, "kind="), "Timeout");
-    assert!(field(&out.stdout, "error=").contains("300ms"), "{}", out.stdout);
+    assert!(
+        field(&out.stdout, "error=").contains("300ms"),
+        "{}",
+        out.stdout
+    );
 }
 
 #[test]

@@ -107,7 +107,10 @@ fn exit_before_reply_is_an_error_with_the_code() {
     assert_eq!(err.kind(), ErrorKind::Exited);
     assert_eq!(err.exit_code(), Some(3));
     let text = err.to_string();
-    assert!(text.contains("fails_with") && text.contains("code 3"), "{text}");
+    assert!(
+        text.contains("fails_with") && text.contains("code 3"),
+        "{text}"
+    );
 }
 
 #[multiproc::process]
@@ -155,7 +158,12 @@ fn join_timeout_keeps_the_handle_usable() {
     let (tx, rx) = multiproc::channel::<()>().unwrap();
     // The child waits for our go, so the first timeout is certain without a sleep.
     let mut handle = multiproc::spawn(wait_for_go, (rx,)).unwrap();
-    assert!(handle.join_timeout(Duration::from_millis(20)).unwrap().is_none());
+    assert!(
+        handle
+            .join_timeout(Duration::from_millis(20))
+            .unwrap()
+            .is_none()
+    );
     assert!(handle.is_alive());
     tx.send(()).unwrap();
     assert_eq!(handle.join_timeout(support::DEADLINE).unwrap(), Some(7));
@@ -214,8 +222,16 @@ fn stdout_and_stderr_can_be_captured() {
         .unwrap();
     let mut out = String::new();
     let mut err = String::new();
-    handle.take_stdout().unwrap().read_to_string(&mut out).unwrap();
-    handle.take_stderr().unwrap().read_to_string(&mut err).unwrap();
+    handle
+        .take_stdout()
+        .unwrap()
+        .read_to_string(&mut out)
+        .unwrap();
+    handle
+        .take_stderr()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
     join(handle).unwrap();
     assert_eq!(out, "A\nB\n");
     assert_eq!(err, "done\n");
@@ -271,7 +287,14 @@ impl Producer {
 fn many_producers_one_consumer_fifo_per_sender() {
     let (tx, rx) = multiproc::channel().unwrap();
     let producers: Vec<_> = (0..3)
-        .map(|id| Producer { id, out: tx.clone() }.spawn().unwrap())
+        .map(|id| {
+            Producer {
+                id,
+                out: tx.clone(),
+            }
+            .spawn()
+            .unwrap()
+        })
         .collect();
     drop(tx);
     let received: Vec<(u32, u32)> = rx.into_iter().collect();
@@ -285,7 +308,11 @@ fn many_producers_one_consumer_fifo_per_sender() {
             .filter(|(p, _)| *p == id)
             .map(|(_, i)| *i)
             .collect();
-        assert_eq!(mine, (0..100).collect::<Vec<_>>(), "producer {id} out of order");
+        assert_eq!(
+            mine,
+            (0..100).collect::<Vec<_>>(),
+            "producer {id} out of order"
+        );
     }
 }
 
@@ -296,7 +323,10 @@ fn spawn_grandchild(x: u8) -> u8 {
 
 #[multiproc::test]
 fn children_can_spawn_children() {
-    assert_eq!(join(multiproc::spawn(spawn_grandchild, (1,)).unwrap()).unwrap(), 3);
+    assert_eq!(
+        join(multiproc::spawn(spawn_grandchild, (1,)).unwrap()).unwrap(),
+        3
+    );
 }
 
 #[multiproc::test]
@@ -326,7 +356,10 @@ fn dropped_handle_is_reaped() {
     // moment after the exit, so wait (bounded) on the zombie's disappearance.
     let deadline = std::time::Instant::now() + support::DEADLINE;
     while support::children().iter().any(|(p, _)| *p == pid) {
-        assert!(std::time::Instant::now() < deadline, "zombie {pid} never reaped");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "zombie {pid} never reaped"
+        );
         std::thread::yield_now();
     }
 }
@@ -352,7 +385,7 @@ fn unserializable_output() -> Opaque {
 
 /// Serializes fine at compile time, fails at run time: a custom impl that refuses.
 #[derive(Debug)]
-struct Opaque(u8);
+struct Opaque(#[allow(dead_code)] u8); // read only through Debug
 
 impl Serialize for Opaque {
     fn serialize<S: serde::Serializer>(&self, _: S) -> Result<S::Ok, S::Error> {

@@ -17,10 +17,27 @@ fn run(path: &str) -> support::Output {
 #[test]
 fn clock_function() {
     let out = run(env!("CARGO_BIN_EXE_clock_function"));
-    let ticks: Vec<&str> = out.stdout.lines().filter(|l| l.starts_with("tick ")).collect();
+    let ticks: Vec<&str> = out
+        .stdout
+        .lines()
+        .filter(|l| l.starts_with("tick "))
+        .collect();
     assert_eq!(ticks.len(), 5, "{}", out.stdout);
-    let pid = out.stdout.lines().next().unwrap().rsplit(' ').next().unwrap();
-    assert!(ticks.iter().all(|t| t.ends_with(&format!("from pid {pid}"))), "{}", out.stdout);
+    let pid = out
+        .stdout
+        .lines()
+        .next()
+        .unwrap()
+        .rsplit(' ')
+        .next()
+        .unwrap();
+    assert!(
+        ticks
+            .iter()
+            .all(|t| t.ends_with(&format!("from pid {pid}"))),
+        "{}",
+        out.stdout
+    );
     assert!(out.stdout.ends_with("clock returned 5\n"), "{}", out.stdout);
 }
 
@@ -41,7 +58,11 @@ fn clock_process() {
     assert_eq!((a.len(), b.len()), (3, 3));
     assert!(a.iter().all(|p| p == &a[0]) && b.iter().all(|p| p == &b[0]));
     assert_ne!(a[0], b[0], "the two clocks ran in one process");
-    assert!(out.stdout.ends_with("both clocks done: 6\n"), "{}", out.stdout);
+    assert!(
+        out.stdout.ends_with("both clocks done: 6\n"),
+        "{}",
+        out.stdout
+    );
 }
 
 #[test]
@@ -55,7 +76,11 @@ fn panic_in_child() {
     let out = run(env!("CARGO_BIN_EXE_panic_in_child"));
     let lines: Vec<&str> = out.stdout.lines().collect();
     assert_eq!(lines.len(), 3, "{}", out.stdout);
-    assert!(lines[0].starts_with("child failed: child `divide` (pid "), "{}", lines[0]);
+    assert!(
+        lines[0].starts_with("child failed: child `divide` (pid "),
+        "{}",
+        lines[0]
+    );
     // The path is as rustc saw it: `examples/..` or `tests/../examples/..`.
     assert!(
         lines[0].contains("panicked: 'attempt to divide by zero' at ")
@@ -66,5 +91,9 @@ fn panic_in_child() {
     assert_eq!(lines[1], "message: attempt to divide by zero");
     assert!(lines[2].starts_with("location: ") && lines[2].contains("examples/panic_in_child.rs:"));
     // The child's own panic message went to its stderr, as Rust users expect.
-    assert!(out.stderr.contains("attempt to divide by zero"), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("attempt to divide by zero"),
+        "{}",
+        out.stderr
+    );
 }

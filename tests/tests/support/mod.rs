@@ -12,14 +12,14 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 /// How long any one child may take in these tests before it is killed and the test fails.
-pub const DEADLINE: Duration = Duration::from_secs(30);
+pub(crate) const DEADLINE: Duration = Duration::from_secs(30);
 
 /// A pidfd: readable once the process has exited (Linux 5.3+). Works for any process of ours,
 /// not only our children.
-pub struct PidFd(OwnedFd);
+pub(crate) struct PidFd(OwnedFd);
 
 impl PidFd {
-    pub fn open(pid: u32) -> std::io::Result<PidFd> {
+    pub(crate) fn open(pid: u32) -> std::io::Result<PidFd> {
         // SAFETY: pidfd_open takes a pid and flags; it returns a new fd or -1.
         let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) };
         if fd < 0 {
@@ -30,7 +30,7 @@ impl PidFd {
     }
 
     /// Waits at most `timeout` for the process to exit; `true` if it did.
-    pub fn wait_exit(&self, timeout: Duration) -> bool {
+    pub(crate) fn wait_exit(&self, timeout: Duration) -> bool {
         let deadline = Instant::now() + timeout;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
@@ -52,13 +52,13 @@ impl PidFd {
         }
     }
 
-    pub fn is_alive(&self) -> bool {
+    pub(crate) fn is_alive(&self) -> bool {
         !self.wait_exit(Duration::ZERO)
     }
 }
 
 /// Waits for `child` to exit within `timeout`; kills it and panics otherwise.
-pub fn wait_within(child: &mut Child, timeout: Duration) -> ExitStatus {
+pub(crate) fn wait_within(child: &mut Child, timeout: Duration) -> ExitStatus {
     let pidfd = PidFd::open(child.id()).expect("pidfd_open");
     if !pidfd.wait_exit(timeout) {
         let _ = child.kill();
@@ -69,14 +69,14 @@ pub fn wait_within(child: &mut Child, timeout: Duration) -> ExitStatus {
 }
 
 /// The output of a finished helper or example binary.
-pub struct Output {
-    pub status: ExitStatus,
-    pub stdout: String,
-    pub stderr: String,
+pub(crate) struct Output {
+    pub(crate) status: ExitStatus,
+    pub(crate) stdout: String,
+    pub(crate) stderr: String,
 }
 
 /// Runs a binary of this package (`CARGO_BIN_EXE_*`) to completion under [`DEADLINE`].
-pub fn run_bin(path: &str, configure: impl FnOnce(&mut Command)) -> Output {
+pub(crate) fn run_bin(path: &str, configure: impl FnOnce(&mut Command)) -> Output {
     let mut cmd = Command::new(path);
     cmd.stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -115,7 +115,9 @@ fn read_all(
 }
 
 /// Joins `handle` within [`DEADLINE`]; kills the child and panics if it is still running.
-pub fn join<R: Serialize + DeserializeOwned>(mut handle: JoinHandle<R>) -> multiproc::Result<R> {
+pub(crate) fn join<R: Serialize + DeserializeOwned>(
+    mut handle: JoinHandle<R>,
+) -> multiproc::Result<R> {
     match handle.join_timeout(DEADLINE) {
         Ok(Some(value)) => Ok(value),
         Ok(None) => {
@@ -127,21 +129,25 @@ pub fn join<R: Serialize + DeserializeOwned>(mut handle: JoinHandle<R>) -> multi
 }
 
 /// The number of open file descriptors of this process.
-pub fn open_fds() -> usize {
+pub(crate) fn open_fds() -> usize {
     std::fs::read_dir("/proc/self/fd")
         .expect("/proc/self/fd")
         .count()
 }
 
 /// Children of this process, as (pid, state letter), from /proc.
-pub fn children() -> Vec<(u32, char)> {
+pub(crate) fn children() -> Vec<(u32, char)> {
     let me = std::process::id();
     let mut found = Vec::new();
     let Ok(dir) = std::fs::read_dir("/proc") else {
         return found;
     };
     for entry in dir.flatten() {
-        let Some(pid) = entry.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<u32>().ok())
+        else {
             continue;
         };
         let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
@@ -162,6 +168,6 @@ pub fn children() -> Vec<(u32, char)> {
 }
 
 /// The number of zombie children of this process.
-pub fn zombies() -> usize {
+pub(crate) fn zombies() -> usize {
     children().iter().filter(|(_, s)| *s == 'Z').count()
 }

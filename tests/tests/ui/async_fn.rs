@@ -1,0 +1,6 @@
+#[multiproc::process]
+async fn fetch(url: String) -> String {
+    url
+}
+
+fn main() {}

@@ -1,0 +1,4 @@
+#[multiproc::test]
+async fn spawns() {}
+
+fn main() {}

@@ -1,0 +1,6 @@
+#[multiproc::process]
+fn greet(name: &str) -> usize {
+    name.len()
+}
+
+fn main() {}

@@ -1,0 +1,4 @@
+#[multiproc::process]
+struct Job;
+
+fn main() {}

@@ -1,0 +1,4 @@
+#[multiproc::process(name = "worker")]
+fn work() {}
+
+fn main() {}
