@@ -83,9 +83,9 @@ impl<T: Serialize> Sender<T> {
     /// # Examples
     ///
     /// ```
-    /// let (tx, rx) = multiproc::channel::<&str>()?;
+    /// let (tx, rx) = multiproc::channel::<String>()?;
     /// # let _ = &rx;
-    /// tx.send("hi")?;
+    /// tx.send("hi".to_string())?;
     /// # Ok::<(), multiproc::Error>(())
     /// ```
     ///

@@ -224,12 +224,25 @@ where
     ///
     /// # Examples
     ///
-    /// ```
-    /// # fn demo(child: &mut multiproc::JoinHandle<()>) {
-    /// if let Some(stdin) = child.take_stdin() {
-    ///     drop(stdin); // the child reads end-of-file
+    /// ```no_run
+    /// use std::io::Write;
+    ///
+    /// #[multiproc::process]
+    /// fn count_lines() -> usize {
+    ///     std::io::stdin().lines().count()
     /// }
-    /// # }
+    ///
+    /// #[multiproc::main]
+    /// fn main() -> multiproc::Result<()> {
+    ///     let mut child = multiproc::Builder::new()
+    ///         .stdin(multiproc::Stdio::Piped)
+    ///         .spawn_fn(count_lines, ())?;
+    ///     let mut stdin = child.take_stdin().unwrap();
+    ///     stdin.write_all(b"one\ntwo\n")?;
+    ///     drop(stdin); // the child reads end-of-file
+    ///     assert_eq!(child.join()?, 2);
+    ///     Ok(())
+    /// }
     /// ```
     pub fn take_stdin(&mut self) -> Option<ChildStdin> {
         self.child.as_mut()?.stdin.take()
@@ -250,11 +263,25 @@ where
     ///
     /// # Examples
     ///
-    /// ```
-    /// # fn demo(child: &mut multiproc::JoinHandle<()>) {
-    /// let stderr = child.take_stderr();
-    /// # let _ = stderr;
-    /// # }
+    /// ```no_run
+    /// use std::io::Read;
+    ///
+    /// #[multiproc::process]
+    /// fn complain() {
+    ///     eprintln!("warning: low on coffee");
+    /// }
+    ///
+    /// #[multiproc::main]
+    /// fn main() -> multiproc::Result<()> {
+    ///     let mut child = multiproc::Builder::new()
+    ///         .stderr(multiproc::Stdio::Piped)
+    ///         .spawn_fn(complain, ())?;
+    ///     let mut text = String::new();
+    ///     child.take_stderr().unwrap().read_to_string(&mut text)?;
+    ///     child.join()?;
+    ///     assert_eq!(text, "warning: low on coffee\n");
+    ///     Ok(())
+    /// }
     /// ```
     pub fn take_stderr(&mut self) -> Option<ChildStderr> {
         self.child.as_mut()?.stderr.take()
