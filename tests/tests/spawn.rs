@@ -16,10 +16,18 @@ fn zero() -> String {
     "zero".to_string()
 }
 
+// ANCHOR: testing
 #[multiproc::process]
 fn one(a: u8) -> u8 {
     a + 1
 }
+
+#[multiproc::test]
+fn spawns_from_a_test() {
+    let child = multiproc::spawn(one, (1,)).unwrap();
+    assert_eq!(support::join(child).unwrap(), 2);
+}
+// ANCHOR_END: testing
 
 #[multiproc::process]
 #[allow(clippy::too_many_arguments)]

@@ -114,6 +114,7 @@ fn read_all(
     rx
 }
 
+// ANCHOR: join
 /// Joins `handle` within [`DEADLINE`]; kills the child and panics if it is still running.
 pub(crate) fn join<R: Serialize + DeserializeOwned>(
     mut handle: JoinHandle<R>,
@@ -127,6 +128,7 @@ pub(crate) fn join<R: Serialize + DeserializeOwned>(
         Err(e) => Err(e),
     }
 }
+// ANCHOR_END: join
 
 /// The number of open file descriptors of this process.
 pub(crate) fn open_fds() -> usize {
