@@ -1,4 +1,4 @@
-//! Typed mailboxes between processes: [`channel`], [`Sender`], [`Receiver`].
+//! Typed mailboxes between processes: [`channel()`], [`Sender`], [`Receiver`].
 //!
 //! Both ends are `Serialize + Deserialize`: they travel as fields of a `#[process]` struct,
 //! as arguments of a `#[process]` fn, and inside other messages. Sending an end moves it: the
@@ -44,7 +44,7 @@ where
     Ok((Sender { inner: tx }, Receiver { inner: rx }))
 }
 
-/// The sending half of a [`channel`]. Clone it to send from several places or processes.
+/// The sending half of a [`channel()`]. Clone it to send from several places or processes.
 ///
 /// # Examples
 ///
@@ -60,7 +60,7 @@ pub struct Sender<T> {
     inner: IpcSender<T>,
 }
 
-/// The receiving half of a [`channel`]; iterate over it to receive until every sender is gone.
+/// The receiving half of a [`channel()`]; iterate over it to receive until every sender is gone.
 ///
 /// # Examples
 ///
