@@ -57,6 +57,7 @@ fn process_fn(krate: &Path, item: &ItemFn, arg_types: &[Type]) -> TokenStream {
         vis,
         sig,
         block,
+        ..
     } = item;
     let name = &sig.ident;
     let name_str = name.to_string();

@@ -33,7 +33,7 @@ fn check_signature(sig: &Signature, what: &str, errors: &mut Errors) {
             ),
         ));
     }
-    if let Some(token) = &sig.unsafety {
+    if let syn::Safety::Unsafe(token) = &sig.safety {
         errors.push(syn::Error::new_spanned(
             token,
             format!("{what} cannot be `unsafe`: wrap the unsafe call in a safe `fn`"),
@@ -125,7 +125,7 @@ pub(crate) fn process_impl(item: &ItemImpl) -> syn::Result<&ImplItemFn> {
              name, so it must be concrete; write `impl MyType<u32>` for each type you spawn",
         ));
     }
-    if let Some((_, path, _)) = &item.trait_ {
+    if let Some((path, _)) = &item.trait_ {
         errors.push(syn::Error::new_spanned(
             path,
             "`#[process]` goes on an inherent `impl` block (`impl MyType { fn run(self) .. }`), \
@@ -153,36 +153,27 @@ pub(crate) fn process_impl(item: &ItemImpl) -> syn::Result<&ImplItemFn> {
     };
     check_signature(&run.sig, "`run`", &mut errors);
     let mut inputs = run.sig.inputs.iter();
+    let by_value = "`run` must take `self` by value: the child process owns its state; write \
+                    `fn run(self)`";
     match inputs.next() {
-        Some(FnArg::Receiver(r)) if r.reference.is_some() => errors.push(syn::Error::new_spanned(
-            r,
-            "`run` must take `self` by value: the child process owns its state; write \
-             `fn run(self)`",
-        )),
-        Some(FnArg::Receiver(r)) if r.colon_token.is_some() => {
-            if let Type::Path(p) = &*r.ty {
-                if !p.path.is_ident("Self") {
-                    errors.push(syn::Error::new_spanned(
-                        &r.ty,
-                        "`run` must take `self` by value; write `fn run(self)`",
-                    ));
-                }
-            } else {
-                errors.push(syn::Error::new_spanned(
-                    &r.ty,
-                    "`run` must take `self` by value; write `fn run(self)`",
-                ));
+        Some(FnArg::Receiver(r)) => match &r.kind {
+            syn::ReceiverKind::Value => {}
+            syn::ReceiverKind::Reference(..) => {
+                errors.push(syn::Error::new_spanned(r, by_value));
             }
-        }
-        Some(FnArg::Receiver(_)) => {}
+            syn::ReceiverKind::Typed(_, ty) => {
+                let is_self = matches!(&**ty, Type::Path(p) if p.path.is_ident("Self"));
+                if !is_self {
+                    errors.push(syn::Error::new_spanned(ty, by_value));
+                }
+            }
+            _ => errors.push(syn::Error::new_spanned(r, by_value)),
+        },
         Some(FnArg::Typed(t)) => errors.push(syn::Error::new_spanned(
             t,
             "`run` must take `self` by value as its only parameter; write `fn run(self)`",
         )),
-        None => errors.push(syn::Error::new(
-            run.sig.paren_token.span.join(),
-            "`run` must take `self` by value; write `fn run(self)`",
-        )),
+        None => errors.push(syn::Error::new(run.sig.paren_token.span.join(), by_value)),
     }
     let extra: Vec<_> = inputs.collect();
     if let Some(first) = extra.first() {
