@@ -230,7 +230,10 @@ fn take_child_role() -> Option<ChildContext> {
 fn run_child(ctx: ChildContext) -> ! {
     // Die with the parent (Linux); the control channel covers the other platforms. The
     // parent may be gone before this call: check its pid after it.
-    sys::set_parent_death_signal();
+    // `MULTIPROC_NO_PDEATHSIG` turns the kernel's help off to exercise the fallback alone.
+    if env::var_os("MULTIPROC_NO_PDEATHSIG").is_none() {
+        sys::set_parent_death_signal();
+    }
     if ctx.parent.parse::<u32>().ok() != Some(sys::parent_pid()) {
         std::process::exit(EXIT_ORPHANED);
     }

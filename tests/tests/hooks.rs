@@ -66,13 +66,16 @@ fn rebuilt_executable_is_a_build_mismatch() {
     let exe = dir.join("app");
     std::fs::copy(env!("CARGO_BIN_EXE_hook_cases"), &exe).unwrap();
 
-    let mut parent = Command::new(&exe)
-        .arg("rebuilt")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .env("RUST_BACKTRACE", "0")
-        .spawn()
-        .unwrap();
+    let mut guard = support::KillOnDrop(
+        Command::new(&exe)
+            .arg("rebuilt")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .env("RUST_BACKTRACE", "0")
+            .spawn()
+            .unwrap(),
+    );
+    let parent = &mut guard.0;
     let mut stdout = BufReader::new(parent.stdout.take().unwrap());
     let mut line = String::new();
     stdout.read_line(&mut line).unwrap();
@@ -85,7 +88,7 @@ fn rebuilt_executable_is_a_build_mismatch() {
     std::fs::rename(&next, &exe).unwrap();
     parent.stdin.take().unwrap().write_all(b"go\n").unwrap();
 
-    let status = support::wait_within(&mut parent, support::DEADLINE);
+    let status = support::wait_within(parent, support::DEADLINE);
     let mut rest = String::new();
     std::io::Read::read_to_string(&mut stdout, &mut rest).unwrap();
     std::fs::remove_dir_all(&dir).unwrap();

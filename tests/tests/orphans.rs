@@ -9,13 +9,39 @@ use std::time::Duration;
 
 use support::PidFd;
 
+/// SIGKILLs the listed pids on drop (those already gone are skipped by the kernel; pidfds
+/// opened above keep the numbers from being reused meanwhile).
+struct KillPids(Vec<u32>);
+
+impl Drop for KillPids {
+    fn drop(&mut self) {
+        for &pid in &self.0 {
+            // SAFETY: kill takes plain integers.
+            unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
+        }
+    }
+}
+
 #[test]
 fn sigkill_parent_leaves_no_child_alive() {
-    let mut parent = Command::new(env!("CARGO_BIN_EXE_orphan_parent"))
-        .stdout(Stdio::piped())
-        .stdin(Stdio::null())
-        .spawn()
-        .unwrap();
+    sigkill_parent(false);
+}
+
+/// Without `PR_SET_PDEATHSIG`, the portable fallback alone (each child watches its control
+/// channel from the parent) must do the same.
+#[test]
+fn control_channel_fallback_alone_leaves_no_child_alive() {
+    sigkill_parent(true);
+}
+
+fn sigkill_parent(fallback_only: bool) {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_orphan_parent"));
+    cmd.stdout(Stdio::piped()).stdin(Stdio::null());
+    if fallback_only {
+        cmd.env("MULTIPROC_NO_PDEATHSIG", "1");
+    }
+    let mut parent = support::KillOnDrop(cmd.spawn().unwrap());
+    let parent = &mut parent.0;
     let parent_fd = PidFd::open(parent.id()).unwrap();
     let mut lines = BufReader::new(parent.stdout.take().unwrap()).lines();
     let mut pids = Vec::new();
@@ -29,6 +55,8 @@ fn sigkill_parent_leaves_no_child_alive() {
     }
     assert_eq!(pids.len(), 4, "helper printed {pids:?}");
     let fds: Vec<PidFd> = pids.iter().map(|&p| PidFd::open(p).unwrap()).collect();
+    // Whatever happens below, kill what is left.
+    let _cleanup = KillPids(pids.clone());
     for (pid, fd) in pids.iter().zip(&fds) {
         assert!(fd.is_alive(), "child {pid} died before its parent");
     }

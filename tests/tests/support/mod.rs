@@ -68,6 +68,16 @@ pub(crate) fn wait_within(child: &mut Child, timeout: Duration) -> ExitStatus {
     child.wait().expect("wait")
 }
 
+/// Kills and reaps the process when dropped: a failing test leaves nothing behind.
+pub(crate) struct KillOnDrop(pub(crate) Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// The output of a finished helper or example binary.
 pub(crate) struct Output {
     pub(crate) status: ExitStatus,
@@ -83,12 +93,12 @@ pub(crate) fn run_bin(path: &str, configure: impl FnOnce(&mut Command)) -> Outpu
         .stderr(Stdio::piped())
         .env("RUST_BACKTRACE", "0");
     configure(&mut cmd);
-    let mut child = cmd.spawn().expect("start the binary");
-    let mut out = child.stdout.take().expect("piped");
-    let mut err = child.stderr.take().expect("piped");
+    let mut child = KillOnDrop(cmd.spawn().expect("start the binary"));
+    let mut out = child.0.stdout.take().expect("piped");
+    let mut err = child.0.stderr.take().expect("piped");
     let out_reader = read_all(move |s| out.read_to_string(s));
     let err_reader = read_all(move |s| err.read_to_string(s));
-    let status = wait_within(&mut child, DEADLINE);
+    let status = wait_within(&mut child.0, DEADLINE);
     // A process that kept the pipes open after the binary exited would be an orphan:
     // don't wait for it forever.
     let collect = |rx: std::sync::mpsc::Receiver<String>| {
