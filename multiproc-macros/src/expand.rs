@@ -4,7 +4,7 @@
 use proc_macro2::{Span, TokenStream};
 use quote::{format_ident, quote, quote_spanned};
 use syn::spanned::Spanned;
-use syn::{ItemFn, ItemImpl, Path, ReturnType, Type};
+use syn::{Ident, ItemFn, ItemImpl, Path, ReturnType, Type};
 
 use crate::parse::{Args, ProcessItem};
 use crate::validate;
@@ -68,42 +68,54 @@ fn process_fn(krate: &Path, item: &ItemFn, arg_types: &[Type]) -> TokenStream {
     let ret = output_type(output);
     let inputs = &sig.inputs;
     let constness = &sig.constness;
+    // Spanned at the macro's definition site for locals, so user items named `ctx` or
+    // `__arg0` in scope cannot capture them.
     let arg_names: Vec<_> = (0..arg_types.len())
-        .map(|i| format_ident!("__arg{}", i))
+        .map(|i| Ident::new(&format!("__arg{i}"), Span::mixed_site()))
         .collect();
+    let ctx = Ident::new("ctx", Span::mixed_site());
     let checks = arg_types
         .iter()
         .chain(std::iter::once(&ret))
         .map(|ty| assert_transferable(krate, ty));
     let call_site = Span::call_site();
     let fn_ptr = quote_spanned!(call_site=> fn(#(#arg_types),*) #output);
+    // The name becomes a `static` of a hidden unit type: a static lives in the value namespace
+    // only, so a module of the same name still works and `let name = ..` still shadows it, and
+    // derefs to the function pointer, so `name(args)` still calls the function.
+    let ty = format_ident!("__multiproc_fn_{}", name);
 
     quote! {
-        #(#doc_attrs)*
         #(#cfg_attrs)*
+        #[doc(hidden)]
         #[allow(non_camel_case_types)]
         #[derive(::core::clone::Clone, ::core::marker::Copy, ::core::fmt::Debug)]
-        #vis struct #name;
+        #vis struct #ty;
+
+        #(#doc_attrs)*
+        #(#cfg_attrs)*
+        #[allow(non_upper_case_globals)]
+        #vis static #name: #ty = #ty;
 
         #(#cfg_attrs)*
-        impl #name {
-            /// The function itself; the struct derefs to it, so `name(args)` calls it.
+        impl #ty {
+            /// The function itself; the value derefs to it, so `name(args)` calls it.
             #[doc(hidden)]
             #(#fn_attrs)*
             #vis #constness fn __multiproc_call(#inputs) #output #block
         }
 
         #(#cfg_attrs)*
-        impl #krate::__private::Deref for #name {
+        impl #krate::__private::Deref for #ty {
             type Target = #fn_ptr;
             fn deref(&self) -> &Self::Target {
-                const F: #fn_ptr = #name::__multiproc_call;
+                const F: #fn_ptr = #ty::__multiproc_call;
                 &F
             }
         }
 
         #(#cfg_attrs)*
-        impl #krate::__private::ProcessFn for #name {
+        impl #krate::__private::ProcessFn for #ty {
             type Args = (#(#arg_types,)*);
             type Output = #ret;
             const __KEY: &'static str =
@@ -114,16 +126,16 @@ fn process_fn(krate: &Path, item: &ItemFn, arg_types: &[Type]) -> TokenStream {
         const _: () = {
             #(#checks)*
 
-            fn __multiproc_entry(ctx: #krate::__private::ChildContext) -> ! {
-                #krate::__private::run_fn::<#name>(
-                    ctx,
-                    |(#(#arg_names,)*)| #name::__multiproc_call(#(#arg_names),*),
+            fn __multiproc_entry(#ctx: #krate::__private::ChildContext) -> ! {
+                #krate::__private::run_fn::<#ty>(
+                    #ctx,
+                    |(#(#arg_names,)*)| #ty::__multiproc_call(#(#arg_names),*),
                 )
             }
 
             #krate::__private::inventory::submit! {
                 #krate::__private::EntryPoint {
-                    key: <#name as #krate::__private::ProcessFn>::__KEY,
+                    key: <#ty as #krate::__private::ProcessFn>::__KEY,
                     run: __multiproc_entry,
                 }
             }
@@ -133,7 +145,8 @@ fn process_fn(krate: &Path, item: &ItemFn, arg_types: &[Type]) -> TokenStream {
 
 fn process_impl(krate: &Path, item: &ItemImpl, output: &ReturnType) -> TokenStream {
     let self_ty = &item.self_ty;
-    let ret = output_type(output);
+    // `Self` means the type inside the impl block, not in the items generated beside it.
+    let ret = replace_self(output_type(output), self_ty);
     let checks = [
         assert_transferable(krate, self_ty),
         assert_transferable(krate, &ret),
@@ -143,6 +156,7 @@ fn process_impl(krate: &Path, item: &ItemImpl, output: &ReturnType) -> TokenStre
         .iter()
         .filter(|a| a.path().is_ident("cfg"))
         .collect();
+    let ctx = Ident::new("ctx", Span::mixed_site());
     quote! {
         #item
 
@@ -161,8 +175,8 @@ fn process_impl(krate: &Path, item: &ItemImpl, output: &ReturnType) -> TokenStre
         const _: () = {
             #(#checks)*
 
-            fn __multiproc_entry(ctx: #krate::__private::ChildContext) -> ! {
-                #krate::__private::run_process::<#self_ty>(ctx)
+            fn __multiproc_entry(#ctx: #krate::__private::ChildContext) -> ! {
+                #krate::__private::run_process::<#self_ty>(#ctx)
             }
 
             #krate::__private::inventory::submit! {
@@ -173,6 +187,24 @@ fn process_impl(krate: &Path, item: &ItemImpl, output: &ReturnType) -> TokenStre
             }
         };
     }
+}
+
+/// `ty` with every `Self` replaced by `self_ty`.
+fn replace_self(mut ty: Type, self_ty: &Type) -> Type {
+    struct ReplaceSelf<'a>(&'a Type);
+    impl syn::visit_mut::VisitMut for ReplaceSelf<'_> {
+        fn visit_type_mut(&mut self, ty: &mut Type) {
+            if let Type::Path(p) = ty {
+                if p.qself.is_none() && p.path.is_ident("Self") {
+                    *ty = self.0.clone();
+                    return;
+                }
+            }
+            syn::visit_mut::visit_type_mut(self, ty);
+        }
+    }
+    syn::visit_mut::VisitMut::visit_type_mut(&mut ReplaceSelf(self_ty), &mut ty);
+    ty
 }
 
 /// Inserts `stmt` as the first statement of the function.

@@ -188,15 +188,19 @@ pub(crate) fn process_impl(item: &ItemImpl) -> syn::Result<&ImplItemFn> {
 }
 
 /// Checks for `#[multiproc::main]` and `#[multiproc::test]`.
-pub(crate) fn hook_fn(item: &ItemFn, attr: &str, allow_async: bool) -> syn::Result<()> {
+pub(crate) fn hook_fn(item: &ItemFn, attr: &str, is_main: bool) -> syn::Result<()> {
     let mut errors = Errors::default();
-    if let (Some(token), false) = (&item.sig.asyncness, allow_async) {
+    if let Some(token) = &item.sig.asyncness {
+        let fix = if is_main {
+            "the hook must run before the async runtime starts: put `#[multiproc::main]` \
+             below `#[tokio::main]` (the runtime attribute goes first), or call \
+             `multiproc::init()` first in a plain `fn main`"
+        } else {
+            "make it a plain `fn` and start the runtime inside it"
+        };
         errors.push(syn::Error::new_spanned(
             token,
-            format!(
-                "`#[{attr}]` does not support `async fn`: make it a plain `fn` and start \
-                 the runtime inside it"
-            ),
+            format!("`#[{attr}]` does not go on an `async fn`: {fix}"),
         ));
     }
     if !item.sig.generics.params.is_empty() {

@@ -2,13 +2,18 @@
 //! parent, receives the entry's state, runs it and reports its outcome, then exits.
 //!
 //! The wire protocol (all over ipc-channel):
-//! 1. the parent binds an `IpcOneShotServer<Up<R>>` and re-executes itself with the server's
+//! 1. the parent binds an `IpcOneShotServer<Hello>` and re-executes itself with the server's
 //!    name, the entry key, its pid and its build fingerprint in the environment;
-//! 2. the child connects and sends [`Up::Ready`] with a fresh, opaque `IpcSender<Boot<T>>`
-//!    (or [`Up::Refused`] when it cannot run that entry);
-//! 3. the parent sends [`Boot`]: the state and the receiving end of a control channel whose
-//!    end-of-file tells the child that its parent is gone;
-//! 4. the child runs the entry and sends [`Up::Outcome`]: the return value or the panic.
+//! 2. the child connects and sends [`Hello::Ready`] with a fresh, opaque boot sender (or
+//!    [`Hello::Refused`] when it cannot run that entry);
+//! 3. the parent sends a [`BootHeader`] (the receiving end of a control channel whose
+//!    end-of-file tells the child that its parent is gone, and the sending end of the outcome
+//!    channel), then the state `T` on the same channel, so that a state that fails to decode
+//!    can still be reported;
+//! 4. the child runs the entry and sends an [`Outcome`]: the return value or the panic.
+//!
+//! The parent drops the accepted hello connection once the child is booted: `accept(2)` in
+//! ipc-channel does not set close-on-exec, so that one fd must not live on in the parent.
 
 use std::any::type_name;
 use std::env;
@@ -26,7 +31,6 @@ use crate::sys;
 
 pub(crate) const ENV_SERVER: &str = "__MULTIPROC_SERVER";
 pub(crate) const ENV_ENTRY: &str = "__MULTIPROC_ENTRY";
-pub(crate) const ENV_NAME: &str = "__MULTIPROC_NAME";
 pub(crate) const ENV_PARENT: &str = "__MULTIPROC_PARENT";
 pub(crate) const ENV_BUILD: &str = "__MULTIPROC_BUILD";
 pub(crate) const ENV_STDOUT: &str = "__MULTIPROC_STDOUT";
@@ -38,9 +42,9 @@ pub(crate) const EXIT_ORPHANED: i32 = 110;
 /// Exit code of a child whose entry panicked (the panic itself was sent to the parent).
 const EXIT_PANICKED: i32 = 101;
 
-/// Messages from the child to the parent.
+/// The child's first message, on the connection it makes to the parent's one-shot server.
 #[derive(Serialize, Deserialize)]
-pub(crate) enum Up<R> {
+pub(crate) enum Hello {
     Ready {
         pid: u32,
         state_type: String,
@@ -48,7 +52,6 @@ pub(crate) enum Up<R> {
         boot: OpaqueIpcSender,
     },
     Refused(Refusal),
-    Outcome(Outcome<R>),
 }
 
 /// Why a child could not run the entry it was asked for.
@@ -65,10 +68,6 @@ pub(crate) enum Refusal {
     BuildMismatch {
         detail: String,
     },
-    BadBoot {
-        type_name: String,
-        message: String,
-    },
     /// Sent by the parent itself to unblock its own accept thread.
     Cancelled,
 }
@@ -79,13 +78,14 @@ pub(crate) enum Outcome<R> {
     Returned(R),
     Panicked(RemotePanic),
     OutputNotSerializable { type_name: String, message: String },
+    StateNotDeserializable { type_name: String, message: String },
 }
 
-/// What the parent sends once the child is ready.
+/// What the parent sends once the child is ready, before the state itself.
 #[derive(Serialize, Deserialize)]
-pub(crate) struct Boot<T> {
-    pub(crate) state: T,
+pub(crate) struct BootHeader<R> {
     pub(crate) control: IpcReceiver<Control>,
+    pub(crate) outcome: IpcSender<Outcome<R>>,
 }
 
 /// Parent-to-child control messages. The channel's end-of-file means the parent is gone.
@@ -100,7 +100,6 @@ pub(crate) enum Control {
 pub struct ChildContext {
     server: String,
     entry: String,
-    parent: String,
     build: String,
 }
 
@@ -205,38 +204,40 @@ pub fn shutdown_requested() -> bool {
     SHUTDOWN.load(Ordering::Acquire)
 }
 
+/// The bootstrap details, if this process is a multiproc child. The variables stay in the
+/// environment (changing it is unsound once threads run), so a program that a child starts
+/// inherits them: it is told apart by its parent, which is not the one they name.
 fn take_child_role() -> Option<ChildContext> {
     let server = env::var(ENV_SERVER).ok()?;
-    if let Some(parked) = env::var(ENV_STDOUT).ok().and_then(|s| s.parse().ok()) {
-        sys::unpark_stdout(parked);
+    let parent: u32 = env::var(ENV_PARENT).ok()?.parse().ok()?;
+    if sys::parent_pid() != parent {
+        if sys::process_exists(parent) {
+            // Started by someone else, with our variables inherited: not our child.
+            return None;
+        }
+        // Our parent died before we got here.
+        exit_now(EXIT_ORPHANED);
     }
-    let ctx = ChildContext {
-        server,
-        entry: env::var(ENV_ENTRY).unwrap_or_default(),
-        parent: env::var(ENV_PARENT).unwrap_or_default(),
-        build: env::var(ENV_BUILD).unwrap_or_default(),
-    };
-    for var in [
-        ENV_SERVER, ENV_ENTRY, ENV_NAME, ENV_PARENT, ENV_BUILD, ENV_STDOUT,
-    ] {
-        // SAFETY: the hook runs first thing in `main` (or at the top of a test), before the
-        // program has started threads that read the environment. Removing the variables keeps
-        // unrelated programs this child starts from taking themselves for multiproc children.
-        unsafe { env::remove_var(var) };
-    }
-    Some(ctx)
-}
-
-fn run_child(ctx: ChildContext) -> ! {
-    // Die with the parent (Linux); the control channel covers the other platforms. The
-    // parent may be gone before this call: check its pid after it.
+    // Die with the parent (Linux); the control channel covers the other platforms.
     // `MULTIPROC_NO_PDEATHSIG` turns the kernel's help off to exercise the fallback alone.
     if env::var_os("MULTIPROC_NO_PDEATHSIG").is_none() {
         sys::set_parent_death_signal();
+        // The parent may have died just before the call: then nobody will signal us.
+        if sys::parent_pid() != parent {
+            exit_now(EXIT_ORPHANED);
+        }
     }
-    if ctx.parent.parse::<u32>().ok() != Some(sys::parent_pid()) {
-        std::process::exit(EXIT_ORPHANED);
+    if let Some(parked) = env::var(ENV_STDOUT).ok().and_then(|s| s.parse().ok()) {
+        sys::unpark_stdout(parked);
     }
+    Some(ChildContext {
+        server,
+        entry: env::var(ENV_ENTRY).unwrap_or_default(),
+        build: env::var(ENV_BUILD).unwrap_or_default(),
+    })
+}
+
+fn run_child(ctx: ChildContext) -> ! {
     if ctx.build != fingerprint() {
         let detail = format!(
             "the parent runs build {}, the child's executable is build {}; \
@@ -260,13 +261,22 @@ fn run_child(ctx: ChildContext) -> ! {
     }
 }
 
+/// Flushes the standard streams and ends the process at once: no atexit handlers, which
+/// could block on locks held by threads of the entry point.
+pub(crate) fn exit_now(code: i32) -> ! {
+    use std::io::Write;
+    let _ = std::io::stdout().flush();
+    let _ = std::io::stderr().flush();
+    // SAFETY: `_exit` has no preconditions; it never returns.
+    unsafe { libc::_exit(code) }
+}
+
 /// Tells the parent why this child cannot run, and exits.
 fn refuse(ctx: &ChildContext, refusal: Refusal) -> ! {
-    // `Refused` carries no `R`, so an `Up<()>` decodes as the parent's `Up<R>`.
-    if let Ok(up) = IpcSender::<Up<()>>::connect(ctx.server.clone()) {
-        let _ = up.send(Up::Refused(refusal));
+    if let Ok(hello) = IpcSender::<Hello>::connect(ctx.server.clone()) {
+        let _ = hello.send(Hello::Refused(refusal));
     }
-    std::process::exit(EXIT_BOOTSTRAP)
+    exit_now(EXIT_BOOTSTRAP)
 }
 
 /// Runs one entry point in the child: called by the code `#[multiproc::process]` generates.
@@ -275,56 +285,66 @@ where
     T: Serialize + DeserializeOwned,
     R: Serialize + DeserializeOwned,
 {
-    let Ok(up) = IpcSender::<Up<R>>::connect(ctx.server.clone()) else {
-        std::process::exit(EXIT_BOOTSTRAP)
+    let Ok(hello) = IpcSender::<Hello>::connect(ctx.server.clone()) else {
+        exit_now(EXIT_BOOTSTRAP)
     };
-    let Ok((boot_tx, boot_rx)) = ipc::channel::<Boot<T>>() else {
-        std::process::exit(EXIT_BOOTSTRAP)
+    let Ok((boot_tx, boot_rx)) = ipc::channel::<BootHeader<R>>() else {
+        exit_now(EXIT_BOOTSTRAP)
     };
-    let ready = Up::Ready {
+    let ready = Hello::Ready {
         pid: std::process::id(),
         state_type: type_name::<T>().to_string(),
         output_type: type_name::<R>().to_string(),
         boot: boot_tx.to_opaque(),
     };
-    if up.send(ready).is_err() {
-        std::process::exit(EXIT_BOOTSTRAP)
+    if hello.send(ready).is_err() {
+        exit_now(EXIT_BOOTSTRAP)
     }
-    let boot = match boot_rx.recv() {
-        Ok(boot) => boot,
+    drop(hello);
+    // The parent is gone or gave up on this child if either receive fails for I/O.
+    let Ok(header) = crate::channel::retry_interrupted(|| boot_rx.recv()) else {
+        exit_now(EXIT_ORPHANED)
+    };
+    watch_parent(header.control);
+    let outcome = header.outcome;
+    let state_rx: IpcReceiver<T> = boot_rx.to_opaque().to();
+    let state = match crate::channel::retry_interrupted(|| state_rx.recv()) {
+        Ok(state) => state,
         Err(ipc_channel::IpcError::SerializationError(e)) => {
-            let _ = up.send(Up::Refused(Refusal::BadBoot {
+            let _ = outcome.send(Outcome::StateNotDeserializable {
                 type_name: type_name::<T>().to_string(),
                 message: crate::channel::serde_message(&e),
-            }));
-            std::process::exit(EXIT_BOOTSTRAP)
+            });
+            exit_now(EXIT_BOOTSTRAP)
         }
-        // The parent is gone or gave up on this child.
-        Err(_) => std::process::exit(EXIT_ORPHANED),
+        Err(_) => exit_now(EXIT_ORPHANED),
     };
-    drop(boot_rx);
-    watch_parent(boot.control);
+    drop(state_rx);
     crate::panic::install_hook();
 
-    let outcome = match panic::catch_unwind(AssertUnwindSafe(|| run(boot.state))) {
+    let result = match panic::catch_unwind(AssertUnwindSafe(|| run(state))) {
         Ok(value) => Outcome::Returned(value),
         Err(payload) => Outcome::Panicked(crate::panic::remote_panic(payload)),
     };
-    let code = match outcome {
+    let code = match result {
         Outcome::Panicked(_) => EXIT_PANICKED,
         _ => 0,
     };
-    match up.send(Up::Outcome(outcome)) {
-        Ok(()) => std::process::exit(code),
+    match outcome.send(result) {
+        Ok(()) => exit_now(code),
         Err(ipc_channel::IpcError::SerializationError(e)) => {
-            let _ = up.send(Up::Outcome(Outcome::<R>::OutputNotSerializable {
+            let _ = outcome.send(Outcome::OutputNotSerializable {
                 type_name: type_name::<R>().to_string(),
                 message: crate::channel::serde_message(&e),
-            }));
-            std::process::exit(EXIT_BOOTSTRAP)
+            });
+            exit_now(EXIT_BOOTSTRAP)
         }
-        Err(_) => std::process::exit(EXIT_ORPHANED),
+        Err(_) => exit_now(EXIT_ORPHANED),
     }
+}
+
+fn is_interrupted(e: &ipc_channel::IpcError) -> bool {
+    matches!(e, ipc_channel::IpcError::Io(io) if io.kind() == std::io::ErrorKind::Interrupted)
 }
 
 /// Watches the control channel on a small thread: its end-of-file means the parent died.
@@ -336,13 +356,12 @@ fn watch_parent(control: IpcReceiver<Control>) {
             loop {
                 match control.recv() {
                     Ok(Control::Shutdown) => SHUTDOWN.store(true, Ordering::Release),
-                    // SAFETY: `_exit` ends the process at once, without running atexit
-                    // handlers that could block on locks held by the entry's threads.
-                    Err(_) => unsafe { libc::_exit(EXIT_ORPHANED) },
+                    Err(e) if is_interrupted(&e) => continue,
+                    Err(_) => exit_now(EXIT_ORPHANED),
                 }
             }
         });
     if spawned.is_err() {
-        std::process::exit(EXIT_BOOTSTRAP);
+        exit_now(EXIT_BOOTSTRAP);
     }
 }

@@ -185,7 +185,7 @@ impl<T: Serialize + DeserializeOwned> Receiver<T> {
     ///
     /// As [`recv`](Receiver::recv), plus [`ErrorKind::Timeout`](crate::ErrorKind::Timeout).
     pub fn recv_timeout(&self, timeout: Duration) -> Result<T> {
-        self.inner.try_recv_timeout(timeout).map_err(|e| match e {
+        recv_deadline(&self.inner, timeout).map_err(|e| match e {
             TryRecvError::Empty => Error::new(Repr::Timeout {
                 what: format!("receiving a {}", type_name::<T>()),
                 after: timeout,
@@ -313,6 +313,44 @@ impl<'de, T> Deserialize<'de> for Receiver<T> {
         Ok(Receiver {
             inner: IpcReceiver::deserialize(d)?,
         })
+    }
+}
+
+/// Runs a blocking receive again when a signal interrupted it (ipc-channel reports `EINTR` as
+/// an I/O error instead of retrying).
+pub(crate) fn retry_interrupted<T>(
+    mut recv: impl FnMut() -> std::result::Result<T, IpcError>,
+) -> std::result::Result<T, IpcError> {
+    loop {
+        match recv() {
+            Err(IpcError::Io(e)) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            other => return other,
+        }
+    }
+}
+
+/// A receive with a timeout, retried after `EINTR` for the time that is left.
+pub(crate) fn recv_deadline<T>(
+    rx: &IpcReceiver<T>,
+    timeout: Duration,
+) -> std::result::Result<T, TryRecvError>
+where
+    T: Serialize + DeserializeOwned,
+{
+    let deadline = std::time::Instant::now().checked_add(timeout);
+    let mut left = timeout;
+    loop {
+        match rx.try_recv_timeout(left) {
+            Err(TryRecvError::IpcError(IpcError::Io(e)))
+                if e.kind() == std::io::ErrorKind::Interrupted =>
+            {
+                left = match deadline {
+                    Some(d) => d.saturating_duration_since(std::time::Instant::now()),
+                    None => timeout,
+                };
+            }
+            other => return other,
+        }
     }
 }
 

@@ -19,7 +19,7 @@ use serde::de::DeserializeOwned;
 
 pub use self::handle::JoinHandle;
 
-use crate::bootstrap::{self, Boot, Control, Hook, Refusal, Up};
+use crate::bootstrap::{self, BootHeader, Control, Hello, Hook, Outcome, Refusal};
 use crate::error::{Error, Repr, Result, Who};
 use crate::registry::{self, Lookup};
 
@@ -354,7 +354,7 @@ impl Builder {
 
     /// Spawns a `#[multiproc::process]` value in a new process.
     ///
-    /// Returns once the child runs and has received `process`.
+    /// Returns once the child runs and `process` has been sent to it.
     ///
     /// # Examples
     ///
@@ -425,9 +425,9 @@ impl Builder {
             .clone()
             .unwrap_or_else(|| registry::last_segment(key).to_string());
 
-        let (server, server_name) = IpcOneShotServer::<Up<()>>::new()
+        let (server, server_name) = IpcOneShotServer::<Hello>::new()
             .map_err(|e| Error::io("cannot create the bootstrap socket", e))?;
-        let (cmd, parked) = self.command(&hook, key, &name, &server_name)?;
+        let (cmd, parked) = self.command(&hook, key, &server_name)?;
         let mut child = spawner::spawn(cmd)
             .map_err(|e| Error::io(format!("cannot start child `{name}`"), e))?;
         drop(parked);
@@ -437,69 +437,81 @@ impl Builder {
         };
         let timeout = self.start_timeout.unwrap_or(DEFAULT_START_TIMEOUT);
 
-        let (up, first) = match await_connection(server, &server_name, &mut child, &who, timeout) {
-            // The first message never holds an `R`; later ones may.
-            Ok((up, first)) => (up.to_opaque().to::<Up<R>>(), first),
+        // `hello` is the accepted connection: not close-on-exec, so it is dropped at the end of
+        // this function, once the child is booted.
+        let (hello, first) = match await_connection(server, &server_name, &mut child, &who, timeout)
+        {
+            Ok(connected) => connected,
             Err(e) => {
                 reap(&mut child);
                 return Err(e);
             }
         };
-        match first {
-            Up::Ready {
+        let (pid, state_type, output_type, boot) = match first {
+            Hello::Ready {
                 pid,
                 state_type,
                 output_type,
                 boot,
-            } => {
-                who.pid = Some(pid);
-                if state_type != type_name::<T>() || output_type != type_name::<R>() {
-                    reap(&mut child);
-                    return Err(Error::new(Repr::BuildMismatch {
-                        detail: format!(
-                            "entry `{key}` takes `{state_type}` and returns `{output_type}` in \
-                             the child, `{}` and `{}` in the parent",
-                            type_name::<T>(),
-                            type_name::<R>()
-                        ),
-                        who,
-                    }));
-                }
-                let (control_tx, control_rx) = ipc::channel::<Control>()
-                    .map_err(|e| Error::io("cannot create the control channel", e))?;
-                let boot: IpcSender<Boot<T>> = boot.to();
-                let sent = boot.send(Boot {
-                    state,
-                    control: control_rx,
-                });
-                if let Err(e) = sent {
-                    reap(&mut child);
-                    return Err(crate::channel::send_error(e, type_name::<T>()));
-                }
-                Ok(JoinHandle::new(child, who, up, control_tx))
-            }
-            Up::Refused(refusal) => {
+            } => (pid, state_type, output_type, boot),
+            Hello::Refused(refusal) => {
                 reap(&mut child);
-                Err(refusal_error(refusal, who))
+                return Err(refusal_error(refusal, who));
             }
-            Up::Outcome(_) => {
+        };
+        who.pid = Some(pid);
+        if state_type != type_name::<T>() || output_type != type_name::<R>() {
+            reap(&mut child);
+            return Err(Error::new(Repr::BuildMismatch {
+                detail: format!(
+                    "entry `{key}` takes `{state_type}` and returns `{output_type}` in the \
+                     child, `{}` and `{}` in the parent",
+                    type_name::<T>(),
+                    type_name::<R>()
+                ),
+                who,
+            }));
+        }
+        let channels = ipc::channel::<Control>()
+            .and_then(|control| ipc::channel::<Outcome<R>>().map(|outcome| (control, outcome)));
+        let ((control_tx, control_rx), (outcome_tx, outcome_rx)) = match channels {
+            Ok(channels) => channels,
+            Err(e) => {
                 reap(&mut child);
-                Err(Error::other(format!(
-                    "{who} broke the bootstrap protocol (an outcome before its state)"
-                )))
+                return Err(Error::io("cannot create the channels to the child", e));
             }
+        };
+        let header: IpcSender<BootHeader<R>> = boot.to();
+        let header_sent = header.send(BootHeader {
+            control: control_rx,
+            outcome: outcome_tx,
+        });
+        let state_tx: IpcSender<T> = header.to_opaque().to();
+        let sent = header_sent.and_then(|()| state_tx.send(state));
+        drop(hello);
+        match sent {
+            Ok(()) => Ok(JoinHandle::new(child, who, outcome_rx, control_tx)),
+            Err(ipc_channel::IpcError::SerializationError(e)) => {
+                reap(&mut child);
+                Err(Error::new(Repr::Serialize {
+                    type_name: type_name::<T>(),
+                    message: crate::channel::serde_message(&e),
+                }))
+            }
+            // The child died between its hello and its state: say how.
+            Err(_) => match wait_bounded(&mut child, Duration::from_secs(5)) {
+                Some(status) => Err(exit_error(status, who, false)),
+                None => {
+                    reap(&mut child);
+                    Err(Error::other(format!("{who} stopped reading its state")))
+                }
+            },
         }
     }
 
     /// The command that re-runs this executable as the child, and the fd number reserved for
     /// its parked stdout (kept open until the child is started).
-    fn command(
-        &self,
-        hook: &Hook,
-        key: &str,
-        name: &str,
-        server: &str,
-    ) -> Result<(Command, Option<OwnedFd>)> {
+    fn command(&self, hook: &Hook, key: &str, server: &str) -> Result<(Command, Option<OwnedFd>)> {
         let exe = current_exe()?;
         let mut cmd = Command::new(exe);
         if let Some(arg0) = std::env::args_os().next() {
@@ -532,7 +544,6 @@ impl Builder {
         }
         cmd.env(bootstrap::ENV_SERVER, server)
             .env(bootstrap::ENV_ENTRY, key)
-            .env(bootstrap::ENV_NAME, name)
             .env(bootstrap::ENV_PARENT, std::process::id().to_string())
             .env(bootstrap::ENV_BUILD, bootstrap::fingerprint())
             .stdin(self.stdin.to_std())
@@ -568,13 +579,13 @@ pub(crate) fn current_exe() -> Result<&'static Path> {
 /// for the deadline: `IpcOneShotServer::accept` has no timeout (servo/ipc-channel#307), so it
 /// runs on its own thread, which the parent unblocks by connecting itself when it gives up.
 fn await_connection(
-    server: IpcOneShotServer<Up<()>>,
+    server: IpcOneShotServer<Hello>,
     server_name: &str,
     child: &mut Child,
     who: &Who,
     timeout: Duration,
-) -> Result<(IpcReceiver<Up<()>>, Up<()>)> {
-    type Accepted = std::result::Result<(IpcReceiver<Up<()>>, Up<()>), ipc_channel::IpcError>;
+) -> Result<(IpcReceiver<Hello>, Hello)> {
+    type Accepted = std::result::Result<(IpcReceiver<Hello>, Hello), ipc_channel::IpcError>;
     let (tx, rx) = mpsc::channel::<Accepted>();
     std::thread::Builder::new()
         .name("multiproc-accept".into())
@@ -584,40 +595,67 @@ fn await_connection(
         })
         .map_err(|e| Error::io("cannot start the bootstrap thread", e))?;
 
-    let unblock = || {
-        if let Ok(me) = IpcSender::<Up<()>>::connect(server_name.to_string()) {
-            let _ = me.send(Up::Refused(Refusal::Cancelled));
+    // Connects to our own server so that the accept thread returns, then takes what it
+    // accepted: the child's refusal if the child got there first, else our `Cancelled`.
+    let unblock = || -> Option<(IpcReceiver<Hello>, Hello)> {
+        if let Ok(me) = IpcSender::<Hello>::connect(server_name.to_string()) {
+            let _ = me.send(Hello::Refused(Refusal::Cancelled));
+        }
+        match rx.recv_timeout(Duration::from_secs(5)) {
+            Ok(Ok((_, Hello::Refused(Refusal::Cancelled)))) | Ok(Err(_)) | Err(_) => None,
+            Ok(Ok(connected)) => Some(connected),
         }
     };
-    let deadline = Instant::now() + timeout;
-    // The normal path returns as soon as the child connects. Only an abnormal start, where
-    // the child dies or hangs before connecting, is noticed by polling its status, with a
-    // backoff up to 20 ms.
+    let deadline = Instant::now().checked_add(timeout);
+    let expired = || deadline.is_some_and(|d| Instant::now() >= d);
+    // The normal path returns as soon as the child connects. Only an abnormal start, where the
+    // child dies or hangs before saying hello, is noticed by polling its status, with a backoff
+    // up to 20 ms.
     let mut step = Duration::from_micros(500);
+    let mut accepting = true;
     loop {
-        match rx.recv_timeout(step) {
-            Ok(Ok(connected)) => return Ok(connected),
-            Ok(Err(_)) | Err(mpsc::RecvTimeoutError::Disconnected) => {
-                // The child connected and died before saying anything.
-                let status = child.wait().map_err(|e| Error::io("cannot wait", e))?;
-                return Err(exit_error(status, who.clone(), false));
+        if accepting {
+            match rx.recv_timeout(step) {
+                Ok(Ok(connected)) => return Ok(connected),
+                // The child connected and closed before its hello (it is dying), or accept
+                // failed: from now on only its exit or the deadline can end the wait.
+                Ok(Err(_)) | Err(mpsc::RecvTimeoutError::Disconnected) => accepting = false,
+                Err(mpsc::RecvTimeoutError::Timeout) => {}
             }
-            Err(mpsc::RecvTimeoutError::Timeout) => {}
+        } else {
+            std::thread::sleep(step);
         }
         if let Some(status) = child.try_wait().map_err(|e| Error::io("cannot wait", e))? {
-            // One last look: it may have connected just before it exited.
-            if let Ok(Ok(connected)) = rx.try_recv() {
-                return Ok(connected);
+            if accepting {
+                // Its hello may be on its way: a refusal says more than the exit status.
+                if let Some(connected) = unblock() {
+                    return Ok(connected);
+                }
             }
-            unblock();
             return Err(exit_error(status, who.clone(), false));
         }
-        if Instant::now() >= deadline {
-            unblock();
+        if expired() {
+            if accepting {
+                let _ = unblock();
+            }
             return Err(Error::new(Repr::Timeout {
                 what: format!("starting {who}"),
                 after: timeout,
             }));
+        }
+        step = (step * 2).min(Duration::from_millis(20));
+    }
+}
+
+/// Waits at most `limit` for a child that is expected to exit on its own.
+fn wait_bounded(child: &mut Child, limit: Duration) -> Option<std::process::ExitStatus> {
+    let deadline = Instant::now() + limit;
+    let mut step = Duration::from_micros(200);
+    loop {
+        match child.try_wait() {
+            Ok(Some(status)) => return Some(status),
+            Ok(None) if Instant::now() < deadline => std::thread::sleep(step),
+            _ => return None,
         }
         step = (step * 2).min(Duration::from_millis(20));
     }
@@ -637,13 +675,20 @@ pub(crate) fn exit_error(status: std::process::ExitStatus, who: Who, reached_ent
         return Error::new(Repr::Signaled { who, signal });
     }
     let code = status.code().unwrap_or(-1);
-    if !reached_entry && code != bootstrap::EXIT_ORPHANED {
-        return Error::new(Repr::NoEntryHook {
+    match code {
+        bootstrap::EXIT_BOOTSTRAP => Error::other(format!(
+            "{who} exited during its start-up (code {code}): it reached the multiproc hook, \
+             but its connection to the parent broke"
+        )),
+        bootstrap::EXIT_ORPHANED => Error::other(format!(
+            "{who} exited (code {code}) because it lost its connection to the parent"
+        )),
+        _ if !reached_entry => Error::new(Repr::NoEntryHook {
             who,
             status: format!("code {code}"),
-        });
+        }),
+        _ => Error::new(Repr::Exited { who, code }),
     }
-    Error::new(Repr::Exited { who, code })
 }
 
 fn refusal_error(refusal: Refusal, who: Who) -> Error {
@@ -653,9 +698,6 @@ fn refusal_error(refusal: Refusal, who: Who) -> Error {
             "{who} found {count} entry points registered as `{key}`"
         )),
         Refusal::BuildMismatch { detail } => Error::new(Repr::BuildMismatch { who, detail }),
-        Refusal::BadBoot { type_name, message } => Error::other(format!(
-            "{who} could not decode its state `{type_name}`: {message}"
-        )),
         Refusal::Cancelled => Error::other(format!("{who} was cancelled while starting")),
     }
 }

@@ -130,3 +130,13 @@ pub(crate) fn unpark_stdout(parked: i32) {
         }
     }
 }
+
+/// `true` if a process with this pid exists (it may belong to another user).
+pub(crate) fn process_exists(pid: u32) -> bool {
+    let Ok(pid) = libc::pid_t::try_from(pid) else {
+        return false;
+    };
+    // SAFETY: signal 0 only checks that the process exists and may be signalled.
+    let rc = unsafe { libc::kill(pid, 0) };
+    rc == 0 || io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
+}

@@ -4,6 +4,9 @@
 
 mod support;
 
+/// The tests here count this process's fds and children: they must not overlap.
+static ALONE: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 #[multiproc::process]
 fn add_one(x: u32) -> u32 {
     x + 1
@@ -16,6 +19,7 @@ fn panics() {
 
 #[multiproc::test]
 fn spawn_join_500_leaves_fds_and_zombies_flat() {
+    let _alone = ALONE.lock().unwrap_or_else(|e| e.into_inner());
     // Warm up: the first spawn starts lazily created threads and caches.
     support::join(multiproc::spawn(add_one, (0,)).unwrap()).unwrap();
     let fds_before = support::open_fds();
@@ -36,4 +40,55 @@ fn spawn_join_500_leaves_fds_and_zombies_flat() {
     assert_eq!(support::open_fds(), fds_before, "open fds grew");
     assert_eq!(support::zombies(), zombies_before, "zombies left");
     assert!(support::children().is_empty(), "{:?}", support::children());
+}
+
+/// The open fds above stderr that lack close-on-exec: what this process would leak into every
+/// program it starts.
+#[multiproc::process]
+fn inheritable_fds() -> Vec<i32> {
+    inheritable_fds_here()
+}
+
+fn inheritable_fds_here() -> Vec<i32> {
+    let mut leaked = Vec::new();
+    for entry in std::fs::read_dir("/proc/self/fd").unwrap().flatten() {
+        let Ok(fd) = entry.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        // SAFETY: F_GETFD only reads the flags; a closed fd (the read_dir's own) gives -1.
+        let flags = unsafe { libc::fcntl(fd, libc::F_GETFD) };
+        if fd > 2 && flags >= 0 && flags & libc::FD_CLOEXEC == 0 {
+            leaked.push(fd);
+        }
+    }
+    leaked
+}
+
+#[multiproc::process]
+fn wait_for(go: multiproc::Receiver<()>) {
+    let _ = go.recv();
+}
+
+#[multiproc::test]
+fn children_inherit_no_fds_from_the_parent() {
+    let _alone = ALONE.lock().unwrap_or_else(|e| e.into_inner());
+    // Live siblings and channels in the parent while the checker starts: none of their fds
+    // may reach it.
+    let (tx, rx) = multiproc::channel::<()>().unwrap();
+    let (tx2, rx2) = multiproc::channel::<()>().unwrap();
+    let a = multiproc::spawn(wait_for, (rx,)).unwrap();
+    let b = multiproc::spawn(wait_for, (rx2,)).unwrap();
+    // The parent's own inheritable fds (cargo's jobserver pipe, say) reach every program it
+    // starts, as std does it; multiproc must add none of its own.
+    let parents = inheritable_fds_here();
+    let childs = support::join(multiproc::spawn(inheritable_fds, ()).unwrap()).unwrap();
+    let leaked: Vec<i32> = childs
+        .into_iter()
+        .filter(|fd| !parents.contains(fd))
+        .collect();
+    assert_eq!(leaked, Vec::<i32>::new(), "fds inherited by the child");
+    tx.send(()).unwrap();
+    tx2.send(()).unwrap();
+    support::join(a).unwrap();
+    support::join(b).unwrap();
 }

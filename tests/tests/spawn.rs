@@ -207,10 +207,30 @@ fn builder_sets_name_env_and_dir() {
     assert_eq!(cwd, dir.display().to_string());
 }
 
+#[multiproc::process]
+fn run_program(path: String, arg: String) -> (bool, String) {
+    let out = std::process::Command::new(path)
+        .arg(arg)
+        .output()
+        .expect("start the program");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into(),
+    )
+}
+
 #[multiproc::test]
-fn bootstrap_variables_do_not_leak_into_the_child_env() {
-    let handle = multiproc::spawn(env_and_dir, ("__MULTIPROC_SERVER".into(),)).unwrap();
-    assert_eq!(join(handle).unwrap().0, None);
+fn a_program_started_by_a_child_is_not_taken_for_a_child() {
+    // The bootstrap variables stay in the child's environment, so `hook_cases` inherits them:
+    // it must see that its parent is not the one they name, and run as a normal program.
+    let handle = multiproc::spawn(
+        run_program,
+        (env!("CARGO_BIN_EXE_hook_cases").into(), "ok".into()),
+    )
+    .unwrap();
+    let (success, stdout) = join(handle).unwrap();
+    assert!(success, "{stdout}");
+    assert!(stdout.contains("ok=7"), "{stdout}");
 }
 
 #[multiproc::process]
@@ -372,20 +392,6 @@ fn dropped_handle_is_reaped() {
     }
 }
 
-#[multiproc::test]
-fn start_timeout_kills_a_child_stuck_before_its_entry() {
-    // The hook runs first in `main`, so a child cannot hang before it in this binary; the
-    // deadline still bounds the handshake. A zero timeout must fail cleanly, never hang.
-    let result = Builder::new()
-        .start_timeout(Duration::ZERO)
-        .spawn_fn(one, (1,));
-    match result {
-        // The child may win the race and connect within the first poll step.
-        Ok(handle) => assert_eq!(join(handle).unwrap(), 2),
-        Err(e) => assert_eq!(e.kind(), ErrorKind::Timeout, "{e}"),
-    }
-}
-
 #[multiproc::process]
 fn unserializable_output() -> Opaque {
     Opaque(1)
@@ -441,4 +447,53 @@ fn send_to_a_dropped_receiver_is_disconnected() {
     let err = tx.send(1).unwrap_err();
     assert!(err.is_disconnected(), "{err:?}");
     assert!(err.to_string().contains("receiver is gone"), "{err}");
+}
+
+/// Serializes, but refuses to deserialize: the child cannot decode it.
+#[derive(Debug)]
+struct Picky;
+
+impl Serialize for Picky {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_unit()
+    }
+}
+
+impl<'de> Deserialize<'de> for Picky {
+    fn deserialize<D: serde::Deserializer<'de>>(_: D) -> Result<Self, D::Error> {
+        Err(serde::de::Error::custom("Picky refuses to be deserialized"))
+    }
+}
+
+#[multiproc::process]
+fn takes_picky(_p: Picky) {}
+
+#[multiproc::test]
+fn state_that_fails_to_deserialize_in_the_child_names_the_type() {
+    let handle = multiproc::spawn(takes_picky, (Picky,)).unwrap();
+    let err = join(handle).unwrap_err();
+    let text = err.to_string();
+    // postcard reports custom errors without their text, so the type is the clue.
+    assert!(text.contains("could not decode its state"), "{text}");
+    assert!(text.contains("Picky"), "{text}");
+}
+
+#[derive(Serialize, Deserialize, Debug, PartialEq)]
+struct Countdown(u8);
+
+#[multiproc::process]
+impl Countdown {
+    /// `Self` in the return type means the struct.
+    fn run(self) -> Option<Self> {
+        self.0.checked_sub(1).map(Countdown)
+    }
+}
+
+#[multiproc::test]
+fn run_may_return_self() {
+    assert_eq!(
+        join(Countdown(3).spawn().unwrap()).unwrap(),
+        Some(Countdown(2))
+    );
+    assert_eq!(join(Countdown(0).spawn().unwrap()).unwrap(), None);
 }

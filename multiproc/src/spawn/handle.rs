@@ -10,7 +10,7 @@ use ipc_channel::{IpcError, TryRecvError};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::bootstrap::{Control, Outcome, Up};
+use crate::bootstrap::{Control, Outcome};
 use crate::error::{Error, Repr, Result, Who};
 
 /// An owned handle on a child process: wait for its return value with [`join`](Self::join),
@@ -40,7 +40,7 @@ pub struct JoinHandle<R> {
     who: Who,
     pid: u32,
     child: Option<Child>,
-    up: IpcReceiver<Up<R>>,
+    outcome: IpcReceiver<Outcome<R>>,
     control: Option<IpcSender<Control>>,
     joined: bool,
 }
@@ -62,14 +62,14 @@ where
     pub(super) fn new(
         child: Child,
         who: Who,
-        up: IpcReceiver<Up<R>>,
+        outcome: IpcReceiver<Outcome<R>>,
         control: IpcSender<Control>,
     ) -> Self {
         JoinHandle {
             pid: child.id(),
             who,
             child: Some(child),
-            up,
+            outcome,
             control: Some(control),
             joined: false,
         }
@@ -111,7 +111,7 @@ where
     /// successful [`join_timeout`](Self::join_timeout).
     pub fn join(mut self) -> Result<R> {
         self.check_not_joined()?;
-        let received = self.up.recv();
+        let received = crate::channel::retry_interrupted(|| self.outcome.recv());
         self.settle(received)
     }
 
@@ -143,7 +143,7 @@ where
     /// As [`join`](Self::join).
     pub fn join_timeout(&mut self, timeout: Duration) -> Result<Option<R>> {
         self.check_not_joined()?;
-        let received = match self.up.try_recv_timeout(timeout) {
+        let received = match crate::channel::recv_deadline(&self.outcome, timeout) {
             Err(TryRecvError::Empty) => return Ok(None),
             Err(TryRecvError::IpcError(e)) => Err(e),
             Ok(up) => Ok(up),
@@ -312,17 +312,10 @@ where
 
     /// Turns what the child sent (or the end of its channel) into the join result, and reaps
     /// the child.
-    fn settle(&mut self, received: std::result::Result<Up<R>, IpcError>) -> Result<R> {
+    fn settle(&mut self, received: std::result::Result<Outcome<R>, IpcError>) -> Result<R> {
         self.joined = true;
         let outcome = match received {
-            Ok(Up::Outcome(outcome)) => Some(outcome),
-            Ok(Up::Ready { .. } | Up::Refused(_)) => {
-                self.wait_child()?;
-                return Err(Error::other(format!(
-                    "{} broke the protocol (a second handshake)",
-                    self.who
-                )));
-            }
+            Ok(outcome) => Some(outcome),
             Err(IpcError::SerializationError(e)) => {
                 self.wait_child()?;
                 return Err(Error::new(Repr::Deserialize {
@@ -330,8 +323,8 @@ where
                     message: crate::channel::serde_message(&e),
                 }));
             }
-            Err(IpcError::Disconnected) => None,
-            Err(IpcError::Io(_)) => None,
+            // Closed: the child exited (or closed its end) without an outcome.
+            Err(IpcError::Disconnected | IpcError::Io(_)) => None,
         };
         let status = self.wait_child()?;
         let who = self.who.clone();
@@ -344,6 +337,9 @@ where
                     message,
                 }))
             }
+            Some(Outcome::StateNotDeserializable { type_name, message }) => Err(Error::other(
+                format!("{who} could not decode its state `{type_name}`: {message}"),
+            )),
             None => Err(super::exit_error(status, who, true)),
         }
     }
@@ -374,16 +370,33 @@ impl<R> Drop for JoinHandle<R> {
         if let Ok(Some(_)) = child.try_wait() {
             return;
         }
+        // Pipes nobody will read or write again: close them, so that the child sees EOF or
+        // EPIPE instead of blocking forever on a full pipe.
+        drop(child.stdin.take());
+        drop(child.stdout.take());
+        drop(child.stderr.take());
         // Detach: reap the child when it exits, keeping its control channel open until then
         // (the child takes its end-of-file for the parent's death).
         let control = self.control.take();
+        let slot = std::sync::Arc::new(std::sync::Mutex::new(Some((child, control))));
+        let theirs = std::sync::Arc::clone(&slot);
         let reaper = std::thread::Builder::new()
             .name("multiproc-reaper".into())
             .stack_size(32 * 1024)
             .spawn(move || {
-                let _ = child.wait();
-                drop(control);
+                let taken = theirs.lock().ok().and_then(|mut s| s.take());
+                if let Some((mut child, control)) = taken {
+                    let _ = child.wait();
+                    drop(control);
+                }
             });
-        drop(reaper);
+        if reaper.is_err() {
+            // No thread to wait with: kill and reap now rather than leave a zombie.
+            let taken = slot.lock().ok().and_then(|mut s| s.take());
+            if let Some((mut child, _control)) = taken {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+        }
     }
 }

@@ -7,7 +7,7 @@
 
 use std::io;
 use std::process::{Child, Command};
-use std::sync::OnceLock;
+use std::sync::Mutex;
 use std::sync::mpsc;
 
 use crate::sys;
@@ -22,22 +22,31 @@ pub(super) fn spawn(cmd: Command) -> io::Result<Child> {
     if sys::is_main_thread() {
         return cmd.spawn();
     }
-    static SPAWNER: OnceLock<io::Result<mpsc::Sender<Request>>> = OnceLock::new();
-    let spawner = SPAWNER.get_or_init(|| {
-        let (tx, rx) = mpsc::channel::<Request>();
-        std::thread::Builder::new()
-            .name("multiproc-spawner".into())
-            .stack_size(128 * 1024)
-            .spawn(move || {
-                for mut req in rx {
-                    let _ = req.reply.send(req.cmd.spawn());
-                }
-            })?;
-        Ok(tx)
-    });
-    let spawner = spawner
-        .as_ref()
-        .map_err(|e| io::Error::new(e.kind(), format!("cannot start the spawner thread: {e}")))?;
+    // Started on first use; a failed start (say, EAGAIN under a thread limit) is retried by
+    // the next spawn instead of being remembered.
+    static SPAWNER: Mutex<Option<mpsc::Sender<Request>>> = Mutex::new(None);
+    let spawner = {
+        let mut slot = SPAWNER.lock().unwrap_or_else(|e| e.into_inner());
+        match &*slot {
+            Some(tx) => tx.clone(),
+            None => {
+                let (tx, rx) = mpsc::channel::<Request>();
+                std::thread::Builder::new()
+                    .name("multiproc-spawner".into())
+                    .stack_size(128 * 1024)
+                    .spawn(move || {
+                        for mut req in rx {
+                            let _ = req.reply.send(req.cmd.spawn());
+                        }
+                    })
+                    .map_err(|e| {
+                        io::Error::new(e.kind(), format!("cannot start the spawner thread: {e}"))
+                    })?;
+                *slot = Some(tx.clone());
+                tx
+            }
+        }
+    };
     let (reply, answer) = mpsc::channel();
     spawner
         .send(Request { cmd, reply })
