@@ -535,6 +535,9 @@ impl Builder {
             crate::sys::park_stdout(&mut cmd, fd.as_raw_fd());
             cmd.env(bootstrap::ENV_STDOUT, fd.as_raw_fd().to_string());
             parked = Some(fd);
+        } else {
+            // A stale value inherited from a test-mode ancestor would redirect stdout.
+            cmd.env_remove(bootstrap::ENV_STDOUT);
         }
         for (k, v) in &self.envs {
             match v {
