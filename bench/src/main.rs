@@ -57,20 +57,24 @@ fn main() -> multiproc::Result<()> {
         "benchmark", "multiproc", "baseline", "ratio"
     );
 
-    let ours = measure(spawns, || {
-        multiproc::spawn(noop, ())
-            .and_then(|h| h.join())
-            .expect("spawn + join");
-    });
     let exe = std::env::current_exe().expect("current exe");
-    let bare = measure(spawns, || {
-        let status = Command::new(&exe)
-            .env(BARE, "1")
-            .stdin(Stdio::null())
-            .status()
-            .expect("bare re-exec");
-        assert!(status.success());
-    });
+    // Interleaved, so that drift in the machine's load hits both sides alike.
+    let (ours, bare) = measure_pair(
+        spawns,
+        || {
+            multiproc::spawn(noop, ())
+                .and_then(|h| h.join())
+                .expect("spawn + join");
+        },
+        || {
+            let status = Command::new(&exe)
+                .env(BARE, "1")
+                .stdin(Stdio::null())
+                .status()
+                .expect("bare re-exec");
+            assert!(status.success());
+        },
+    );
     row(
         "spawn + join no-op (ms)",
         &ours,
@@ -114,6 +118,24 @@ fn measure(n: usize, mut op: impl FnMut()) -> Samples {
         .collect();
     samples.sort();
     Samples(samples)
+}
+
+fn measure_pair(n: usize, mut a: impl FnMut(), mut b: impl FnMut()) -> (Samples, Samples) {
+    a();
+    b();
+    let mut sa = Vec::with_capacity(n);
+    let mut sb = Vec::with_capacity(n);
+    for _ in 0..n {
+        let t = Instant::now();
+        a();
+        sa.push(t.elapsed());
+        let t = Instant::now();
+        b();
+        sb.push(t.elapsed());
+    }
+    sa.sort();
+    sb.sort();
+    (Samples(sa), Samples(sb))
 }
 
 fn row(name: &str, ours: &Samples, base: &Samples, scale: f64, what: &str) {
