@@ -2,7 +2,7 @@
 //! unchanged beside the `compile_error!`s, so IDEs and call sites keep working.
 
 use proc_macro2::{Span, TokenStream};
-use quote::{format_ident, quote, quote_spanned};
+use quote::{quote, quote_spanned};
 use syn::spanned::Spanned;
 use syn::{Ident, ItemFn, ItemImpl, Path, ReturnType, Type};
 
@@ -52,22 +52,14 @@ fn assert_transferable(krate: &Path, ty: &Type) -> TokenStream {
 }
 
 fn process_fn(krate: &Path, item: &ItemFn, arg_types: &[Type]) -> TokenStream {
-    let ItemFn {
-        attrs,
-        vis,
-        sig,
-        block,
-        ..
-    } = item;
-    let name = &sig.ident;
+    let name = &item.sig.ident;
     let name_str = name.to_string();
-    let (doc_attrs, fn_attrs): (Vec<_>, Vec<_>) =
-        attrs.iter().partition(|a| a.path().is_ident("doc"));
-    let cfg_attrs: Vec<_> = attrs.iter().filter(|a| a.path().is_ident("cfg")).collect();
-    let output = &sig.output;
-    let ret = output_type(output);
-    let inputs = &sig.inputs;
-    let constness = &sig.constness;
+    let cfg_attrs: Vec<_> = item
+        .attrs
+        .iter()
+        .filter(|a| a.path().is_ident("cfg"))
+        .collect();
+    let ret = output_type(&item.sig.output);
     // Spanned at the macro's definition site for locals, so user items named `ctx` or
     // `__arg0` in scope cannot capture them.
     let arg_names: Vec<_> = (0..arg_types.len())
@@ -78,65 +70,28 @@ fn process_fn(krate: &Path, item: &ItemFn, arg_types: &[Type]) -> TokenStream {
         .iter()
         .chain(std::iter::once(&ret))
         .map(|ty| assert_transferable(krate, ty));
-    let call_site = Span::call_site();
-    let fn_ptr = quote_spanned!(call_site=> fn(#(#arg_types),*) #output);
-    // The name becomes a `static` of a hidden unit type: a static lives in the value namespace
-    // only, so a module of the same name still works and `let name = ..` still shadows it, and
-    // derefs to the function pointer, so `name(args)` still calls the function.
-    let ty = format_ident!("__multiproc_fn_{}", name);
 
+    // The function stays as written. `spawn` finds its entry by the function's type name,
+    // which is its path: `module_path!()` plus its name.
     quote! {
-        #(#cfg_attrs)*
-        #[doc(hidden)]
-        #[allow(non_camel_case_types)]
-        #[derive(::core::clone::Clone, ::core::marker::Copy, ::core::fmt::Debug)]
-        #vis struct #ty;
-
-        #(#doc_attrs)*
-        #(#cfg_attrs)*
-        #[allow(non_upper_case_globals)]
-        #vis static #name: #ty = #ty;
-
-        #(#cfg_attrs)*
-        impl #ty {
-            /// The function itself; the value derefs to it, so `name(args)` calls it.
-            #[doc(hidden)]
-            #(#fn_attrs)*
-            #vis #constness fn __multiproc_call(#inputs) #output #block
-        }
-
-        #(#cfg_attrs)*
-        impl #krate::__private::Deref for #ty {
-            type Target = #fn_ptr;
-            fn deref(&self) -> &Self::Target {
-                const F: #fn_ptr = #ty::__multiproc_call;
-                &F
-            }
-        }
-
-        #(#cfg_attrs)*
-        impl #krate::__private::ProcessFn for #ty {
-            type Args = (#(#arg_types,)*);
-            type Output = #ret;
-            const __KEY: &'static str =
-                ::core::concat!(::core::module_path!(), "::", #name_str);
-        }
+        #item
 
         #(#cfg_attrs)*
         const _: () = {
             #(#checks)*
 
             fn __multiproc_entry(#ctx: #krate::__private::ChildContext) -> ! {
-                #krate::__private::run_fn::<#ty>(
+                #krate::__private::run_fn::<(#(#arg_types,)*), #ret>(
                     #ctx,
-                    |(#(#arg_names,)*)| #ty::__multiproc_call(#(#arg_names),*),
+                    |(#(#arg_names,)*)| #name(#(#arg_names),*),
                 )
             }
 
             #krate::__private::inventory::submit! {
                 #krate::__private::EntryPoint {
-                    key: <#ty as #krate::__private::ProcessFn>::__KEY,
+                    key: ::core::concat!(::core::module_path!(), "::", #name_str),
                     run: __multiproc_entry,
+                    state_type: #krate::__private::type_name::<(#(#arg_types,)*)>,
                 }
             }
         };
@@ -183,6 +138,7 @@ fn process_impl(krate: &Path, item: &ItemImpl, output: &ReturnType) -> TokenStre
                 #krate::__private::EntryPoint {
                     key: <#self_ty as #krate::__private::Process>::__KEY,
                     run: __multiproc_entry,
+                    state_type: #krate::__private::type_name::<#self_ty>,
                 }
             }
         };

@@ -83,11 +83,14 @@
 #![doc(test(attr(deny(warnings))))]
 
 mod bootstrap;
+mod bytes;
 /// Typed channels; the iterator types live here, [`channel()`] and its ends at the root.
 pub mod channel;
 mod error;
 mod panic;
+mod pipe;
 mod registry;
+mod service;
 mod spawn;
 mod sys;
 mod testing;
@@ -97,8 +100,11 @@ mod testing;
 pub mod __private;
 
 pub use self::bootstrap::{init, shutdown_requested};
+pub use self::bytes::{Bytes, SharedMemory};
 pub use self::channel::{Receiver, Sender, channel};
 pub use self::error::{Error, ErrorKind, RemotePanic, Result};
+pub use self::pipe::{PipeEnd, pipe};
+pub use self::service::{Client, Request, Server, service};
 pub use self::spawn::{Builder, JoinHandle, Process, ProcessFn, Stdio, spawn};
 
 /// Makes a free `fn` or an `impl` block with `fn run(self) -> R` spawnable in its own process.

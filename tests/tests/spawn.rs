@@ -497,3 +497,48 @@ fn run_may_return_self() {
     );
     assert_eq!(join(Countdown(0).spawn().unwrap()).unwrap(), None);
 }
+
+fn not_annotated(x: u32) -> u32 {
+    x
+}
+
+#[multiproc::test]
+fn a_fn_without_the_attribute_is_rejected_before_any_process_starts() {
+    let err = multiproc::spawn(not_annotated, (1,)).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::EntryNotFound);
+    let text = err.to_string();
+    assert!(text.contains("not_annotated"), "{text}");
+    assert!(text.contains("add `#[multiproc::process]`"), "{text}");
+    assert!(err.pid().is_none());
+}
+
+#[multiproc::test]
+fn closures_and_fn_pointers_are_rejected_with_the_reason() {
+    let err = multiproc::spawn(|x: u32| x + 1, (1,)).unwrap_err();
+    assert!(err.to_string().contains("is a closure"), "{err}");
+    let pointer: fn(u8) -> u8 = one;
+    let err = multiproc::spawn(pointer, (1,)).unwrap_err();
+    assert!(err.to_string().contains("function pointer"), "{err}");
+}
+
+#[multiproc::test]
+fn a_process_fn_declared_inside_a_function_body_spawns() {
+    #[multiproc::process]
+    fn nested(x: u32) -> u32 {
+        x * 3
+    }
+    assert_eq!(join(multiproc::spawn(nested, (5,)).unwrap()).unwrap(), 15);
+}
+
+mod inner {
+    #[multiproc::process]
+    pub(crate) fn in_a_module(s: String) -> usize {
+        s.len()
+    }
+}
+
+#[multiproc::test]
+fn a_process_fn_in_a_module_spawns_by_path() {
+    let handle = multiproc::spawn(inner::in_a_module, ("four".to_string(),)).unwrap();
+    assert_eq!(join(handle).unwrap(), 4);
+}

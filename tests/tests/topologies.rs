@@ -97,3 +97,72 @@ fn panic_in_child() {
         out.stderr
     );
 }
+
+#[test]
+fn pipeline() {
+    let out = run(env!("CARGO_BIN_EXE_pipeline"));
+    let expected: String = (1..=6).map(|i| format!("{i} -> {}\n", i * i)).collect();
+    assert_eq!(out.stdout, expected + "stages handled 6, 6 and 6 items\n");
+}
+
+#[test]
+fn fan_out_fan_in() {
+    let out = run(env!("CARGO_BIN_EXE_fan_out_fan_in"));
+    let lines: Vec<&str> = out.stdout.lines().collect();
+    assert_eq!(lines[0], "4 workers, 20 tasks");
+    // Results in input order: 7, 14, ..., 140.
+    let inputs: Vec<u64> = lines[1..21]
+        .iter()
+        .map(|l| {
+            l.strip_prefix("steps(")
+                .unwrap()
+                .split(')')
+                .next()
+                .unwrap()
+                .parse()
+                .unwrap()
+        })
+        .collect();
+    assert_eq!(inputs, (1..=20).map(|i| i * 7).collect::<Vec<u64>>());
+    assert_eq!(lines[1], "steps(7) = 16");
+    for (id, line) in lines[21..].iter().enumerate() {
+        assert_eq!(*line, format!("worker {id} handled 5 tasks"));
+    }
+}
+
+#[test]
+fn request_reply() {
+    let out = run(env!("CARGO_BIN_EXE_request_reply"));
+    let lines: Vec<&str> = out.stdout.lines().collect();
+    for (id, line) in lines[..4].iter().enumerate() {
+        assert_eq!(*line, format!("client {id}: 50 calls answered correctly"));
+    }
+    assert!(lines[4].starts_with("the crashing call: call to service `calculator` failed"));
+    assert!(lines[4].contains("without replying"), "{}", lines[4]);
+    assert!(
+        lines[5].starts_with("the server: 'asked to crash' at "),
+        "{}",
+        lines[5]
+    );
+    assert!(lines[6].ends_with("the server is gone"), "{}", lines[6]);
+}
+
+#[test]
+fn ring() {
+    let out = run(env!("CARGO_BIN_EXE_ring"));
+    let mut expected = "5 nodes, 3 rounds\ntoken came back after 15 hops\n".to_string();
+    for id in 0..5 {
+        expected += &format!("node {id} saw the token 3 times\n");
+    }
+    assert_eq!(out.stdout, expected);
+}
+
+#[test]
+fn pub_sub() {
+    let out = run(env!("CARGO_BIN_EXE_pub_sub"));
+    let mut expected = "published 10 prices to 3 subscribers\n".to_string();
+    for id in 0..3 {
+        expected += &format!("subscriber {id}: 10 prices, sum 11125\n");
+    }
+    assert_eq!(out.stdout, expected);
+}

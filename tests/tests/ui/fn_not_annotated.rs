@@ -1,8 +1,0 @@
-fn plain(x: u32) -> u32 {
-    x
-}
-
-#[multiproc::main]
-fn main() {
-    let _ = multiproc::spawn(plain, (1,));
-}
