@@ -6,17 +6,21 @@
 //! - spawn + join of a no-op `#[process]` vs a bare re-exec of this binary that exits at the
 //!   top of `main` (the floor for any re-exec design);
 //! - a small-message round trip (one `u64` there and back) to a child over `multiproc`
-//!   channels vs the same ping-pong over a raw `UnixStream` to a child process.
+//!   channels vs the same ping-pong over a raw `UnixStream` to a child process;
+//! - one-way throughput to a child: 64-byte messages (msg/s), and 1 MiB messages (GB/s) as
+//!   `Vec<u8>`, as `Bytes` and as `SharedMemory`, each vs raw `UnixStream` writes of the same
+//!   size to a child that reads and discards them.
 
 use std::io::{Read, Write};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use multiproc::{Receiver, Sender};
+use multiproc::{Bytes, Receiver, Sender, SharedMemory};
 
 const BARE: &str = "MULTIPROC_BENCH_BARE";
 const UNIX_ECHO: &str = "MULTIPROC_BENCH_UNIX_ECHO";
+const UNIX_SINK: &str = "MULTIPROC_BENCH_UNIX_SINK";
 
 #[multiproc::process]
 fn noop() {}
@@ -33,6 +37,29 @@ fn echo(inbox: Receiver<u64>, outbox: Sender<u64>) -> usize {
     n
 }
 
+/// Receives until every sender is gone, touching one byte per page of each message (so that a
+/// shared region is really mapped and read), and returns the bytes received.
+fn touch(data: &[u8]) -> usize {
+    let touched: usize = data.iter().step_by(4096).map(|&b| usize::from(b)).sum();
+    std::hint::black_box(touched);
+    data.len()
+}
+
+#[multiproc::process]
+fn sink_vec(inbox: Receiver<Vec<u8>>) -> usize {
+    inbox.into_iter().map(|v| touch(&v)).sum()
+}
+
+#[multiproc::process]
+fn sink_bytes(inbox: Receiver<Bytes>) -> usize {
+    inbox.into_iter().map(|v| touch(&v)).sum()
+}
+
+#[multiproc::process]
+fn sink_shared(inbox: Receiver<SharedMemory>) -> usize {
+    inbox.into_iter().map(|v| touch(&v)).sum()
+}
+
 fn main() -> multiproc::Result<()> {
     // The baseline child: exits before anything else runs.
     if std::env::var_os(BARE).is_some() {
@@ -40,6 +67,10 @@ fn main() -> multiproc::Result<()> {
     }
     if let Some(path) = std::env::var_os(UNIX_ECHO) {
         unix_echo_child(std::path::Path::new(&path));
+        return Ok(());
+    }
+    if let Some(path) = std::env::var_os(UNIX_SINK) {
+        unix_sink_child(std::path::Path::new(&path));
         return Ok(());
     }
     multiproc::init();
@@ -92,7 +123,110 @@ fn main() -> multiproc::Result<()> {
         1e6,
         "raw UnixStream pair",
     );
+
+    println!();
+    let (small, big) = if quick { (20_000, 50) } else { (200_000, 500) };
+    let raw = unix_one_way(&exe, 64, small);
+    let ours = one_way(sink_vec, small, || vec![0_u8; 64])?;
+    rate(
+        "64 B one-way, Vec<u8> (msg/s)",
+        small as f64 / ours,
+        small as f64 / raw,
+    );
+    let ours = one_way(sink_bytes, small, || Bytes::from(vec![0_u8; 64]))?;
+    rate(
+        "64 B one-way, Bytes (msg/s)",
+        small as f64 / ours,
+        small as f64 / raw,
+    );
+
+    let mib = 1 << 20;
+    let gb = |secs: f64| (big * mib) as f64 / secs / 1e9;
+    let raw = gb(unix_one_way(&exe, mib, big));
+    let ours = gb(one_way(sink_vec, big, || vec![1_u8; mib])?);
+    rate("1 MiB one-way, Vec<u8> (GB/s)", ours, raw);
+    let ours = gb(one_way(sink_bytes, big, || Bytes::from(vec![1_u8; mib]))?);
+    rate("1 MiB one-way, Bytes (GB/s)", ours, raw);
+    let region = SharedMemory::from_bytes(&vec![1_u8; mib]);
+    let ours = gb(one_way(sink_shared, big, || region.clone())?);
+    rate("1 MiB one-way, SharedMemory re-sent (GB/s)", ours, raw);
+    let ours = gb(one_way(sink_shared, big, || {
+        SharedMemory::from_bytes(&vec![1_u8; mib])
+    })?);
+    rate("1 MiB one-way, fresh SharedMemory (GB/s)", ours, raw);
     Ok(())
+}
+
+/// Seconds to send `n` messages made by `make` to a child running `sink`, until it has
+/// received them all.
+fn one_way<T, F>(sink: F, n: usize, mut make: impl FnMut() -> T) -> multiproc::Result<f64>
+where
+    T: serde::Serialize + serde::de::DeserializeOwned,
+    F: multiproc::ProcessFn<(Receiver<T>,), Output = usize>,
+{
+    let (tx, rx) = multiproc::channel::<T>()?;
+    let child = multiproc::spawn(sink, (rx,))?;
+    let t = Instant::now();
+    for _ in 0..n {
+        tx.send(make())?;
+    }
+    drop(tx);
+    let received = child.join()?;
+    let secs = t.elapsed().as_secs_f64();
+    assert!(received > 0);
+    Ok(secs)
+}
+
+/// Seconds to write `n` messages of `size` bytes over a `UnixStream` to a child that reads and
+/// discards them, until it has read them all.
+fn unix_one_way(exe: &std::path::Path, size: usize, n: usize) -> f64 {
+    let dir = std::env::temp_dir().join(format!("multiproc-bench-sink-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let path = dir.join("sink.sock");
+    let listener = UnixListener::bind(&path).expect("bind");
+    let mut child = Command::new(exe)
+        .env(UNIX_SINK, &path)
+        .spawn()
+        .expect("sink child");
+    let (mut stream, _) = listener.accept().expect("accept");
+    let buf = vec![0_u8; size];
+    let t = Instant::now();
+    for _ in 0..n {
+        stream.write_all(&buf).expect("write");
+    }
+    stream
+        .shutdown(std::net::Shutdown::Write)
+        .expect("shutdown");
+    let mut total = [0_u8; 8];
+    stream.read_exact(&mut total).expect("total");
+    let secs = t.elapsed().as_secs_f64();
+    assert_eq!(u64::from_le_bytes(total), (size * n) as u64);
+    child.wait().expect("sink child");
+    let _ = std::fs::remove_dir_all(&dir);
+    secs
+}
+
+fn unix_sink_child(path: &std::path::Path) {
+    let mut stream = UnixStream::connect(path).expect("connect");
+    let mut buf = vec![0_u8; 1 << 16];
+    let mut total = 0_u64;
+    loop {
+        match stream.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => total += n as u64,
+        }
+    }
+    let _ = stream.write_all(&total.to_le_bytes());
+}
+
+fn rate(name: &str, ours: f64, base: f64) {
+    println!(
+        "{:<44} {:>10.3e} {:>10.3e} {:>6.2}x  raw UnixStream writes",
+        name,
+        ours,
+        base,
+        ours / base
+    );
 }
 
 /// Per-operation samples, sorted.

@@ -7,6 +7,7 @@ use std::time::Duration;
 use multiproc::{Bytes, Client, ErrorKind, PipeEnd, Server, SharedMemory};
 use support::{DEADLINE, join};
 
+// ANCHOR: pipe
 #[multiproc::process]
 fn shouter(end: PipeEnd<String, String>) -> usize {
     let mut n = 0;
@@ -28,6 +29,7 @@ fn a_pipe_carries_one_type_each_way() {
     drop(mine);
     assert_eq!(join(child).unwrap(), 2);
 }
+// ANCHOR_END: pipe
 
 #[multiproc::process]
 fn doubler(server: Server<u64, u64>) -> usize {
@@ -107,6 +109,7 @@ fn a_slow_server_gives_the_caller_a_timeout() {
     drop(server);
 }
 
+// ANCHOR: payloads
 #[multiproc::process]
 fn checksum(data: Bytes) -> (usize, u64) {
     (data.len(), data.iter().map(|&b| u64::from(b)).sum())
@@ -127,3 +130,4 @@ fn large_payloads_cross_as_bytes_and_shared_memory() {
     assert_eq!(join(a).unwrap(), expected);
     assert_eq!(join(b).unwrap(), expected);
 }
+// ANCHOR_END: payloads
