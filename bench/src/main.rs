@@ -13,6 +13,7 @@
 
 use std::io::{Read, Write};
 use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -180,15 +181,7 @@ where
 /// Seconds to write `n` messages of `size` bytes over a `UnixStream` to a child that reads and
 /// discards them, until it has read them all.
 fn unix_one_way(exe: &std::path::Path, size: usize, n: usize) -> f64 {
-    let dir = std::env::temp_dir().join(format!("multiproc-bench-sink-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("temp dir");
-    let path = dir.join("sink.sock");
-    let listener = UnixListener::bind(&path).expect("bind");
-    let mut child = Command::new(exe)
-        .env(UNIX_SINK, &path)
-        .spawn()
-        .expect("sink child");
-    let (mut stream, _) = listener.accept().expect("accept");
+    let (mut child, mut stream, dir) = unix_child(exe, UNIX_SINK);
     let buf = vec![0_u8; size];
     let t = Instant::now();
     for _ in 0..n {
@@ -298,16 +291,25 @@ fn multiproc_round_trip(n: usize) -> multiproc::Result<Samples> {
     Ok(samples)
 }
 
-fn unix_round_trip(exe: &std::path::Path, n: usize) -> Samples {
+/// Re-runs this binary with `role` set to a socket path, and accepts its connection: the
+/// baseline child. Returns the child, the stream and the temporary directory to remove.
+fn unix_child(exe: &std::path::Path, role: &str) -> (std::process::Child, UnixStream, PathBuf) {
     let dir = std::env::temp_dir().join(format!("multiproc-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("temp dir");
-    let path = dir.join("echo.sock");
+    let path = dir.join("baseline.sock");
     let listener = UnixListener::bind(&path).expect("bind");
-    let mut child = Command::new(exe)
-        .env(UNIX_ECHO, &path)
+    let child = Command::new(exe)
+        .env(role, &path)
         .spawn()
-        .expect("echo child");
-    let (mut stream, _) = listener.accept().expect("accept");
+        .expect("baseline child");
+    let (stream, _) = listener.accept().expect("accept");
+    // The child is connected: the socket file is no longer needed.
+    let _ = std::fs::remove_file(&path);
+    (child, stream, dir)
+}
+
+fn unix_round_trip(exe: &std::path::Path, n: usize) -> Samples {
+    let (mut child, mut stream, dir) = unix_child(exe, UNIX_ECHO);
     let mut buf = [0_u8; 8];
     let mut i = 0_u64;
     let samples = measure(n, || {
