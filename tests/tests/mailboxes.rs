@@ -131,3 +131,35 @@ fn large_payloads_cross_as_bytes_and_shared_memory() {
     assert_eq!(join(b).unwrap(), expected);
 }
 // ANCHOR_END: payloads
+
+/// Deserializes only odd numbers: a message that cannot be decoded on arrival.
+#[derive(Debug, PartialEq)]
+struct Odd(u8);
+
+impl serde::Serialize for Odd {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u8(self.0)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Odd {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let n = <u8 as serde::Deserialize>::deserialize(d)?;
+        if n % 2 == 1 {
+            Ok(Odd(n))
+        } else {
+            Err(serde::de::Error::custom("even"))
+        }
+    }
+}
+
+#[test]
+fn a_message_that_fails_to_decode_is_an_error_and_the_channel_stays_usable() {
+    let (tx, rx) = multiproc::channel::<Odd>().unwrap();
+    tx.send(Odd(2)).unwrap();
+    tx.send(Odd(3)).unwrap();
+    let err = rx.recv().unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Deserialize);
+    assert!(err.to_string().contains("Odd"), "{err}");
+    assert_eq!(rx.recv().unwrap(), Odd(3));
+}
