@@ -47,14 +47,20 @@ fn main() -> multiproc::Result<()> {
     }
     drop(results_tx); // only the workers hold senders now
 
-    // Scatter.
-    for (index, &n) in inputs.iter().enumerate() {
-        inboxes[index % WORKERS].send((index, n))?;
-    }
-    drop(inboxes); // each worker ends when its inbox is drained
+    // Scatter from a thread while this one gathers, so that neither side can fill a socket
+    // buffer and wait on the other however many tasks there are.
+    let tasks = inputs.clone();
+    let scatter = std::thread::spawn(move || {
+        for (index, n) in tasks.into_iter().enumerate() {
+            inboxes[index % WORKERS].send((index, n))?;
+        }
+        Ok::<(), multiproc::Error>(())
+        // `inboxes` drop here: each worker ends when its inbox is drained
+    });
 
     // Gather, then restore input order.
     let mut gathered: Vec<(usize, usize, u32)> = results.into_iter().collect();
+    scatter.join().expect("scatter thread")?;
     gathered.sort_by_key(|&(index, _, _)| index);
     assert_eq!(gathered.len(), inputs.len());
     for ((index, _, result), n) in gathered.iter().zip(&inputs) {

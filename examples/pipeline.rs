@@ -89,14 +89,20 @@ fn main() -> multiproc::Result<()> {
     }
     .spawn()?;
 
-    for line in ["1", "2", "3", "4", "5", "6"] {
-        source.send(line.to_string())?;
-    }
-    drop(source); // end of input: each stage finishes in turn
+    // Feed from a thread while this one drains the sink: with everything sent before anything
+    // is read, a long input would fill the socket buffers and block both ends.
+    let feeder = std::thread::spawn(move || {
+        for line in ["1", "2", "3", "4", "5", "6"] {
+            source.send(line.to_string())?;
+        }
+        Ok::<(), multiproc::Error>(())
+        // `source` drops here: end of input, and each stage finishes in turn
+    });
 
     for line in sink {
         println!("{line}");
     }
+    feeder.join().expect("feeder thread")?;
     let counts = (parse.join()?, square.join()?, format.join()?);
     println!(
         "stages handled {}, {} and {} items",

@@ -80,6 +80,10 @@ fn process_fn(krate: &Path, item: &ItemFn, arg_types: &[Type]) -> TokenStream {
         const _: () = {
             #(#checks)*
 
+            fn __multiproc_fn_type() -> &'static str {
+                ::core::any::type_name_of_val(&#name)
+            }
+
             fn __multiproc_entry(#ctx: #krate::__private::ChildContext) -> ! {
                 #krate::__private::run_fn::<(#(#arg_types,)*), #ret>(
                     #ctx,
@@ -92,6 +96,7 @@ fn process_fn(krate: &Path, item: &ItemFn, arg_types: &[Type]) -> TokenStream {
                     key: ::core::concat!(::core::module_path!(), "::", #name_str),
                     run: __multiproc_entry,
                     state_type: #krate::__private::type_name::<(#(#arg_types,)*)>,
+                    fn_type: ::core::option::Option::Some(__multiproc_fn_type),
                 }
             }
         };
@@ -139,6 +144,7 @@ fn process_impl(krate: &Path, item: &ItemImpl, output: &ReturnType) -> TokenStre
                     key: <#self_ty as #krate::__private::Process>::__KEY,
                     run: __multiproc_entry,
                     state_type: #krate::__private::type_name::<#self_ty>,
+                    fn_type: ::core::option::Option::None,
                 }
             }
         };

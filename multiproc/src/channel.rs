@@ -139,9 +139,7 @@ impl<T: Serialize + DeserializeOwned> Receiver<T> {
     /// nothing is left to receive; [`ErrorKind::Deserialize`](crate::ErrorKind::Deserialize) for
     /// a message that cannot be decoded as `T` (the channel stays usable).
     pub fn recv(&self) -> Result<T> {
-        self.inner
-            .recv()
-            .map_err(|e| recv_error(e, type_name::<T>()))
+        retry_interrupted(|| self.inner.recv()).map_err(|e| recv_error(e, type_name::<T>()))
     }
 
     /// Returns a waiting message, or an [`ErrorKind::Empty`](crate::ErrorKind::Empty) error at

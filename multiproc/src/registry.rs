@@ -13,6 +13,9 @@ pub struct EntryPoint {
     pub run: fn(ChildContext) -> !,
     /// `type_name` of the state (the argument tuple, for a fn), to check a resolved fn.
     pub state_type: fn() -> &'static str,
+    /// For a fn: `type_name` of the fn item, its full path (nested fns included), which is
+    /// what `spawn` is given and what the child is asked for.
+    pub fn_type: Option<fn() -> &'static str>,
 }
 
 inventory::collect!(EntryPoint);
@@ -35,7 +38,12 @@ fn find_in<'a>(
     let mut found = None;
     let mut count = 0;
     for entry in entries {
-        if entry.key == key {
+        // A fn is asked for by its item's type name (nested fns share `module::name`).
+        let matches = match entry.fn_type {
+            Some(fn_type) => fn_type() == key,
+            None => entry.key == key,
+        };
+        if matches {
             count += 1;
             found.get_or_insert(entry);
         }
@@ -77,45 +85,36 @@ fn duplicate(key: &str, n: usize) -> Error {
     ))
 }
 
-/// The key of the `#[process]` fn whose type is named `fn_type` and takes `args_type`.
+/// The key of the `#[process]` fn whose item type is named `fn_type` and takes `args_type`.
 ///
-/// A fn item's `type_name` is its path, `crate::module::name`, which is also its key; a fn
-/// declared inside another fn's body has that fn in its path (`crate::module::outer::name`)
-/// but not in `module_path!()`, so it is matched by module prefix and name.
+/// The macro registers each fn with the `type_name` of its item, so this is an exact match: a
+/// function without the attribute never resolves to another one of the same name.
 pub(crate) fn resolve_fn(fn_type: &'static str, args_type: &str) -> Result<&'static str> {
-    if fn_type.contains("{{closure}}") {
+    let matches: Vec<&'static EntryPoint> = inventory::iter::<EntryPoint>()
+        .filter(|e| e.fn_type.is_some_and(|f| f() == fn_type))
+        .collect();
+    match matches[..] {
+        [entry] => return check_args(entry, fn_type, args_type).map(|_| fn_type),
+        [] => {}
+        _ => return Err(duplicate(fn_type, matches.len())),
+    }
+    if last_segment(fn_type).contains("{{closure}}") {
         return Err(Error::other(format!(
             "`{fn_type}` is a closure: a child process cannot find a closure by name; move \
              the code into a function marked `#[multiproc::process]`"
         )));
     }
-    if fn_type.starts_with("fn(") || fn_type.starts_with("unsafe fn(") {
+    let pointer = ["fn(", "unsafe fn(", "extern ", "unsafe extern ", "&"];
+    if pointer.iter().any(|p| fn_type.starts_with(p)) {
         return Err(Error::other(format!(
-            "a function pointer (`{fn_type}`) cannot be spawned: a child process finds its \
+            "`{fn_type}` is a function pointer or reference: a child process finds its \
              function by name; pass the `#[multiproc::process]` function itself"
         )));
     }
-    match find(fn_type) {
-        Ok(entry) => return check_args(entry, fn_type, args_type),
-        Err(Lookup::Duplicate(n)) => return Err(duplicate(fn_type, n)),
-        Err(Lookup::Missing) => {}
-    }
-    let name = last_segment(fn_type);
-    let nested: Vec<&'static EntryPoint> = inventory::iter::<EntryPoint>()
-        .filter(|e| {
-            last_segment(e.key) == name
-                && module_of(e.key).is_some_and(|m| fn_type.starts_with(&format!("{m}::")))
-                && (e.state_type)() == args_type
-        })
-        .collect();
-    match nested[..] {
-        [entry] => Ok(entry.key),
-        [] => Err(Error::new(Repr::EntryNotFound {
-            key: fn_type.to_string(),
-            known: similar(fn_type),
-        })),
-        _ => Err(duplicate(fn_type, nested.len())),
-    }
+    Err(Error::new(Repr::EntryNotFound {
+        key: fn_type.to_string(),
+        known: similar(fn_type),
+    }))
 }
 
 fn check_args(entry: &'static EntryPoint, fn_type: &str, args_type: &str) -> Result<&'static str> {
@@ -129,11 +128,6 @@ fn check_args(entry: &'static EntryPoint, fn_type: &str, args_type: &str) -> Res
             (entry.state_type)()
         )))
     }
-}
-
-/// `"a::b::clock"` -> `Some("a::b")`.
-fn module_of(key: &str) -> Option<&str> {
-    key.rsplit_once("::").map(|(m, _)| m.trim())
 }
 
 /// `"a::b::clock"` -> `"clock"`.
@@ -160,21 +154,25 @@ mod tests {
                 key: "app::clock",
                 run: never,
                 state_type: unit,
+                fn_type: None,
             },
             EntryPoint {
                 key: "app::inner::clock",
                 run: never,
                 state_type: unit,
+                fn_type: None,
             },
             EntryPoint {
                 key: "app::twice",
                 run: never,
                 state_type: unit,
+                fn_type: None,
             },
             EntryPoint {
                 key: "app::twice",
                 run: never,
                 state_type: unit,
+                fn_type: None,
             },
         ];
         assert_eq!(find_in(&entries, "app::clock").unwrap().key, "app::clock");
@@ -190,7 +188,5 @@ mod tests {
         assert_eq!(last_segment("a::b::clock"), "clock");
         assert_eq!(last_segment("clock"), "clock");
         assert_eq!(last_segment("a::b :: Clock"), "Clock");
-        assert_eq!(module_of("a::b::clock"), Some("a::b"));
-        assert_eq!(module_of("clock"), None);
     }
 }

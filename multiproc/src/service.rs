@@ -122,6 +122,10 @@ where
 {
     /// Sends `request` and waits at most `timeout` for the reply.
     ///
+    /// The timeout bounds the wait for the reply. Sending the request itself blocks while the
+    /// server's inbox is full (the socket buffer, about 208 KiB, holds a few hundred small
+    /// requests), which only happens when the server has stopped reading.
+    ///
     /// # Examples
     ///
     /// See [`service`].
@@ -137,7 +141,14 @@ where
         let (reply, answer) = channel::<Resp>()?;
         self.tx
             .send(Call { request, reply })
-            .map_err(|e| self.gone(e, "the server is gone"))?;
+            .map_err(|e| match e.kind() {
+                ErrorKind::Serialize => Error::other(format!(
+                    "call to service `{}` failed: cannot serialize the request `{}`: {e}",
+                    self.name,
+                    type_name::<Req>()
+                )),
+                _ => self.gone(e, "the server is gone"),
+            })?;
         answer.recv_timeout(timeout).map_err(|e| match e.kind() {
             ErrorKind::Timeout => Error::new(Repr::Timeout {
                 what: format!("a call to service `{}`", self.name),
@@ -145,8 +156,8 @@ where
             }),
             _ => self.gone(
                 e,
-                "the server dropped the request without replying (it exited, panicked or \
-                 dropped the Request)",
+                "the server dropped the request without replying (it exited, panicked, \
+                 dropped the Request, or could not decode it)",
             ),
         })
     }
@@ -198,8 +209,10 @@ where
         })
     }
 
-    /// Answers every request with `handler` until every client is gone; returns how many it
-    /// answered. A caller that gave up (timed out) is skipped.
+    /// Answers every request with `handler` until every client is gone; returns how many
+    /// replies it delivered. A request that cannot be decoded is reported on stderr and skipped
+    /// (its caller gets an error); for a caller that already gave up (timed out), the handler
+    /// still runs and only the reply is dropped.
     ///
     /// # Examples
     ///
@@ -215,8 +228,14 @@ where
                         answered += 1;
                     }
                 }
+                Err(e) if e.kind() == ErrorKind::Deserialize => {
+                    eprintln!("multiproc: service `{}` skipped a request: {e}", self.name);
+                }
                 Err(e) if e.is_disconnected() => return answered,
-                Err(e) => eprintln!("multiproc: service `{}` skipped a request: {e}", self.name),
+                Err(e) => {
+                    eprintln!("multiproc: service `{}` stopped: {e}", self.name);
+                    return answered;
+                }
             }
         }
     }

@@ -542,3 +542,36 @@ fn a_process_fn_in_a_module_spawns_by_path() {
     let handle = multiproc::spawn(inner::in_a_module, ("four".to_string(),)).unwrap();
     assert_eq!(join(handle).unwrap(), 4);
 }
+
+mod lookalike {
+    /// Same name and arguments as the `#[process]` fn `one` above, but not marked.
+    pub(crate) fn one(a: u8) -> u8 {
+        a
+    }
+}
+
+#[multiproc::test]
+fn an_unmarked_fn_never_resolves_to_a_marked_namesake() {
+    let err = multiproc::spawn(lookalike::one, (1,)).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::EntryNotFound, "{err}");
+    assert!(err.to_string().contains("lookalike::one"), "{err}");
+}
+
+#[multiproc::test]
+fn nested_fns_of_one_name_in_two_bodies_each_run_their_own_code() {
+    fn first() -> u8 {
+        #[multiproc::process]
+        fn same() -> u8 {
+            1
+        }
+        join(multiproc::spawn(same, ()).unwrap()).unwrap()
+    }
+    fn second() -> u8 {
+        #[multiproc::process]
+        fn same() -> u8 {
+            2
+        }
+        join(multiproc::spawn(same, ()).unwrap()).unwrap()
+    }
+    assert_eq!((first(), second()), (1, 2));
+}
