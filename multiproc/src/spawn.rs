@@ -536,6 +536,8 @@ impl Builder {
             cmd.args([
                 test.as_str(),
                 "--exact",
+                // An `#[ignore]`d test run with `--ignored` must reach its hook in the child too.
+                "--include-ignored",
                 "--nocapture",
                 "--test-threads=1",
                 "-q",
