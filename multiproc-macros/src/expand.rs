@@ -35,6 +35,11 @@ pub(crate) fn process(args: TokenStream, item: TokenStream) -> TokenStream {
     expanded.unwrap_or_else(|e| with_errors(item, e))
 }
 
+/// The item's `#[cfg]`s, repeated on every item generated beside it.
+fn cfg_attrs(attrs: &[syn::Attribute]) -> Vec<&syn::Attribute> {
+    attrs.iter().filter(|a| a.path().is_ident("cfg")).collect()
+}
+
 /// The return type, `()` when none is written.
 fn output_type(output: &ReturnType) -> Type {
     match output {
@@ -54,11 +59,7 @@ fn assert_transferable(krate: &Path, ty: &Type) -> TokenStream {
 fn process_fn(krate: &Path, item: &ItemFn, arg_types: &[Type]) -> TokenStream {
     let name = &item.sig.ident;
     let name_str = name.to_string();
-    let cfg_attrs: Vec<_> = item
-        .attrs
-        .iter()
-        .filter(|a| a.path().is_ident("cfg"))
-        .collect();
+    let cfg_attrs = cfg_attrs(&item.attrs);
     let ret = output_type(&item.sig.output);
     // Spanned at the macro's definition site for locals, so user items named `ctx` or
     // `__arg0` in scope cannot capture them.
@@ -71,8 +72,8 @@ fn process_fn(krate: &Path, item: &ItemFn, arg_types: &[Type]) -> TokenStream {
         .chain(std::iter::once(&ret))
         .map(|ty| assert_transferable(krate, ty));
 
-    // The function stays as written. `spawn` finds its entry by the function's type name,
-    // which is its path: `module_path!()` plus its name.
+    // The function stays as written. `spawn` finds its entry by the type name of the fn item
+    // (its full path, enclosing fns included), registered here as `fn_type`.
     quote! {
         #item
 
@@ -111,11 +112,7 @@ fn process_impl(krate: &Path, item: &ItemImpl, output: &ReturnType) -> TokenStre
         assert_transferable(krate, self_ty),
         assert_transferable(krate, &ret),
     ];
-    let cfg_attrs: Vec<_> = item
-        .attrs
-        .iter()
-        .filter(|a| a.path().is_ident("cfg"))
-        .collect();
+    let cfg_attrs = cfg_attrs(&item.attrs);
     let ctx = Ident::new("ctx", Span::mixed_site());
     quote! {
         #item

@@ -88,12 +88,10 @@ pub(crate) struct BootHeader<R> {
     pub(crate) outcome: IpcSender<Outcome<R>>,
 }
 
-/// Parent-to-child control messages. The channel's end-of-file means the parent is gone.
+/// Parent-to-child control messages: none yet (graceful shutdown requests will be one). The
+/// channel matters for its end-of-file, which means the parent is gone.
 #[derive(Debug, Serialize, Deserialize)]
-pub(crate) enum Control {
-    /// Reserved for graceful shutdown requests.
-    Shutdown,
-}
+pub(crate) enum Control {}
 
 /// What a child needs to run its entry; built by [`init`] from the environment.
 #[doc(hidden)]
@@ -114,7 +112,6 @@ pub(crate) enum Hook {
 
 static MAIN_HOOK: AtomicBool = AtomicBool::new(false);
 static TEST_HOOK: Mutex<Option<String>> = Mutex::new(None);
-static SHUTDOWN: AtomicBool = AtomicBool::new(false);
 static FINGERPRINT: OnceLock<String> = OnceLock::new();
 
 thread_local! {
@@ -191,17 +188,6 @@ pub(crate) fn fingerprint() -> &'static str {
 fn remember_self() {
     fingerprint();
     let _ = crate::spawn::current_exe();
-}
-
-/// `true` once the parent asked this child to shut down (always `false` in a parent).
-///
-/// # Examples
-///
-/// ```
-/// assert!(!multiproc::shutdown_requested());
-/// ```
-pub fn shutdown_requested() -> bool {
-    SHUTDOWN.load(Ordering::Acquire)
 }
 
 /// The bootstrap details, if this process is a multiproc child. The variables stay in the
@@ -343,24 +329,17 @@ where
     }
 }
 
-fn is_interrupted(e: &ipc_channel::IpcError) -> bool {
-    matches!(e, ipc_channel::IpcError::Io(io) if io.kind() == std::io::ErrorKind::Interrupted)
-}
-
 /// Watches the control channel on a small thread: its end-of-file means the parent died.
 fn watch_parent(control: IpcReceiver<Control>) {
     let spawned = std::thread::Builder::new()
         .name("multiproc-parent".into())
         .stack_size(64 * 1024)
-        .spawn(move || {
-            loop {
-                match control.recv() {
-                    Ok(Control::Shutdown) => SHUTDOWN.store(true, Ordering::Release),
-                    Err(e) if is_interrupted(&e) => continue,
-                    Err(_) => exit_now(EXIT_ORPHANED),
-                }
-            }
-        });
+        .spawn(
+            move || match crate::channel::retry_interrupted(|| control.recv()) {
+                Ok(message) => match message {},
+                Err(_) => exit_now(EXIT_ORPHANED),
+            },
+        );
     if spawned.is_err() {
         exit_now(EXIT_BOOTSTRAP);
     }

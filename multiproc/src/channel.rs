@@ -321,10 +321,14 @@ pub(crate) fn retry_interrupted<T>(
 ) -> std::result::Result<T, IpcError> {
     loop {
         match recv() {
-            Err(IpcError::Io(e)) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) if is_interrupted(&e) => continue,
             other => return other,
         }
     }
+}
+
+fn is_interrupted(e: &IpcError) -> bool {
+    matches!(e, IpcError::Io(io) if io.kind() == std::io::ErrorKind::Interrupted)
 }
 
 /// A receive with a timeout, retried after `EINTR` for the time that is left.
@@ -339,9 +343,7 @@ where
     let mut left = timeout;
     loop {
         match rx.try_recv_timeout(left) {
-            Err(TryRecvError::IpcError(IpcError::Io(e)))
-                if e.kind() == std::io::ErrorKind::Interrupted =>
-            {
+            Err(TryRecvError::IpcError(e)) if is_interrupted(&e) => {
                 left = match deadline {
                     Some(d) => d.saturating_duration_since(std::time::Instant::now()),
                     None => timeout,

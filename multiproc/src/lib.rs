@@ -99,7 +99,7 @@ mod testing;
 #[path = "private.rs"]
 pub mod __private;
 
-pub use self::bootstrap::{init, shutdown_requested};
+pub use self::bootstrap::init;
 pub use self::bytes::{Bytes, SharedMemory};
 pub use self::channel::{Receiver, Sender, channel};
 pub use self::error::{Error, ErrorKind, RemotePanic, Result};

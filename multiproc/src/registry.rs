@@ -80,8 +80,7 @@ pub(crate) fn resolve_key(key: &'static str) -> Result<&'static str> {
 
 fn duplicate(key: &str, n: usize) -> Error {
     Error::other(format!(
-        "{n} entry points are registered as `{key}` (same name in one module, in different \
-         function bodies?): rename all but one"
+        "{n} entry points are registered as `{key}`: rename all but one"
     ))
 }
 
@@ -90,13 +89,12 @@ fn duplicate(key: &str, n: usize) -> Error {
 /// The macro registers each fn with the `type_name` of its item, so this is an exact match: a
 /// function without the attribute never resolves to another one of the same name.
 pub(crate) fn resolve_fn(fn_type: &'static str, args_type: &str) -> Result<&'static str> {
-    let matches: Vec<&'static EntryPoint> = inventory::iter::<EntryPoint>()
-        .filter(|e| e.fn_type.is_some_and(|f| f() == fn_type))
-        .collect();
-    match matches[..] {
-        [entry] => return check_args(entry, fn_type, args_type).map(|_| fn_type),
-        [] => {}
-        _ => return Err(duplicate(fn_type, matches.len())),
+    match find(fn_type) {
+        Ok(entry) if entry.fn_type.is_some() => {
+            return check_args(entry, fn_type, args_type).map(|()| fn_type);
+        }
+        Err(Lookup::Duplicate(n)) => return Err(duplicate(fn_type, n)),
+        _ => {}
     }
     if last_segment(fn_type).contains("{{closure}}") {
         return Err(Error::other(format!(
@@ -117,9 +115,9 @@ pub(crate) fn resolve_fn(fn_type: &'static str, args_type: &str) -> Result<&'sta
     }))
 }
 
-fn check_args(entry: &'static EntryPoint, fn_type: &str, args_type: &str) -> Result<&'static str> {
+fn check_args(entry: &EntryPoint, fn_type: &str, args_type: &str) -> Result<()> {
     if (entry.state_type)() == args_type {
-        Ok(entry.key)
+        Ok(())
     } else {
         Err(Error::other(format!(
             "the `#[multiproc::process]` entry `{}` takes `{}`, but `{fn_type}` was given \
