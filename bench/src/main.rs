@@ -148,11 +148,11 @@ fn main() -> multiproc::Result<()> {
     rate("1 MiB one-way, Vec<u8> (GB/s)", ours, raw);
     let ours = gb(one_way(sink_bytes, big, || Bytes::from(vec![1_u8; mib]))?);
     rate("1 MiB one-way, Bytes (GB/s)", ours, raw);
-    let region = SharedMemory::from_bytes(&vec![1_u8; mib]);
+    let region = SharedMemory::from_bytes(&vec![1_u8; mib])?;
     let ours = gb(one_way(sink_shared, big, || region.clone())?);
     rate("1 MiB one-way, SharedMemory re-sent (GB/s)", ours, raw);
     let ours = gb(one_way(sink_shared, big, || {
-        SharedMemory::from_bytes(&vec![1_u8; mib])
+        SharedMemory::from_bytes(&vec![1_u8; mib]).expect("a fresh region")
     })?);
     rate("1 MiB one-way, fresh SharedMemory (GB/s)", ours, raw);
     Ok(())

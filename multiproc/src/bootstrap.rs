@@ -1,19 +1,16 @@
 //! Child side: [`init`] detects the child role from the environment, connects back to the
 //! parent, receives the entry's state, runs it and reports its outcome, then exits.
 //!
-//! The wire protocol (all over ipc-channel):
-//! 1. the parent binds an `IpcOneShotServer<Hello>` and re-executes itself with the server's
-//!    name, the entry key, its pid and its build fingerprint in the environment;
-//! 2. the child connects and sends [`Hello::Ready`] with a fresh, opaque boot sender (or
-//!    [`Hello::Refused`] when it cannot run that entry);
-//! 3. the parent sends a [`BootHeader`] (the receiving end of a control channel whose
-//!    end-of-file tells the child that its parent is gone, and the sending end of the outcome
-//!    channel), then the state `T` on the same channel, so that a state that fails to decode
-//!    can still be reported;
+//! The protocol, over one socket pair per child (see `wire`):
+//! 1. the parent creates the pair and re-executes itself; the child inherits one end (the only
+//!    descriptor of the parent it inherits), and finds its number, the entry key, the parent's
+//!    pid and the build fingerprint in the environment;
+//! 2. the child sends [`Hello::Ready`] (or [`Hello::Refused`] when it cannot run that entry);
+//! 3. the parent sends the state `T`;
 //! 4. the child runs the entry and sends an [`Outcome`]: the return value or the panic.
 //!
-//! The parent drops the accepted hello connection once the child is booted: `accept(2)` in
-//! ipc-channel does not set close-on-exec, so that one fd must not live on in the parent.
+//! The parent keeps its end open until it has reaped the child: the child takes end-of-file
+//! on its end for its parent's death.
 
 use std::any::type_name;
 use std::env;
@@ -21,15 +18,17 @@ use std::panic::{self, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, OnceLock};
 
-use ipc_channel::ipc::{self, IpcReceiver, IpcSender, OpaqueIpcSender};
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
+
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use crate::error::RemotePanic;
 use crate::registry::{self, Lookup};
 use crate::sys;
+use crate::wire::{self, Wait};
 
-pub(crate) const ENV_SERVER: &str = "__MULTIPROC_SERVER";
+pub(crate) const ENV_SOCKET: &str = "__MULTIPROC_SOCKET";
 pub(crate) const ENV_ENTRY: &str = "__MULTIPROC_ENTRY";
 pub(crate) const ENV_PARENT: &str = "__MULTIPROC_PARENT";
 pub(crate) const ENV_BUILD: &str = "__MULTIPROC_BUILD";
@@ -42,14 +41,13 @@ pub(crate) const EXIT_ORPHANED: i32 = 110;
 /// Exit code of a child whose entry panicked (the panic itself was sent to the parent).
 const EXIT_PANICKED: i32 = 101;
 
-/// The child's first message, on the connection it makes to the parent's one-shot server.
+/// The child's first message.
 #[derive(Serialize, Deserialize)]
 pub(crate) enum Hello {
     Ready {
         pid: u32,
         state_type: String,
         output_type: String,
-        boot: OpaqueIpcSender,
     },
     Refused(Refusal),
 }
@@ -68,8 +66,6 @@ pub(crate) enum Refusal {
     BuildMismatch {
         detail: String,
     },
-    /// Sent by the parent itself to unblock its own accept thread.
-    Cancelled,
 }
 
 /// How the entry ended.
@@ -81,22 +77,10 @@ pub(crate) enum Outcome<R> {
     StateNotDeserializable { type_name: String, message: String },
 }
 
-/// What the parent sends once the child is ready, before the state itself.
-#[derive(Serialize, Deserialize)]
-pub(crate) struct BootHeader<R> {
-    pub(crate) control: IpcReceiver<Control>,
-    pub(crate) outcome: IpcSender<Outcome<R>>,
-}
-
-/// Parent-to-child control messages: none yet (graceful shutdown requests will be one). The
-/// channel matters for its end-of-file, which means the parent is gone.
-#[derive(Debug, Serialize, Deserialize)]
-pub(crate) enum Control {}
-
 /// What a child needs to run its entry; built by [`init`] from the environment.
 #[doc(hidden)]
 pub struct ChildContext {
-    server: String,
+    sock: OwnedFd,
     entry: String,
     build: String,
 }
@@ -194,7 +178,7 @@ fn remember_self() {
 /// environment (changing it is unsound once threads run), so a program that a child starts
 /// inherits them: it is told apart by its parent, which is not the one they name.
 fn take_child_role() -> Option<ChildContext> {
-    let server = env::var(ENV_SERVER).ok()?;
+    let sock: i32 = env::var(ENV_SOCKET).ok()?.parse().ok()?;
     let parent: u32 = env::var(ENV_PARENT).ok()?.parse().ok()?;
     if sys::parent_pid() != parent {
         if sys::process_exists(parent) {
@@ -204,7 +188,7 @@ fn take_child_role() -> Option<ChildContext> {
         // Our parent died before we got here.
         exit_now(EXIT_ORPHANED);
     }
-    // Die with the parent (Linux); the control channel covers the other platforms.
+    // Die with the parent (Linux); the socket's hang-up (see `watch_parent`) is the fallback.
     // `MULTIPROC_NO_PDEATHSIG` turns the kernel's help off to exercise the fallback alone.
     if env::var_os("MULTIPROC_NO_PDEATHSIG").is_none() {
         sys::set_parent_death_signal();
@@ -216,8 +200,17 @@ fn take_child_role() -> Option<ChildContext> {
     if let Some(parked) = env::var(ENV_STDOUT).ok().and_then(|s| s.parse().ok()) {
         sys::unpark_stdout(parked);
     }
+    // Our end of the bootstrap socket, inherited without close-on-exec: set it again, so that
+    // programs this child starts do not inherit it.
+    // SAFETY: fcntl on a plain number; a number that is not open fails with EBADF.
+    if sock < 3 || unsafe { libc::fcntl(sock, libc::F_SETFD, libc::FD_CLOEXEC) } < 0 {
+        exit_now(EXIT_BOOTSTRAP);
+    }
+    // SAFETY: the parent handed this descriptor to us alone; nothing else in this process
+    // owns it.
+    let sock = unsafe { OwnedFd::from_raw_fd(sock) };
     Some(ChildContext {
-        server,
+        sock,
         entry: env::var(ENV_ENTRY).unwrap_or_default(),
         build: env::var(ENV_BUILD).unwrap_or_default(),
     })
@@ -257,11 +250,19 @@ pub(crate) fn exit_now(code: i32) -> ! {
     unsafe { libc::_exit(code) }
 }
 
+/// Sends one bootstrap message to the parent.
+fn tell<M: Serialize>(ctx: &ChildContext, message: &M) -> std::result::Result<(), ()> {
+    match wire::with_encoded(message, |bytes, fds| {
+        wire::send(ctx.sock.as_fd(), bytes, fds, Wait::Forever)
+    }) {
+        Ok(Ok(())) => Ok(()),
+        _ => Err(()),
+    }
+}
+
 /// Tells the parent why this child cannot run, and exits.
 fn refuse(ctx: &ChildContext, refusal: Refusal) -> ! {
-    if let Ok(hello) = IpcSender::<Hello>::connect(ctx.server.clone()) {
-        let _ = hello.send(Hello::Refused(refusal));
-    }
+    let _ = tell(ctx, &Hello::Refused(refusal));
     exit_now(EXIT_BOOTSTRAP)
 }
 
@@ -271,41 +272,32 @@ where
     T: Serialize + DeserializeOwned,
     R: Serialize + DeserializeOwned,
 {
-    let Ok(hello) = IpcSender::<Hello>::connect(ctx.server.clone()) else {
-        exit_now(EXIT_BOOTSTRAP)
-    };
-    let Ok((boot_tx, boot_rx)) = ipc::channel::<BootHeader<R>>() else {
-        exit_now(EXIT_BOOTSTRAP)
-    };
     let ready = Hello::Ready {
         pid: std::process::id(),
         state_type: type_name::<T>().to_string(),
         output_type: type_name::<R>().to_string(),
-        boot: boot_tx.to_opaque(),
     };
-    if hello.send(ready).is_err() {
+    if tell(&ctx, &ready).is_err() {
         exit_now(EXIT_BOOTSTRAP)
     }
-    drop(hello);
-    // The parent is gone or gave up on this child if either receive fails for I/O.
-    let Ok(header) = crate::channel::retry_interrupted(|| boot_rx.recv()) else {
+    // The parent is gone or gave up on this child if the receive fails.
+    let Ok(frame) = wire::recv(ctx.sock.as_fd(), Wait::Forever) else {
         exit_now(EXIT_ORPHANED)
     };
-    watch_parent(header.control);
-    let outcome = header.outcome;
-    let state_rx: IpcReceiver<T> = boot_rx.to_opaque().to();
-    let state = match crate::channel::retry_interrupted(|| state_rx.recv()) {
+    let state: T = match wire::decode(frame) {
         Ok(state) => state,
-        Err(ipc_channel::IpcError::SerializationError(e)) => {
-            let _ = outcome.send(Outcome::StateNotDeserializable {
-                type_name: type_name::<T>().to_string(),
-                message: crate::channel::serde_message(&e),
-            });
+        Err(message) => {
+            let _ = tell(
+                &ctx,
+                &Outcome::<R>::StateNotDeserializable {
+                    type_name: type_name::<T>().to_string(),
+                    message,
+                },
+            );
             exit_now(EXIT_BOOTSTRAP)
         }
-        Err(_) => exit_now(EXIT_ORPHANED),
     };
-    drop(state_rx);
+    watch_parent(&ctx);
     crate::panic::install_hook();
 
     let result = match panic::catch_unwind(AssertUnwindSafe(|| run(state))) {
@@ -316,30 +308,37 @@ where
         Outcome::Panicked(_) => EXIT_PANICKED,
         _ => 0,
     };
-    match outcome.send(result) {
-        Ok(()) => exit_now(code),
-        Err(ipc_channel::IpcError::SerializationError(e)) => {
-            let _ = outcome.send(Outcome::OutputNotSerializable {
-                type_name: type_name::<R>().to_string(),
-                message: crate::channel::serde_message(&e),
-            });
+    match wire::with_encoded(&result, |bytes, fds| {
+        wire::send(ctx.sock.as_fd(), bytes, fds, Wait::Forever)
+    }) {
+        Ok(Ok(())) => exit_now(code),
+        Ok(Err(_)) => exit_now(EXIT_ORPHANED),
+        Err(message) => {
+            let _ = tell(
+                &ctx,
+                &Outcome::<R>::OutputNotSerializable {
+                    type_name: type_name::<R>().to_string(),
+                    message,
+                },
+            );
             exit_now(EXIT_BOOTSTRAP)
         }
-        Err(_) => exit_now(EXIT_ORPHANED),
     }
 }
 
-/// Watches the control channel on a small thread: its end-of-file means the parent died.
-fn watch_parent(control: IpcReceiver<Control>) {
+/// Watches the bootstrap socket on a small thread: a hang-up means the parent died.
+fn watch_parent(ctx: &ChildContext) {
+    let fd = ctx.sock.as_raw_fd();
     let spawned = std::thread::Builder::new()
         .name("multiproc-parent".into())
         .stack_size(64 * 1024)
-        .spawn(
-            move || match crate::channel::retry_interrupted(|| control.recv()) {
-                Ok(message) => match message {},
-                Err(_) => exit_now(EXIT_ORPHANED),
-            },
-        );
+        .spawn(move || {
+            // SAFETY: the socket lives in the ChildContext until the process exits, which
+            // outlives this thread.
+            let sock = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
+            let _ = wire::poll_one(sock, libc::POLLRDHUP, Wait::Forever);
+            exit_now(EXIT_ORPHANED)
+        });
     if spawned.is_err() {
         exit_now(EXIT_BOOTSTRAP);
     }

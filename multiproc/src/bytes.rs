@@ -4,7 +4,9 @@
 use std::fmt;
 use std::ops::{Deref, DerefMut};
 
-use ipc_channel::ipc::IpcSharedMemory;
+use std::sync::Arc;
+
+use crate::shm::Region;
 use serde::de::{self, Visitor};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
@@ -145,7 +147,7 @@ impl<'de> Deserialize<'de> for Bytes {
 /// use multiproc::SharedMemory;
 ///
 /// let (tx, rx) = multiproc::channel::<SharedMemory>()?;
-/// let region = SharedMemory::from_bytes(&vec![1_u8; 64 << 20]);
+/// let region = SharedMemory::from_bytes(&vec![1_u8; 64 << 20])?;
 /// tx.send(region.clone())?;
 /// let got = rx.recv()?;
 /// assert_eq!(got.len(), 64 << 20);
@@ -153,7 +155,7 @@ impl<'de> Deserialize<'de> for Bytes {
 /// # Ok::<(), multiproc::Error>(())
 /// ```
 #[derive(Clone)]
-pub struct SharedMemory(IpcSharedMemory);
+pub struct SharedMemory(Arc<Region>);
 
 impl SharedMemory {
     /// A new region holding a copy of `bytes`.
@@ -161,8 +163,18 @@ impl SharedMemory {
     /// # Examples
     ///
     /// See [`SharedMemory`].
-    pub fn from_bytes(bytes: &[u8]) -> Self {
-        SharedMemory(IpcSharedMemory::from_bytes(bytes))
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::Io`](crate::ErrorKind::Io) when the system refuses the memory (out of
+    /// memory or of file descriptors).
+    pub fn from_bytes(bytes: &[u8]) -> crate::Result<Self> {
+        let region = Self::region(bytes.len())?;
+        // SAFETY: the region is new, `bytes.len()` long, and not shared with anyone yet.
+        unsafe {
+            std::ptr::copy_nonoverlapping(bytes.as_ptr(), region.as_ptr(), bytes.len());
+        }
+        Ok(SharedMemory(Arc::new(region)))
     }
 
     /// A new region of `len` bytes, each set to `byte`.
@@ -170,24 +182,41 @@ impl SharedMemory {
     /// # Examples
     ///
     /// ```
-    /// let zeros = multiproc::SharedMemory::from_byte(0, 4096);
+    /// let zeros = multiproc::SharedMemory::from_byte(0, 4096)?;
     /// assert!(zeros.iter().all(|&b| b == 0));
+    /// # Ok::<(), multiproc::Error>(())
     /// ```
-    pub fn from_byte(byte: u8, len: usize) -> Self {
-        SharedMemory(IpcSharedMemory::from_byte(byte, len))
+    ///
+    /// # Errors
+    ///
+    /// As [`from_bytes`](SharedMemory::from_bytes).
+    pub fn from_byte(byte: u8, len: usize) -> crate::Result<Self> {
+        let region = Self::region(len)?;
+        if byte != 0 {
+            // SAFETY: the region is new, `len` long, and not shared with anyone yet.
+            unsafe { std::ptr::write_bytes(region.as_ptr(), byte, len) };
+        }
+        Ok(SharedMemory(Arc::new(region)))
+    }
+
+    fn region(len: usize) -> crate::Result<Region> {
+        Region::new("multiproc-shared", len)
+            .map_err(|e| crate::Error::io(format!("cannot create a shared region of {len} bytes"), e))
     }
 }
 
 impl Deref for SharedMemory {
     type Target = [u8];
     fn deref(&self) -> &[u8] {
-        &self.0
+        // SAFETY: the mapping is `len` bytes long and lives as long as the Region; nobody
+        // writes to it after creation (the API offers no way to).
+        unsafe { std::slice::from_raw_parts(self.0.as_ptr(), self.0.len()) }
     }
 }
 
 impl AsRef<[u8]> for SharedMemory {
     fn as_ref(&self) -> &[u8] {
-        &self.0
+        self
     }
 }
 
@@ -199,13 +228,17 @@ impl fmt::Debug for SharedMemory {
 
 impl Serialize for SharedMemory {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        self.0.serialize(s)
+        crate::wire::attach_fd(self.0.fd(), "SharedMemory")?.serialize(s)
     }
 }
 
 impl<'de> Deserialize<'de> for SharedMemory {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        IpcSharedMemory::deserialize(d).map(SharedMemory)
+        let index = u32::deserialize(d)?;
+        let fd = crate::wire::take_fd(index, "SharedMemory")?;
+        let region = Region::from_fd(fd)
+            .map_err(|e| de::Error::custom(format!("cannot map a shared region: {e}")))?;
+        Ok(SharedMemory(Arc::new(region)))
     }
 }
 

@@ -1,23 +1,39 @@
-//! Typed mailboxes between processes: [`channel()`], [`Sender`], [`Receiver`].
+//! Typed mailboxes between processes: [`channel()`], [`bounded()`], [`Sender`], [`Receiver`].
 //!
 //! Both ends are `Serialize + Deserialize`: they travel as fields of a `#[process]` struct,
 //! as arguments of a `#[process]` fn, and inside other messages. Sending an end moves it: the
 //! sending process's copy is closed once the message is sent.
+//!
+//! # Where messages wait
+//!
+//! A channel is a Unix `SOCK_SEQPACKET` socket pair: one datagram per message, in the order
+//! each sender sent them. The kernel holds about 200 KiB per socket; beyond that, the
+//! receiving process's pump thread moves arrived messages into the receiver's memory, so a
+//! sender never waits for a slow reader (a slow reader's backlog costs its own heap: the
+//! encoded size of each message plus about 50 bytes). [`bounded()`] puts an exact limit on
+//! the messages in flight instead, counted by a semaphore all senders share.
 
 use std::any::type_name;
+use std::collections::VecDeque;
 use std::fmt;
+use std::marker::PhantomData;
+use std::os::fd::{AsFd, OwnedFd};
+use std::sync::Arc;
 use std::time::Duration;
 
-use ipc_channel::ipc::{self, IpcReceiver, IpcSender};
-use ipc_channel::{IpcError, SerDeError, TryRecvError};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use crate::error::{Error, Repr, Result};
+use crate::error::{Error, Repr, Result, TrySendError};
+use crate::pump::{Inbox, Received};
+use crate::shm::Slots;
+use crate::wire::{self, Frame, Wait, WireError};
 
 /// Creates a typed channel between processes, std's `mpsc::channel` across process bounds.
 ///
-/// Messages sent by one sender arrive in the order they were sent. The [`Receiver`] reports
+/// Messages sent by one sender arrive in the order they were sent. `send` never blocks on a
+/// slow reader: see [the module docs](crate::channel#where-messages-wait) for where the
+/// messages wait. The [`Receiver`] reports
 /// [`ErrorKind::Disconnected`](crate::ErrorKind::Disconnected) once every [`Sender`] in every
 /// process has been dropped and the messages already sent have been received.
 ///
@@ -40,8 +56,65 @@ pub fn channel<T>() -> Result<(Sender<T>, Receiver<T>)>
 where
     T: Serialize + DeserializeOwned,
 {
-    let (tx, rx) = ipc::channel::<T>().map_err(|e| Error::io("cannot create a channel", e))?;
-    Ok((Sender { inner: tx }, Receiver { inner: rx }))
+    make(None)
+}
+
+/// Creates a channel that holds at most `capacity` messages in flight (sent, not yet
+/// received), std's `mpsc::sync_channel` across process bounds.
+///
+/// [`Sender::send`] blocks while the channel is full, [`Sender::try_send`] returns an
+/// [`ErrorKind::Full`](crate::ErrorKind::Full) error with the message instead, and
+/// [`Sender::send_timeout`] waits at most a given time. The limit holds across every clone of
+/// the sender, in every process.
+///
+/// # Examples
+///
+/// ```
+/// let (tx, rx) = multiproc::bounded::<u32>(2)?;
+/// tx.send(1)?;
+/// tx.send(2)?;
+/// assert!(tx.try_send(3).unwrap_err().is_full());
+/// assert_eq!(rx.recv()?, 1);
+/// tx.try_send(3)?;
+/// # Ok::<(), multiproc::Error>(())
+/// ```
+///
+/// # Errors
+///
+/// [`ErrorKind::Other`](crate::ErrorKind::Other) for a capacity of 0;
+/// [`ErrorKind::Io`](crate::ErrorKind::Io) as for [`channel()`].
+pub fn bounded<T>(capacity: usize) -> Result<(Sender<T>, Receiver<T>)>
+where
+    T: Serialize + DeserializeOwned,
+{
+    if capacity == 0 {
+        return Err(Error::other(
+            "a bounded channel needs a capacity of at least 1 (use `channel()` for no limit)",
+        ));
+    }
+    make(Some(capacity))
+}
+
+fn make<T>(capacity: Option<usize>) -> Result<(Sender<T>, Receiver<T>)> {
+    let (tx, rx) = wire::socketpair().map_err(|e| Error::io("cannot create a channel", e))?;
+    let slots = match capacity {
+        Some(n) => Some(Arc::new(
+            Slots::new(n).map_err(|e| Error::io("cannot create a channel's semaphore", e))?,
+        )),
+        None => None,
+    };
+    let sender = Sender {
+        sock: Arc::new(tx),
+        slots: slots.clone(),
+        capacity,
+        _type: PhantomData,
+    };
+    let receiver = Receiver {
+        inbox: Inbox::new(rx, VecDeque::new()),
+        slots,
+        _type: PhantomData,
+    };
+    Ok((sender, receiver))
 }
 
 /// The sending half of a [`channel()`]. Clone it to send from several places or processes.
@@ -57,7 +130,10 @@ where
 /// # Ok::<(), multiproc::Error>(())
 /// ```
 pub struct Sender<T> {
-    inner: IpcSender<T>,
+    sock: Arc<OwnedFd>,
+    slots: Option<Arc<Slots>>,
+    capacity: Option<usize>,
+    _type: PhantomData<fn(T)>,
 }
 
 /// The receiving half of a [`channel()`]; iterate over it to receive until every sender is gone.
@@ -74,11 +150,13 @@ pub struct Sender<T> {
 /// # Ok::<(), multiproc::Error>(())
 /// ```
 pub struct Receiver<T> {
-    inner: IpcReceiver<T>,
+    inbox: Arc<Inbox>,
+    slots: Option<Arc<Slots>>,
+    _type: PhantomData<fn() -> T>,
 }
 
 impl<T: Serialize> Sender<T> {
-    /// Sends a message.
+    /// Sends a message; on a [`bounded()`] channel, waits while it is full.
     ///
     /// # Examples
     ///
@@ -95,16 +173,113 @@ impl<T: Serialize> Sender<T> {
     /// [`ErrorKind::Serialize`](crate::ErrorKind::Serialize) when the value cannot be encoded
     /// (nothing is sent then).
     pub fn send(&self, value: T) -> Result<()> {
-        self.inner
-            .send(value)
-            .map_err(|e| send_error(e, type_name::<T>()))
+        self.send_wait(&value, Wait::Forever, Duration::MAX)
+    }
+
+    /// Sends a message if there is room at once; otherwise hands it back in an
+    /// [`ErrorKind::Full`](crate::ErrorKind::Full) error.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let (tx, rx) = multiproc::bounded::<u8>(1)?;
+    /// tx.try_send(1)?;
+    /// let e = tx.try_send(2).unwrap_err();
+    /// assert!(e.is_full());
+    /// assert_eq!(e.into_inner(), 2);
+    /// # drop(rx);
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// As [`send`](Sender::send), plus `Full`; every error carries the message.
+    pub fn try_send(&self, value: T) -> std::result::Result<(), TrySendError<T>> {
+        match self.send_wait(&value, Wait::Now, Duration::ZERO) {
+            Ok(()) => Ok(()),
+            Err(e) => Err(TrySendError::new(e, value)),
+        }
+    }
+
+    /// Sends a message, waiting at most `timeout` for room.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    ///
+    /// let (tx, rx) = multiproc::bounded::<u8>(1)?;
+    /// tx.send_timeout(1, Duration::from_millis(10))?;
+    /// let e = tx.send_timeout(2, Duration::from_millis(10)).unwrap_err();
+    /// assert!(e.error().is_timeout());
+    /// # drop(rx);
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// As [`send`](Sender::send), plus [`ErrorKind::Timeout`](crate::ErrorKind::Timeout);
+    /// every error carries the message.
+    pub fn send_timeout(
+        &self,
+        value: T,
+        timeout: Duration,
+    ) -> std::result::Result<(), TrySendError<T>> {
+        match self.send_wait(&value, Wait::timeout(timeout), timeout) {
+            Ok(()) => Ok(()),
+            Err(e) => Err(TrySendError::new(e, value)),
+        }
+    }
+
+    fn send_wait(&self, value: &T, wait: Wait, timeout: Duration) -> Result<()> {
+        let sent = wire::with_encoded(value, |bytes, fds| {
+            let Some(slots) = &self.slots else {
+                return wire::send(self.sock.as_fd(), bytes, fds, wait);
+            };
+            // Hang-up on our socket means the receiver is gone: stop waiting for room.
+            slots.acquire(Some((self.sock.as_fd(), 0)), wait)?;
+            let sent = wire::send(self.sock.as_fd(), bytes, fds, wait);
+            if sent.is_err() {
+                slots.release();
+            }
+            sent
+        })
+        .map_err(|message| {
+            Error::new(Repr::Serialize {
+                type_name: type_name::<T>(),
+                message,
+            })
+        })?;
+        sent.map_err(|e| match e {
+            WireError::Closed => disconnected_send(type_name::<T>()),
+            WireError::WouldBlock if matches!(wait, Wait::Now) => Error::new(Repr::Full {
+                what: match self.capacity {
+                    Some(n) => format!(
+                        "cannot send a {}: the channel is full ({n} messages in flight)",
+                        type_name::<T>()
+                    ),
+                    None => format!(
+                        "cannot send a {}: the receiver's socket buffer is full",
+                        type_name::<T>()
+                    ),
+                },
+            }),
+            WireError::WouldBlock => Error::new(Repr::Timeout {
+                what: format!("sending a {}", type_name::<T>()),
+                after: timeout,
+            }),
+            WireError::Io(e) => Error::io(format!("cannot send a {}", type_name::<T>()), e),
+        })
     }
 }
 
-impl<T: Serialize> Clone for Sender<T> {
+impl<T> Clone for Sender<T> {
     fn clone(&self) -> Self {
         Sender {
-            inner: self.inner.clone(),
+            sock: Arc::clone(&self.sock),
+            slots: self.slots.clone(),
+            capacity: self.capacity,
+            _type: PhantomData,
         }
     }
 }
@@ -121,7 +296,13 @@ impl<T> fmt::Debug for Receiver<T> {
     }
 }
 
-impl<T: Serialize + DeserializeOwned> Receiver<T> {
+impl<T> Receiver<T> {
+    pub(crate) fn inbox(&self) -> &Inbox {
+        &self.inbox
+    }
+}
+
+impl<T: DeserializeOwned> Receiver<T> {
     /// Blocks until a message arrives.
     ///
     /// # Examples
@@ -139,7 +320,7 @@ impl<T: Serialize + DeserializeOwned> Receiver<T> {
     /// nothing is left to receive; [`ErrorKind::Deserialize`](crate::ErrorKind::Deserialize) for
     /// a message that cannot be decoded as `T` (the channel stays usable).
     pub fn recv(&self) -> Result<T> {
-        retry_interrupted(|| self.inner.recv()).map_err(|e| recv_error(e, type_name::<T>()))
+        self.recv_wait(Wait::Forever, Duration::MAX)
     }
 
     /// Returns a waiting message, or an [`ErrorKind::Empty`](crate::ErrorKind::Empty) error at
@@ -159,10 +340,7 @@ impl<T: Serialize + DeserializeOwned> Receiver<T> {
     ///
     /// As [`recv`](Receiver::recv), plus `Empty`.
     pub fn try_recv(&self) -> Result<T> {
-        self.inner.try_recv().map_err(|e| match e {
-            TryRecvError::Empty => Error::new(Repr::Empty),
-            TryRecvError::IpcError(e) => recv_error(e, type_name::<T>()),
-        })
+        self.recv_wait(Wait::Now, Duration::ZERO)
     }
 
     /// Waits at most `timeout` for a message.
@@ -183,13 +361,26 @@ impl<T: Serialize + DeserializeOwned> Receiver<T> {
     ///
     /// As [`recv`](Receiver::recv), plus [`ErrorKind::Timeout`](crate::ErrorKind::Timeout).
     pub fn recv_timeout(&self, timeout: Duration) -> Result<T> {
-        recv_deadline(&self.inner, timeout).map_err(|e| match e {
-            TryRecvError::Empty => Error::new(Repr::Timeout {
-                what: format!("receiving a {}", type_name::<T>()),
+        self.recv_wait(Wait::timeout(timeout), timeout)
+    }
+
+    fn recv_wait(&self, wait: Wait, timeout: Duration) -> Result<T> {
+        let what = type_name::<T>();
+        match self.inbox.recv(wait) {
+            Ok(Received::Frame(frame)) => {
+                if let Some(slots) = &self.slots {
+                    slots.release();
+                }
+                decode(frame)
+            }
+            Ok(Received::Closed) => Err(disconnected_recv(what)),
+            Ok(Received::Nothing) if matches!(wait, Wait::Now) => Err(Error::new(Repr::Empty)),
+            Ok(Received::Nothing) => Err(Error::new(Repr::Timeout {
+                what: format!("receiving a {what}"),
                 after: timeout,
-            }),
-            TryRecvError::IpcError(e) => recv_error(e, type_name::<T>()),
-        })
+            })),
+            Err(e) => Err(Error::io(format!("cannot receive a {what}"), e)),
+        }
     }
 
     /// A blocking iterator over the messages, ending once every sender is gone.
@@ -241,7 +432,7 @@ pub struct Iter<'a, T> {
     rx: &'a Receiver<T>,
 }
 
-impl<T: Serialize + DeserializeOwned> Iterator for Iter<'_, T> {
+impl<T: DeserializeOwned> Iterator for Iter<'_, T> {
     type Item = T;
     fn next(&mut self) -> Option<T> {
         self.rx.next_for_iter()
@@ -263,14 +454,14 @@ pub struct IntoIter<T> {
     rx: Receiver<T>,
 }
 
-impl<T: Serialize + DeserializeOwned> Iterator for IntoIter<T> {
+impl<T: DeserializeOwned> Iterator for IntoIter<T> {
     type Item = T;
     fn next(&mut self) -> Option<T> {
         self.rx.next_for_iter()
     }
 }
 
-impl<T: Serialize + DeserializeOwned> IntoIterator for Receiver<T> {
+impl<T: DeserializeOwned> IntoIterator for Receiver<T> {
     type Item = T;
     type IntoIter = IntoIter<T>;
     fn into_iter(self) -> IntoIter<T> {
@@ -278,7 +469,7 @@ impl<T: Serialize + DeserializeOwned> IntoIterator for Receiver<T> {
     }
 }
 
-impl<'a, T: Serialize + DeserializeOwned> IntoIterator for &'a Receiver<T> {
+impl<'a, T: DeserializeOwned> IntoIterator for &'a Receiver<T> {
     type Item = T;
     type IntoIter = Iter<'a, T>;
     fn into_iter(self) -> Iter<'a, T> {
@@ -286,101 +477,113 @@ impl<'a, T: Serialize + DeserializeOwned> IntoIterator for &'a Receiver<T> {
     }
 }
 
+
+/// Decodes a received message as `T`.
+pub(crate) fn decode<T: DeserializeOwned>(frame: Frame) -> Result<T> {
+    wire::decode(frame).map_err(|message| {
+        Error::new(Repr::Deserialize {
+            type_name: type_name::<T>(),
+            message,
+        })
+    })
+}
+
+/// How a [`Sender`] travels: its socket, and the semaphore of a bounded channel.
+#[derive(Serialize, Deserialize)]
+struct SenderWire {
+    sock: u32,
+    slots: Option<(u32, usize)>,
+}
+
 impl<T> Serialize for Sender<T> {
     fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
-        self.inner.serialize(s)
+        let sock = wire::attach_fd(self.sock.as_fd(), "Sender")?;
+        let slots = match (&self.slots, self.capacity) {
+            (Some(slots), Some(n)) => Some((wire::attach_fd(slots.fd(), "Sender")?, n)),
+            _ => None,
+        };
+        SenderWire { sock, slots }.serialize(s)
     }
 }
 
 impl<'de, T> Deserialize<'de> for Sender<T> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        let w = SenderWire::deserialize(d)?;
+        let sock = wire::take_fd(w.sock, "Sender")?;
+        let (slots, capacity) = match w.slots {
+            Some((fd, n)) => (
+                Some(Arc::new(Slots::from_fd(wire::take_fd(fd, "Sender")?))),
+                Some(n),
+            ),
+            None => (None, None),
+        };
         Ok(Sender {
-            inner: IpcSender::deserialize(d)?,
+            sock: Arc::new(sock),
+            slots,
+            capacity,
+            _type: PhantomData,
         })
     }
 }
 
+/// How a [`Receiver`] travels: its socket, the semaphore of a bounded channel, and the
+/// messages this process had already read from the socket but nobody had received.
+#[derive(Serialize, Deserialize)]
+struct ReceiverWire {
+    sock: u32,
+    slots: Option<u32>,
+    waiting: Vec<(crate::Bytes, Vec<u32>)>,
+}
+
 impl<T> Serialize for Receiver<T> {
     fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
-        self.inner.serialize(s)
+        let sock = wire::attach_fd(self.inbox.fd(), "Receiver")?;
+        let slots = match &self.slots {
+            Some(slots) => Some(wire::attach_fd(slots.fd(), "Receiver")?),
+            None => None,
+        };
+        // From here on this process no longer reads the socket: the receiver is moving.
+        let mut waiting = Vec::new();
+        for (bytes, fds) in self.inbox.detach() {
+            let mut indices = Vec::with_capacity(fds.len());
+            for fd in &fds {
+                indices.push(wire::attach_fd(fd.as_fd(), "Receiver")?);
+            }
+            waiting.push((crate::Bytes::from(bytes), indices));
+        }
+        ReceiverWire {
+            sock,
+            slots,
+            waiting,
+        }
+        .serialize(s)
     }
 }
 
 impl<'de, T> Deserialize<'de> for Receiver<T> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
-        Ok(Receiver {
-            inner: IpcReceiver::deserialize(d)?,
-        })
-    }
-}
-
-/// Runs a blocking receive again when a signal interrupted it (ipc-channel reports `EINTR` as
-/// an I/O error instead of retrying).
-pub(crate) fn retry_interrupted<T>(
-    mut recv: impl FnMut() -> std::result::Result<T, IpcError>,
-) -> std::result::Result<T, IpcError> {
-    loop {
-        match recv() {
-            Err(e) if is_interrupted(&e) => continue,
-            other => return other,
-        }
-    }
-}
-
-fn is_interrupted(e: &IpcError) -> bool {
-    matches!(e, IpcError::Io(io) if io.kind() == std::io::ErrorKind::Interrupted)
-}
-
-/// A receive with a timeout, retried after `EINTR` for the time that is left.
-pub(crate) fn recv_deadline<T>(
-    rx: &IpcReceiver<T>,
-    timeout: Duration,
-) -> std::result::Result<T, TryRecvError>
-where
-    T: Serialize + DeserializeOwned,
-{
-    let deadline = std::time::Instant::now().checked_add(timeout);
-    let mut left = timeout;
-    loop {
-        match rx.try_recv_timeout(left) {
-            Err(TryRecvError::IpcError(e)) if is_interrupted(&e) => {
-                left = match deadline {
-                    Some(d) => d.saturating_duration_since(std::time::Instant::now()),
-                    None => timeout,
-                };
+        let w = ReceiverWire::deserialize(d)?;
+        let sock = wire::take_fd(w.sock, "Receiver")?;
+        let slots = match w.slots {
+            Some(fd) => Some(Arc::new(Slots::from_fd(wire::take_fd(fd, "Receiver")?))),
+            None => None,
+        };
+        let mut frames = VecDeque::with_capacity(w.waiting.len());
+        for (bytes, indices) in w.waiting {
+            let mut fds: Vec<OwnedFd> = Vec::with_capacity(indices.len());
+            for i in indices {
+                fds.push(wire::take_fd(i, "Receiver")?);
             }
-            other => return other,
+            frames.push_back(Frame {
+                bytes: bytes.into_vec(),
+                fds,
+            });
         }
-    }
-}
-
-/// The text of a (de)serialization error: ipc-channel's own `Display` only says
-/// "Serialization/Deserialization error", the codec's message is its source.
-pub(crate) fn serde_message(e: &SerDeError) -> String {
-    match std::error::Error::source(e) {
-        Some(inner) => inner.to_string(),
-        None => e.to_string(),
-    }
-}
-
-fn is_peer_gone(e: &std::io::Error) -> bool {
-    matches!(
-        e.kind(),
-        std::io::ErrorKind::BrokenPipe
-            | std::io::ErrorKind::ConnectionReset
-            | std::io::ErrorKind::NotConnected
-    )
-}
-
-pub(crate) fn send_error(e: IpcError, type_name: &'static str) -> Error {
-    match e {
-        IpcError::SerializationError(e) => Error::new(Repr::Serialize {
-            type_name,
-            message: serde_message(&e),
-        }),
-        IpcError::Disconnected => disconnected_send(type_name),
-        IpcError::Io(e) if is_peer_gone(&e) => disconnected_send(type_name),
-        IpcError::Io(e) => Error::io(format!("cannot send a {type_name}"), e),
+        Ok(Receiver {
+            inbox: Inbox::new(sock, frames),
+            slots,
+            _type: PhantomData,
+        })
     }
 }
 
@@ -388,18 +591,6 @@ fn disconnected_send(type_name: &str) -> Error {
     Error::new(Repr::Disconnected {
         what: format!("cannot send a {type_name}: the receiver is gone"),
     })
-}
-
-pub(crate) fn recv_error(e: IpcError, type_name: &'static str) -> Error {
-    match e {
-        IpcError::SerializationError(e) => Error::new(Repr::Deserialize {
-            type_name,
-            message: serde_message(&e),
-        }),
-        IpcError::Disconnected => disconnected_recv(type_name),
-        IpcError::Io(e) if is_peer_gone(&e) => disconnected_recv(type_name),
-        IpcError::Io(e) => Error::io(format!("cannot receive a {type_name}"), e),
-    }
 }
 
 fn disconnected_recv(type_name: &str) -> Error {

@@ -40,6 +40,11 @@ pub enum ErrorKind {
     Timeout,
     /// A non-blocking receive found no message.
     Empty,
+    /// A bounded channel or queue is at capacity: a non-blocking send or put returns its value
+    /// inside a [`TrySendError`](crate::TrySendError).
+    Full,
+    /// The queue was closed: nothing more can be put, and everything put before was received.
+    Closed,
     /// The child process started but never reached its entry point (the binary's `main` does not
     /// start with `#[multiproc::main]` or `multiproc::init()`).
     NoEntryHook,
@@ -149,8 +154,12 @@ pub(crate) enum Repr {
         what: String,
         after: std::time::Duration,
     },
-    #[error("no message is waiting on the channel")]
+    #[error("no message is waiting to be received")]
     Empty,
+    #[error("{what}")]
+    Full { what: String },
+    #[error("{what}")]
+    Closed { what: String },
     #[error("{who} exited ({status}) before reaching its entry point: {HOOK_HINT}")]
     NoEntryHook { who: Who, status: String },
     #[error("this process never ran the multiproc hook, so it cannot spawn: {HOOK_HINT}")]
@@ -294,6 +303,8 @@ impl Error {
             Repr::Signaled { .. } => ErrorKind::Signaled,
             Repr::Timeout { .. } => ErrorKind::Timeout,
             Repr::Empty => ErrorKind::Empty,
+            Repr::Full { .. } => ErrorKind::Full,
+            Repr::Closed { .. } => ErrorKind::Closed,
             Repr::NoEntryHook { .. } => ErrorKind::NoEntryHook,
             Repr::NotInitialized => ErrorKind::NotInitialized,
             Repr::EntryNotFound { .. } => ErrorKind::EntryNotFound,
@@ -428,6 +439,123 @@ impl std::error::Error for Error {
 impl From<io::Error> for Error {
     fn from(source: io::Error) -> Self {
         Error::io("I/O error", source)
+    }
+}
+
+/// A send or put that did not happen, with the value handed back: the channel or queue was
+/// full ([`ErrorKind::Full`]), the wait timed out ([`ErrorKind::Timeout`]), the receiver is
+/// gone ([`ErrorKind::Disconnected`]), the queue was closed ([`ErrorKind::Closed`]), or the
+/// value could not be encoded ([`ErrorKind::Serialize`]).
+///
+/// Converts into an [`Error`] with `?` (dropping the value).
+///
+/// # Examples
+///
+/// ```
+/// let (tx, rx) = multiproc::bounded::<String>(1)?;
+/// tx.try_send("first".to_string())?;
+/// let full = tx.try_send("second".to_string()).unwrap_err();
+/// assert!(full.is_full());
+/// assert_eq!(full.into_inner(), "second");
+/// # drop(rx);
+/// # Ok::<(), multiproc::Error>(())
+/// ```
+pub struct TrySendError<T> {
+    error: Error,
+    value: T,
+}
+
+impl<T> TrySendError<T> {
+    pub(crate) fn new(error: Error, value: T) -> Self {
+        TrySendError { error, value }
+    }
+
+    /// What went wrong.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let (tx, rx) = multiproc::bounded::<u8>(1)?;
+    /// drop(rx);
+    /// let e = tx.try_send(1).unwrap_err();
+    /// assert_eq!(e.kind(), multiproc::ErrorKind::Disconnected);
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn kind(&self) -> ErrorKind {
+        self.error.kind()
+    }
+
+    /// `true` when the channel or queue was at capacity.
+    ///
+    /// # Examples
+    ///
+    /// See [`TrySendError`].
+    pub fn is_full(&self) -> bool {
+        self.kind() == ErrorKind::Full
+    }
+
+    /// The error, without the value.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let (tx, _rx) = multiproc::bounded::<u8>(1)?;
+    /// tx.send(1)?;
+    /// let e = tx.try_send(2).unwrap_err();
+    /// assert!(e.error().to_string().contains("full"));
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn error(&self) -> &Error {
+        &self.error
+    }
+
+    /// The value that was not sent.
+    ///
+    /// # Examples
+    ///
+    /// See [`TrySendError`].
+    pub fn into_inner(self) -> T {
+        self.value
+    }
+
+    /// Both parts: the error and the value that was not sent.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let (tx, _rx) = multiproc::bounded::<u8>(1)?;
+    /// tx.send(1)?;
+    /// let (error, value) = tx.try_send(2).unwrap_err().into_parts();
+    /// assert!(error.to_string().contains("full"));
+    /// assert_eq!(value, 2);
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn into_parts(self) -> (Error, T) {
+        (self.error, self.value)
+    }
+}
+
+impl<T> fmt::Display for TrySendError<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(&self.error, f)
+    }
+}
+
+impl<T> fmt::Debug for TrySendError<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&self.error, f)
+    }
+}
+
+impl<T> std::error::Error for TrySendError<T> {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        std::error::Error::source(&self.error)
+    }
+}
+
+impl<T> From<TrySendError<T>> for Error {
+    fn from(e: TrySendError<T>) -> Self {
+        e.error
     }
 }
 

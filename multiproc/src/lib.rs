@@ -89,11 +89,14 @@ pub mod channel;
 mod error;
 mod panic;
 mod pipe;
+mod pump;
 mod registry;
 mod service;
+mod shm;
 mod spawn;
 mod sys;
 mod testing;
+mod wire;
 
 #[doc(hidden)]
 #[path = "private.rs"]
@@ -101,8 +104,8 @@ pub mod __private;
 
 pub use self::bootstrap::init;
 pub use self::bytes::{Bytes, SharedMemory};
-pub use self::channel::{Receiver, Sender, channel};
-pub use self::error::{Error, ErrorKind, RemotePanic, Result};
+pub use self::channel::{Receiver, Sender, bounded, channel};
+pub use self::error::{Error, ErrorKind, RemotePanic, Result, TrySendError};
 pub use self::pipe::{PipeEnd, pipe};
 pub use self::service::{Client, Request, Server, service};
 pub use self::spawn::{Builder, JoinHandle, Process, ProcessFn, Stdio, spawn};

@@ -6,22 +6,21 @@ mod spawner;
 
 use std::any::type_name;
 use std::ffi::{OsStr, OsString};
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
 use std::sync::OnceLock;
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use ipc_channel::ipc::{self, IpcOneShotServer, IpcReceiver, IpcSender};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 pub use self::handle::JoinHandle;
 
-use crate::bootstrap::{self, BootHeader, Control, Hello, Hook, Outcome, Refusal};
+use crate::bootstrap::{self, Hello, Hook, Refusal};
 use crate::error::{Error, Repr, Result, Who};
 use crate::registry;
+use crate::wire::{self, Wait, WireError};
 
 /// A value that can run in its own process: implemented by `#[multiproc::process]` on an
 /// `impl` block that holds `fn run(self) -> R`.
@@ -435,93 +434,101 @@ impl Builder {
             .clone()
             .unwrap_or_else(|| registry::last_segment(key).to_string());
 
-        let (server, server_name) = IpcOneShotServer::<Hello>::new()
+        let (mine, theirs) = wire::socketpair()
+            .and_then(|(mine, theirs)| Ok((mine, wire::above_stdio(theirs)?)))
             .map_err(|e| Error::io("cannot create the bootstrap socket", e))?;
-        let (cmd, parked) = self.command(&hook, key, &server_name)?;
+        let (cmd, parked) = self.command(&hook, key, theirs.as_raw_fd())?;
         let mut child = spawner::spawn(cmd)
             .map_err(|e| Error::io(format!("cannot start child `{name}`"), e))?;
         drop(parked);
+        // Only the child holds its end now: its death is end-of-file on ours.
+        drop(theirs);
         let mut who = Who {
             name,
             pid: Some(child.id()),
         };
         let timeout = self.start_timeout.unwrap_or(DEFAULT_START_TIMEOUT);
+        let wait = Wait::timeout(timeout);
 
-        // `hello` is the accepted connection: not close-on-exec, so it is dropped at the end of
-        // this function, once the child is booted.
-        let (hello, first) = match await_connection(server, &server_name, &mut child, &who, timeout)
-        {
-            Ok(connected) => connected,
+        let first = match wire::recv(mine.as_fd(), wait) {
+            Ok(frame) => match wire::decode::<Hello>(frame) {
+                Ok(hello) => hello,
+                Err(message) => {
+                    reap(&mut child);
+                    return Err(Error::other(format!(
+                        "{who} sent an unreadable start-up message: {message}"
+                    )));
+                }
+            },
             Err(e) => {
+                let e = match e {
+                    WireError::Closed => died_starting(&mut child, &who),
+                    WireError::WouldBlock => Error::new(Repr::Timeout {
+                        what: format!("starting {who}"),
+                        after: timeout,
+                    }),
+                    WireError::Io(e) => Error::io(format!("cannot hear from {who}"), e),
+                };
                 reap(&mut child);
                 return Err(e);
             }
         };
-        let (pid, state_type, output_type, boot) = match first {
+        let pid = match first {
             Hello::Ready {
                 pid,
                 state_type,
                 output_type,
-                boot,
-            } => (pid, state_type, output_type, boot),
+            } => {
+                if state_type != type_name::<T>() || output_type != type_name::<R>() {
+                    reap(&mut child);
+                    return Err(Error::new(Repr::BuildMismatch {
+                        detail: format!(
+                            "entry `{key}` takes `{state_type}` and returns `{output_type}` in \
+                             the child, `{}` and `{}` in the parent",
+                            type_name::<T>(),
+                            type_name::<R>()
+                        ),
+                        who,
+                    }));
+                }
+                pid
+            }
             Hello::Refused(refusal) => {
                 reap(&mut child);
                 return Err(refusal_error(refusal, who));
             }
         };
         who.pid = Some(pid);
-        if state_type != type_name::<T>() || output_type != type_name::<R>() {
-            reap(&mut child);
-            return Err(Error::new(Repr::BuildMismatch {
-                detail: format!(
-                    "entry `{key}` takes `{state_type}` and returns `{output_type}` in the \
-                     child, `{}` and `{}` in the parent",
-                    type_name::<T>(),
-                    type_name::<R>()
-                ),
-                who,
-            }));
-        }
-        let channels = ipc::channel::<Control>()
-            .and_then(|control| ipc::channel::<Outcome<R>>().map(|outcome| (control, outcome)));
-        let ((control_tx, control_rx), (outcome_tx, outcome_rx)) = match channels {
-            Ok(channels) => channels,
-            Err(e) => {
-                reap(&mut child);
-                return Err(Error::io("cannot create the channels to the child", e));
-            }
-        };
-        let header: IpcSender<BootHeader<R>> = boot.to();
-        let header_sent = header.send(BootHeader {
-            control: control_rx,
-            outcome: outcome_tx,
+        let sent = wire::with_encoded(&state, |bytes, fds| {
+            wire::send(mine.as_fd(), bytes, fds, wait)
         });
-        let state_tx: IpcSender<T> = header.to_opaque().to();
-        let sent = header_sent.and_then(|()| state_tx.send(state));
-        drop(hello);
         match sent {
-            Ok(()) => Ok(JoinHandle::new(child, who, outcome_rx, control_tx)),
-            Err(ipc_channel::IpcError::SerializationError(e)) => {
+            Ok(Ok(())) => Ok(JoinHandle::new(child, who, mine)),
+            Err(message) => {
                 reap(&mut child);
                 Err(Error::new(Repr::Serialize {
                     type_name: type_name::<T>(),
-                    message: crate::channel::serde_message(&e),
+                    message,
                 }))
             }
-            // The child died between its hello and its state: say how.
-            Err(_) => match wait_bounded(&mut child, Duration::from_secs(5)) {
-                Some(status) => Err(exit_error(status, who, false)),
-                None => {
-                    reap(&mut child);
-                    Err(Error::other(format!("{who} stopped reading its state")))
-                }
-            },
+            Ok(Err(e)) => {
+                let e = match e {
+                    WireError::Closed => died_starting(&mut child, &who),
+                    WireError::WouldBlock => Error::new(Repr::Timeout {
+                        what: format!("sending {who} its state"),
+                        after: timeout,
+                    }),
+                    WireError::Io(e) => Error::io(format!("cannot send {who} its state"), e),
+                };
+                reap(&mut child);
+                Err(e)
+            }
         }
     }
 
     /// The command that re-runs this executable as the child, and the fd number reserved for
     /// its parked stdout (kept open until the child is started).
-    fn command(&self, hook: &Hook, key: &str, server: &str) -> Result<(Command, Option<OwnedFd>)> {
+    fn command(&self, hook: &Hook, key: &str, sock: RawFd) -> Result<(Command, Option<OwnedFd>)> {
         let exe = current_exe()?;
         let mut cmd = Command::new(exe);
         if let Some(arg0) = std::env::args_os().next() {
@@ -557,7 +564,8 @@ impl Builder {
                 None => cmd.env_remove(k),
             };
         }
-        cmd.env(bootstrap::ENV_SERVER, server)
+        crate::sys::inherit_fd(&mut cmd, sock);
+        cmd.env(bootstrap::ENV_SOCKET, sock.to_string())
             .env(bootstrap::ENV_ENTRY, key)
             .env(bootstrap::ENV_PARENT, std::process::id().to_string())
             .env(bootstrap::ENV_BUILD, bootstrap::fingerprint())
@@ -590,75 +598,12 @@ pub(crate) fn current_exe() -> Result<&'static Path> {
     .map_err(|e| Error::other(format!("cannot find the current executable: {e}")))
 }
 
-/// Waits for the child to connect to the bootstrap server, watching for its early death and
-/// for the deadline: `IpcOneShotServer::accept` has no timeout (servo/ipc-channel#307), so it
-/// runs on its own thread, which the parent unblocks by connecting itself when it gives up.
-fn await_connection(
-    server: IpcOneShotServer<Hello>,
-    server_name: &str,
-    child: &mut Child,
-    who: &Who,
-    timeout: Duration,
-) -> Result<(IpcReceiver<Hello>, Hello)> {
-    type Accepted = std::result::Result<(IpcReceiver<Hello>, Hello), ipc_channel::IpcError>;
-    let (tx, rx) = mpsc::channel::<Accepted>();
-    std::thread::Builder::new()
-        .name("multiproc-accept".into())
-        .stack_size(64 * 1024)
-        .spawn(move || {
-            let _ = tx.send(server.accept());
-        })
-        .map_err(|e| Error::io("cannot start the bootstrap thread", e))?;
-
-    // Connects to our own server so that the accept thread returns, then takes what it
-    // accepted: the child's refusal if the child got there first, else our `Cancelled`.
-    let unblock = || -> Option<(IpcReceiver<Hello>, Hello)> {
-        if let Ok(me) = IpcSender::<Hello>::connect(server_name.to_string()) {
-            let _ = me.send(Hello::Refused(Refusal::Cancelled));
-        }
-        match rx.recv_timeout(Duration::from_secs(5)) {
-            Ok(Ok((_, Hello::Refused(Refusal::Cancelled)))) | Ok(Err(_)) | Err(_) => None,
-            Ok(Ok(connected)) => Some(connected),
-        }
-    };
-    let deadline = Instant::now().checked_add(timeout);
-    let expired = || deadline.is_some_and(|d| Instant::now() >= d);
-    // The normal path returns as soon as the child connects. Only an abnormal start, where the
-    // child dies or hangs before saying hello, is noticed by polling its status, with a backoff
-    // up to 20 ms.
-    let mut step = Duration::from_micros(500);
-    let mut accepting = true;
-    loop {
-        if accepting {
-            match rx.recv_timeout(step) {
-                Ok(Ok(connected)) => return Ok(connected),
-                // The child connected and closed before its hello (it is dying), or accept
-                // failed: from now on only its exit or the deadline can end the wait.
-                Ok(Err(_)) | Err(mpsc::RecvTimeoutError::Disconnected) => accepting = false,
-                Err(mpsc::RecvTimeoutError::Timeout) => {}
-            }
-        } else {
-            std::thread::sleep(step);
-        }
-        if let Some(status) = child.try_wait().map_err(|e| Error::io("cannot wait", e))? {
-            if accepting {
-                // Its hello may be on its way: a refusal says more than the exit status.
-                if let Some(connected) = unblock() {
-                    return Ok(connected);
-                }
-            }
-            return Err(exit_error(status, who.clone(), false));
-        }
-        if expired() {
-            if accepting {
-                let _ = unblock();
-            }
-            return Err(Error::new(Repr::Timeout {
-                what: format!("starting {who}"),
-                after: timeout,
-            }));
-        }
-        step = (step * 2).min(Duration::from_millis(20));
+/// The error for a child that closed its end of the bootstrap socket before it was running:
+/// it died (or exec failed to reach the hook); its exit status says how.
+fn died_starting(child: &mut Child, who: &Who) -> Error {
+    match wait_bounded(child, Duration::from_secs(5)) {
+        Some(status) => exit_error(status, who.clone(), false),
+        None => Error::other(format!("{who} closed its connection while starting")),
     }
 }
 
@@ -713,6 +658,5 @@ fn refusal_error(refusal: Refusal, who: Who) -> Error {
             "{who} found {count} entry points registered as `{key}`"
         )),
         Refusal::BuildMismatch { detail } => Error::new(Repr::BuildMismatch { who, detail }),
-        Refusal::Cancelled => Error::other(format!("{who} was cancelled while starting")),
     }
 }

@@ -117,6 +117,22 @@ pub(crate) fn park_stdout(cmd: &mut std::process::Command, parked: i32) {
     }
 }
 
+/// Lets the child inherit `fd` (close-on-exec in the parent, so no other child gets it):
+/// clears the flag between fork and exec.
+pub(crate) fn inherit_fd(cmd: &mut std::process::Command, fd: i32) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: the closure runs between fork and exec and only calls fcntl, which is
+    // async-signal-safe; it allocates nothing.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::fcntl(fd, libc::F_SETFD, 0) < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+}
+
 /// Puts back the stdout parked by [`park_stdout`].
 pub(crate) fn unpark_stdout(parked: i32) {
     use std::io::Write;

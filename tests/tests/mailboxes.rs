@@ -124,7 +124,7 @@ fn checksum_shared(data: SharedMemory) -> (usize, u64) {
 fn large_payloads_cross_as_bytes_and_shared_memory() {
     let data: Vec<u8> = (0..(4 << 20)).map(|i| (i % 251) as u8).collect();
     let expected = (data.len(), data.iter().map(|&b| u64::from(b)).sum::<u64>());
-    let shared = SharedMemory::from_bytes(&data);
+    let shared = SharedMemory::from_bytes(&data).unwrap();
     let a = multiproc::spawn(checksum, (Bytes::from(data),)).unwrap();
     let b = multiproc::spawn(checksum_shared, (shared,)).unwrap();
     assert_eq!(join(a).unwrap(), expected);

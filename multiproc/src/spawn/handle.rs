@@ -5,13 +5,14 @@ use std::fmt;
 use std::process::{Child, ChildStderr, ChildStdin, ChildStdout, ExitStatus};
 use std::time::Duration;
 
-use ipc_channel::ipc::{IpcReceiver, IpcSender};
-use ipc_channel::{IpcError, TryRecvError};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::bootstrap::{Control, Outcome};
+use crate::bootstrap::Outcome;
 use crate::error::{Error, Repr, Result, Who};
+use crate::wire::{self, Wait, WireError};
 
 /// An owned handle on a child process: wait for its return value with [`join`](Self::join),
 /// or stop it with [`terminate`](Self::terminate) / [`kill`](Self::kill).
@@ -40,9 +41,11 @@ pub struct JoinHandle<R> {
     who: Who,
     pid: u32,
     child: Option<Child>,
-    outcome: IpcReceiver<Outcome<R>>,
-    control: Option<IpcSender<Control>>,
+    /// The bootstrap socket: the outcome arrives on it, and the child takes its hang-up for
+    /// the parent's death, so it stays open until the child is reaped.
+    sock: Option<OwnedFd>,
     joined: bool,
+    _output: std::marker::PhantomData<fn() -> R>,
 }
 
 impl<R> fmt::Debug for JoinHandle<R> {
@@ -62,16 +65,15 @@ where
     pub(super) fn new(
         child: Child,
         who: Who,
-        outcome: IpcReceiver<Outcome<R>>,
-        control: IpcSender<Control>,
+        sock: OwnedFd,
     ) -> Self {
         JoinHandle {
             pid: child.id(),
             who,
             child: Some(child),
-            outcome,
-            control: Some(control),
+            sock: Some(sock),
             joined: false,
+            _output: std::marker::PhantomData,
         }
     }
 
@@ -111,7 +113,7 @@ where
     /// successful [`join_timeout`](Self::join_timeout).
     pub fn join(mut self) -> Result<R> {
         self.check_not_joined()?;
-        let received = crate::channel::retry_interrupted(|| self.outcome.recv());
+        let received = self.receive(Wait::Forever);
         self.settle(received)
     }
 
@@ -143,10 +145,9 @@ where
     /// As [`join`](Self::join).
     pub fn join_timeout(&mut self, timeout: Duration) -> Result<Option<R>> {
         self.check_not_joined()?;
-        let received = match crate::channel::recv_deadline(&self.outcome, timeout) {
-            Err(TryRecvError::Empty) => return Ok(None),
-            Err(TryRecvError::IpcError(e)) => Err(e),
-            Ok(up) => Ok(up),
+        let received = match self.receive(Wait::timeout(timeout)) {
+            Err(WireError::WouldBlock) => return Ok(None),
+            other => other,
         };
         self.settle(received).map(Some)
     }
@@ -312,19 +313,33 @@ where
 
     /// Turns what the child sent (or the end of its channel) into the join result, and reaps
     /// the child.
-    fn settle(&mut self, received: std::result::Result<Outcome<R>, IpcError>) -> Result<R> {
+    fn receive(&self, wait: Wait) -> std::result::Result<wire::Frame, WireError> {
+        match &self.sock {
+            Some(sock) => wire::recv(sock.as_fd(), wait),
+            None => Err(WireError::Closed),
+        }
+    }
+
+    /// The bootstrap socket, for [`Select`](crate::Select).
+    pub(crate) fn ready_fd(&self) -> Option<BorrowedFd<'_>> {
+        self.sock.as_ref().map(AsFd::as_fd)
+    }
+
+    fn settle(&mut self, received: std::result::Result<wire::Frame, WireError>) -> Result<R> {
         self.joined = true;
         let outcome = match received {
-            Ok(outcome) => Some(outcome),
-            Err(IpcError::SerializationError(e)) => {
-                self.wait_child()?;
-                return Err(Error::new(Repr::Deserialize {
-                    type_name: type_name::<R>(),
-                    message: crate::channel::serde_message(&e),
-                }));
-            }
+            Ok(frame) => match wire::decode::<Outcome<R>>(frame) {
+                Ok(outcome) => Some(outcome),
+                Err(message) => {
+                    self.wait_child()?;
+                    return Err(Error::new(Repr::Deserialize {
+                        type_name: type_name::<R>(),
+                        message,
+                    }));
+                }
+            },
             // Closed: the child exited (or closed its end) without an outcome.
-            Err(IpcError::Disconnected | IpcError::Io(_)) => None,
+            Err(_) => None,
         };
         let status = self.wait_child()?;
         let who = self.who.clone();
@@ -354,7 +369,7 @@ where
         let status = child
             .wait()
             .map_err(|e| Error::io(format!("cannot wait for {}", self.who), e));
-        self.control = None;
+        self.sock = None;
         status
     }
 }
@@ -375,9 +390,9 @@ impl<R> Drop for JoinHandle<R> {
         drop(child.stdin.take());
         drop(child.stdout.take());
         drop(child.stderr.take());
-        // Detach: reap the child when it exits, keeping its control channel open until then
-        // (the child takes its end-of-file for the parent's death).
-        let control = self.control.take();
+        // Detach: reap the child when it exits, keeping the bootstrap socket open until then
+        // (the child takes its hang-up for the parent's death).
+        let control = self.sock.take();
         let slot = std::sync::Arc::new(std::sync::Mutex::new(Some((child, control))));
         let theirs = std::sync::Arc::clone(&slot);
         let reaper = std::thread::Builder::new()

@@ -1,0 +1,470 @@
+//! The transport under every mailbox and every child's bootstrap: connected Unix
+//! `SOCK_SEQPACKET` socket pairs, one frame per datagram, with file descriptors (channel
+//! ends, memory regions) attached as `SCM_RIGHTS`.
+//!
+//! One datagram is one whole message, so several processes can read one socket (a
+//! [`Queue`](crate::Queue)) and the kernel hands each message to exactly one of them. A
+//! message larger than [`INLINE_MAX`] travels in a memfd attached to a small datagram, so no
+//! message is ever split into fragments.
+//!
+//! Values are encoded with postcard. A channel end inside a value is encoded as the index of
+//! a descriptor attached to the frame: see [`attach_fd`] and [`take_fd`]. Every socket and
+//! every received descriptor is close-on-exec.
+
+use std::cell::RefCell;
+use std::io;
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::fs::FileExt;
+use std::time::{Duration, Instant};
+
+use serde::de::DeserializeOwned;
+use serde::{Serialize, de, ser};
+
+/// The largest message sent inline; larger ones go through a memfd.
+pub(crate) const INLINE_MAX: usize = 64 * 1024;
+/// Descriptors one message may carry (the kernel's `SCM_MAX_FD` is 253; one is kept for the
+/// memfd of a large message).
+pub(crate) const MAX_FDS: usize = 252;
+
+const TAG_INLINE: u8 = 0;
+const TAG_MEMFD: u8 = 1;
+
+/// One received message: its encoded bytes and the descriptors attached to it.
+pub(crate) struct Frame {
+    pub(crate) bytes: Vec<u8>,
+    pub(crate) fds: Vec<OwnedFd>,
+}
+
+/// How long an operation may wait.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Wait {
+    /// Not at all.
+    Now,
+    /// Until this instant.
+    Until(Instant),
+    /// As long as it takes.
+    Forever,
+}
+
+impl Wait {
+    pub(crate) fn timeout(timeout: Duration) -> Wait {
+        match Instant::now().checked_add(timeout) {
+            Some(deadline) => Wait::Until(deadline),
+            None => Wait::Forever,
+        }
+    }
+
+    /// The `poll(2)` timeout in milliseconds (rounded up), or `None` once the wait is over.
+    fn poll_ms(self) -> Option<libc::c_int> {
+        match self {
+            Wait::Now => Some(0),
+            Wait::Forever => Some(-1),
+            Wait::Until(deadline) => {
+                let left = deadline.checked_duration_since(Instant::now())?;
+                if left.is_zero() {
+                    return None;
+                }
+                let ms = left.as_micros().div_ceil(1000).min(i32::MAX as u128);
+                Some(ms as libc::c_int)
+            }
+        }
+    }
+}
+
+/// Why a send or receive did not complete.
+#[derive(Debug)]
+pub(crate) enum WireError {
+    /// The wait ended first (or there was nothing to wait for with [`Wait::Now`]).
+    WouldBlock,
+    /// The peer is gone: end of file on receive, `EPIPE` on send.
+    Closed,
+    Io(io::Error),
+}
+
+impl From<io::Error> for WireError {
+    fn from(e: io::Error) -> Self {
+        WireError::Io(e)
+    }
+}
+
+/// A connected pair of close-on-exec `SOCK_SEQPACKET` sockets.
+pub(crate) fn socketpair() -> io::Result<(OwnedFd, OwnedFd)> {
+    let mut fds = [0 as RawFd; 2];
+    // SAFETY: socketpair writes two descriptors into the array on success.
+    let rc = unsafe {
+        libc::socketpair(
+            libc::AF_UNIX,
+            libc::SOCK_SEQPACKET | libc::SOCK_CLOEXEC,
+            0,
+            fds.as_mut_ptr(),
+        )
+    };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: both descriptors are new and owned by nobody else.
+    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+}
+
+/// Waits until one of `fds` is ready. Returns `false` when the wait ended first.
+pub(crate) fn poll(fds: &mut [libc::pollfd], wait: Wait) -> io::Result<bool> {
+    loop {
+        let Some(ms) = wait.poll_ms() else {
+            return Ok(false);
+        };
+        // SAFETY: `fds` is a valid, exclusively borrowed array of pollfd.
+        let rc = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, ms) };
+        if rc > 0 {
+            return Ok(true);
+        }
+        if rc < 0 {
+            let e = io::Error::last_os_error();
+            if e.kind() != io::ErrorKind::Interrupted {
+                return Err(e);
+            }
+        } else if matches!(wait, Wait::Now) {
+            return Ok(false);
+        }
+    }
+}
+
+/// Waits until `fd` reports `events` (or hang-up or an error); `false` when the wait ended.
+pub(crate) fn poll_one(fd: BorrowedFd<'_>, events: libc::c_short, wait: Wait) -> io::Result<bool> {
+    let mut p = [libc::pollfd {
+        fd: fd.as_raw_fd(),
+        events,
+        revents: 0,
+    }];
+    poll(&mut p, wait)
+}
+
+/// Sends one message: `bytes` and the descriptors `fds` (which stay open here).
+pub(crate) fn send(
+    sock: BorrowedFd<'_>,
+    bytes: &[u8],
+    fds: &[OwnedFd],
+    wait: Wait,
+) -> Result<(), WireError> {
+    let mut raw: Vec<RawFd> = Vec::with_capacity(fds.len() + 1);
+    let memfd;
+    let mut header = [0u8; 9];
+    let (header, body): (&[u8], &[u8]) = if bytes.len() <= INLINE_MAX {
+        header[0] = TAG_INLINE;
+        (&header[..1], bytes)
+    } else {
+        memfd = memfd_with(bytes)?;
+        raw.push(memfd.as_raw_fd());
+        header[0] = TAG_MEMFD;
+        header[1..].copy_from_slice(&(bytes.len() as u64).to_le_bytes());
+        (&header[..], &[])
+    };
+    raw.extend(fds.iter().map(|fd| fd.as_raw_fd()));
+    if raw.len() > MAX_FDS + 1 {
+        return Err(WireError::Io(io::Error::other(format!(
+            "a message can carry at most {MAX_FDS} channel ends and memory regions, this one has {}",
+            fds.len()
+        ))));
+    }
+    loop {
+        match sendmsg(sock.as_raw_fd(), header, body, &raw) {
+            Ok(()) => return Ok(()),
+            Err(e) => match e.raw_os_error() {
+                Some(libc::EAGAIN) => {
+                    if !poll_one(sock, libc::POLLOUT, wait)? {
+                        return Err(WireError::WouldBlock);
+                    }
+                }
+                Some(libc::EINTR) => {}
+                Some(libc::EPIPE | libc::ECONNRESET | libc::ENOTCONN) => {
+                    return Err(WireError::Closed);
+                }
+                _ => return Err(WireError::Io(e)),
+            },
+        }
+    }
+}
+
+fn sendmsg(sock: RawFd, header: &[u8], body: &[u8], fds: &[RawFd]) -> io::Result<()> {
+    let mut iov = [
+        libc::iovec {
+            iov_base: header.as_ptr() as *mut libc::c_void,
+            iov_len: header.len(),
+        },
+        libc::iovec {
+            iov_base: body.as_ptr() as *mut libc::c_void,
+            iov_len: body.len(),
+        },
+    ];
+    let mut control = [0u64; CONTROL_WORDS];
+    // SAFETY: an all-zero msghdr is a valid empty message.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = iov.as_mut_ptr();
+    msg.msg_iovlen = if body.is_empty() { 1 } else { 2 };
+    if !fds.is_empty() {
+        let len = std::mem::size_of_val(fds) as u32;
+        msg.msg_control = control.as_mut_ptr().cast();
+        // SAFETY: CMSG_SPACE is arithmetic; `control` holds CONTROL_WORDS * 8 bytes, which is
+        // enough for MAX_FDS + 1 descriptors (checked by the caller).
+        msg.msg_controllen = unsafe { libc::CMSG_SPACE(len) } as _;
+        // SAFETY: msg_control points to an aligned buffer of msg_controllen bytes, so the first
+        // header and its data area lie inside it.
+        unsafe {
+            let cmsg = libc::CMSG_FIRSTHDR(&msg);
+            (*cmsg).cmsg_level = libc::SOL_SOCKET;
+            (*cmsg).cmsg_type = libc::SCM_RIGHTS;
+            (*cmsg).cmsg_len = libc::CMSG_LEN(len) as _;
+            std::ptr::copy_nonoverlapping(
+                fds.as_ptr(),
+                libc::CMSG_DATA(cmsg).cast::<RawFd>(),
+                fds.len(),
+            );
+        }
+    }
+    // SAFETY: msg points to live buffers for the duration of the call.
+    let rc = unsafe { libc::sendmsg(sock, &msg, libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL) };
+    if rc < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
+}
+
+/// Room for MAX_FDS + 1 descriptors in a control message (CMSG_SPACE(253 * 4) = 1032 bytes).
+const CONTROL_WORDS: usize = 136;
+
+thread_local! {
+    /// Each thread's receive buffer, big enough for any inline message.
+    static RECV_BUF: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Receives one message. [`WireError::Closed`] means end of file: every peer is gone.
+pub(crate) fn recv(sock: BorrowedFd<'_>, wait: Wait) -> Result<Frame, WireError> {
+    loop {
+        let received = RECV_BUF.with(|buf| {
+            let mut buf = buf.borrow_mut();
+            if buf.len() < INLINE_MAX + 16 {
+                buf.resize(INLINE_MAX + 16, 0);
+            }
+            recvmsg(sock.as_raw_fd(), &mut buf).map(|(n, fds)| (buf[..n].to_vec(), fds))
+        });
+        match received {
+            Ok((bytes, fds)) => return parse(bytes, fds),
+            Err(e) => match e.raw_os_error() {
+                Some(libc::EAGAIN) => {
+                    if !poll_one(sock, libc::POLLIN, wait)? {
+                        return Err(WireError::WouldBlock);
+                    }
+                }
+                Some(libc::EINTR) => {}
+                Some(libc::ECONNRESET) => return Err(WireError::Closed),
+                _ => return Err(WireError::Io(e)),
+            },
+        }
+    }
+}
+
+fn parse(mut bytes: Vec<u8>, mut fds: Vec<OwnedFd>) -> Result<Frame, WireError> {
+    match bytes.first() {
+        // A zero-length read is end of file: every frame has a tag byte.
+        None => Err(WireError::Closed),
+        Some(&TAG_INLINE) => {
+            bytes.remove(0);
+            Ok(Frame { bytes, fds })
+        }
+        Some(&TAG_MEMFD) if bytes.len() == 9 && !fds.is_empty() => {
+            let len = u64::from_le_bytes(bytes[1..9].try_into().expect("8 bytes"));
+            let len = usize::try_from(len).map_err(io::Error::other)?;
+            let file = std::fs::File::from(fds.remove(0));
+            let mut body = vec![0u8; len];
+            file.read_exact_at(&mut body, 0)?;
+            Ok(Frame { bytes: body, fds })
+        }
+        Some(_) => Err(WireError::Io(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "received a malformed frame (not from multiproc?)",
+        ))),
+    }
+}
+
+fn recvmsg(sock: RawFd, buf: &mut [u8]) -> io::Result<(usize, Vec<OwnedFd>)> {
+    let mut iov = libc::iovec {
+        iov_base: buf.as_mut_ptr().cast(),
+        iov_len: buf.len(),
+    };
+    let mut control = [0u64; CONTROL_WORDS];
+    // SAFETY: an all-zero msghdr is a valid empty message.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control.as_mut_ptr().cast();
+    msg.msg_controllen = std::mem::size_of_val(&control) as _;
+    // SAFETY: msg points to live, writable buffers for the duration of the call.
+    let n = unsafe {
+        libc::recvmsg(
+            sock,
+            &mut msg,
+            libc::MSG_DONTWAIT | libc::MSG_CMSG_CLOEXEC,
+        )
+    };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let mut fds = Vec::new();
+    // SAFETY: the kernel filled msg_control with well-formed headers; CMSG_FIRSTHDR and
+    // CMSG_NXTHDR stay inside msg_controllen, and SCM_RIGHTS data is an array of descriptors
+    // that now belong to this process.
+    unsafe {
+        let mut cmsg = libc::CMSG_FIRSTHDR(&msg);
+        while !cmsg.is_null() {
+            if (*cmsg).cmsg_level == libc::SOL_SOCKET && (*cmsg).cmsg_type == libc::SCM_RIGHTS {
+                let data = libc::CMSG_DATA(cmsg);
+                let len = (*cmsg).cmsg_len as usize - (data as usize - cmsg as usize);
+                let count = len / std::mem::size_of::<RawFd>();
+                for i in 0..count {
+                    let fd = std::ptr::read_unaligned(data.cast::<RawFd>().add(i));
+                    fds.push(OwnedFd::from_raw_fd(fd));
+                }
+            }
+            cmsg = libc::CMSG_NXTHDR(&msg, cmsg);
+        }
+    }
+    if msg.msg_flags & (libc::MSG_TRUNC | libc::MSG_CTRUNC) != 0 {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "a received message was truncated (not from multiproc?)",
+        ));
+    }
+    Ok((n as usize, fds))
+}
+
+/// A close-on-exec memfd holding `bytes`.
+fn memfd_with(bytes: &[u8]) -> io::Result<OwnedFd> {
+    let file = std::fs::File::from(memfd("multiproc-message")?);
+    file.write_all_at(bytes, 0)?;
+    Ok(file.into())
+}
+
+/// A new, empty, close-on-exec memfd.
+pub(crate) fn memfd(name: &str) -> io::Result<OwnedFd> {
+    let name = std::ffi::CString::new(name).map_err(io::Error::other)?;
+    // SAFETY: name is a valid C string; the result is a new descriptor or -1.
+    let fd = unsafe { libc::memfd_create(name.as_ptr(), libc::MFD_CLOEXEC) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: fd is new and owned by nobody else.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+thread_local! {
+    /// Descriptors collected while encoding a message, `None` outside of [`encode`].
+    static OUTGOING: RefCell<Option<Vec<OwnedFd>>> = const { RefCell::new(None) };
+    /// Descriptors of the message being decoded, `None` outside of [`decode`].
+    static INCOMING: RefCell<Option<Vec<Option<OwnedFd>>>> = const { RefCell::new(None) };
+    /// The text of the last custom error raised by multiproc's own (de)serializers: postcard
+    /// keeps only the fact that there was one.
+    static CUSTOM: RefCell<Option<String>> = const { RefCell::new(None) };
+    /// Each thread's encoding buffer.
+    static SCRATCH: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Encodes `value` and hands its bytes and descriptors to `use_frame` (the bytes live in a
+/// per-thread buffer, reused from one message to the next).
+pub(crate) fn with_encoded<T: Serialize + ?Sized, R>(
+    value: &T,
+    use_frame: impl FnOnce(&[u8], &[OwnedFd]) -> R,
+) -> Result<R, String> {
+    let mut buf = SCRATCH.with(|s| std::mem::take(&mut *s.borrow_mut()));
+    buf.clear();
+    CUSTOM.with(|c| c.borrow_mut().take());
+    let saved = OUTGOING.with(|o| o.replace(Some(Vec::new())));
+    let encoded = postcard::to_extend(value, buf);
+    let fds = OUTGOING.with(|o| o.replace(saved)).unwrap_or_default();
+    match encoded {
+        Ok(buf) => {
+            let result = use_frame(&buf, &fds);
+            SCRATCH.with(|s| *s.borrow_mut() = buf);
+            Ok(result)
+        }
+        Err(e) => Err(describe(e)),
+    }
+}
+
+/// Decodes a received frame; descriptors the value did not claim are closed.
+pub(crate) fn decode<T: DeserializeOwned>(frame: Frame) -> Result<T, String> {
+    let Frame { bytes, fds } = frame;
+    CUSTOM.with(|c| c.borrow_mut().take());
+    let saved = INCOMING.with(|i| i.replace(Some(fds.into_iter().map(Some).collect())));
+    let decoded = postcard::from_bytes::<T>(&bytes);
+    INCOMING.with(|i| i.replace(saved));
+    decoded.map_err(describe)
+}
+
+fn describe(e: postcard::Error) -> String {
+    match e {
+        postcard::Error::SerdeSerCustom | postcard::Error::SerdeDeCustom => CUSTOM
+            .with(|c| c.borrow_mut().take())
+            .unwrap_or_else(|| e.to_string()),
+        postcard::Error::DeserializeUnexpectedEnd => {
+            "the message ended early (was it sent as another type?)".to_string()
+        }
+        _ => e.to_string(),
+    }
+}
+
+/// Remembers the text of a custom error for [`describe`]; returns it.
+fn record(message: String) -> String {
+    CUSTOM.with(|c| *c.borrow_mut() = Some(message.clone()));
+    message
+}
+
+/// Attaches a copy of `fd` to the message being encoded; returns its index in the frame.
+pub(crate) fn attach_fd<E: ser::Error>(fd: BorrowedFd<'_>, what: &str) -> Result<u32, E> {
+    OUTGOING.with(|o| {
+        let mut o = o.borrow_mut();
+        let Some(fds) = o.as_mut() else {
+            return Err(E::custom(record(format!(
+                    "a {what} can only be serialized by multiproc, as part of a message, \
+                     a process's state or its result"
+                ))));
+        };
+        if fds.len() >= MAX_FDS {
+            return Err(E::custom(record(format!("a message can carry at most {MAX_FDS} channel ends and memory regions"))));
+        }
+        let copy = fd
+            .try_clone_to_owned()
+            .map_err(|e| E::custom(record(format!("cannot duplicate a {what}: {e}"))))?;
+        fds.push(copy);
+        Ok((fds.len() - 1) as u32)
+    })
+}
+
+/// Takes the descriptor at `index` of the message being decoded.
+pub(crate) fn take_fd<E: de::Error>(index: u32, what: &str) -> Result<OwnedFd, E> {
+    INCOMING.with(|i| {
+        let mut i = i.borrow_mut();
+        let Some(fds) = i.as_mut() else {
+            return Err(E::custom(record(format!("a {what} can only be deserialized by multiproc"))));
+        };
+        fds.get_mut(index as usize)
+            .and_then(Option::take)
+            .ok_or_else(|| {
+                E::custom(record(format!("the message lacks the descriptor of a {what}")))
+            })
+    })
+}
+
+/// Makes sure `fd` is not one of the standard streams' numbers, which a child's stdio set-up
+/// would overwrite: a parent started with a closed stdin gets fd 0 for its first socket.
+pub(crate) fn above_stdio(fd: OwnedFd) -> io::Result<OwnedFd> {
+    if fd.as_raw_fd() > 2 {
+        return Ok(fd);
+    }
+    // SAFETY: F_DUPFD_CLOEXEC duplicates a valid descriptor; the result is new.
+    let copy = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_DUPFD_CLOEXEC, 3) };
+    if copy < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: copy is new and owned by nobody else.
+    Ok(unsafe { OwnedFd::from_raw_fd(copy) })
+}
