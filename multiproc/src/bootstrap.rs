@@ -55,17 +55,9 @@ pub(crate) enum Hello {
 /// Why a child could not run the entry it was asked for.
 #[derive(Debug, Serialize, Deserialize)]
 pub(crate) enum Refusal {
-    EntryNotFound {
-        key: String,
-        known: Vec<String>,
-    },
-    DuplicateEntry {
-        key: String,
-        count: usize,
-    },
-    BuildMismatch {
-        detail: String,
-    },
+    EntryNotFound { key: String, known: Vec<String> },
+    DuplicateEntry { key: String, count: usize },
+    BuildMismatch { detail: String },
 }
 
 /// How the entry ended.

@@ -200,8 +200,9 @@ impl SharedMemory {
     }
 
     fn region(len: usize) -> crate::Result<Region> {
-        Region::new("multiproc-shared", len)
-            .map_err(|e| crate::Error::io(format!("cannot create a shared region of {len} bytes"), e))
+        Region::new("multiproc-shared", len).map_err(|e| {
+            crate::Error::io(format!("cannot create a shared region of {len} bytes"), e)
+        })
     }
 }
 
@@ -237,7 +238,7 @@ impl<'de> Deserialize<'de> for SharedMemory {
         let index = u32::deserialize(d)?;
         let fd = crate::wire::take_fd(index, "SharedMemory")?;
         let region = Region::from_fd(fd)
-            .map_err(|e| de::Error::custom(format!("cannot map a shared region: {e}")))?;
+            .map_err(|e| crate::wire::de_error(format!("cannot map a shared region: {e}")))?;
         Ok(SharedMemory(Arc::new(region)))
     }
 }

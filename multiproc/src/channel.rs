@@ -98,9 +98,11 @@ where
 fn make<T>(capacity: Option<usize>) -> Result<(Sender<T>, Receiver<T>)> {
     let (tx, rx) = wire::socketpair().map_err(|e| Error::io("cannot create a channel", e))?;
     let slots = match capacity {
-        Some(n) => Some(Arc::new(
-            Slots::new(n).map_err(|e| Error::io("cannot create a channel's semaphore", e))?,
-        )),
+        Some(n) => {
+            Some(Arc::new(Slots::new(n).map_err(|e| {
+                Error::io("cannot create a channel's semaphore", e)
+            })?))
+        }
         None => None,
     };
     let sender = Sender {
@@ -476,7 +478,6 @@ impl<'a, T: DeserializeOwned> IntoIterator for &'a Receiver<T> {
         self.iter()
     }
 }
-
 
 /// Decodes a received message as `T`.
 pub(crate) fn decode<T: DeserializeOwned>(frame: Frame) -> Result<T> {

@@ -90,7 +90,9 @@ mod error;
 mod panic;
 mod pipe;
 mod pump;
+mod queue;
 mod registry;
+mod select;
 mod service;
 mod shm;
 mod spawn;
@@ -107,6 +109,8 @@ pub use self::bytes::{Bytes, SharedMemory};
 pub use self::channel::{Receiver, Sender, bounded, channel};
 pub use self::error::{Error, ErrorKind, RemotePanic, Result, TrySendError};
 pub use self::pipe::{PipeEnd, pipe};
+pub use self::queue::{JoinableQueue, Queue};
+pub use self::select::{Select, Selectable};
 pub use self::service::{Client, Request, Server, service};
 pub use self::spawn::{Builder, JoinHandle, Process, ProcessFn, Stdio, spawn};
 

@@ -138,6 +138,12 @@ where
     }
 }
 
+impl<S, R> PipeEnd<S, R> {
+    pub(crate) fn receiver(&self) -> &Receiver<R> {
+        &self.rx
+    }
+}
+
 impl<S, R> fmt::Debug for PipeEnd<S, R> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(

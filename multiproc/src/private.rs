@@ -7,6 +7,7 @@ pub use serde;
 
 pub use crate::bootstrap::ChildContext;
 pub use crate::registry::EntryPoint;
+pub use crate::select::Source;
 pub use crate::spawn::Process;
 
 use serde::Serialize;

@@ -154,14 +154,8 @@ impl Inbox {
             u64: self.token,
         };
         // SAFETY: both descriptors are open; event is a valid epoll_event.
-        let rc = unsafe {
-            libc::epoll_ctl(
-                pump.epoll.as_raw_fd(),
-                op,
-                self.fd.as_raw_fd(),
-                &mut event,
-            )
-        };
+        let rc =
+            unsafe { libc::epoll_ctl(pump.epoll.as_raw_fd(), op, self.fd.as_raw_fd(), &mut event) };
         st.armed = rc == 0;
         st.armed
     }

@@ -308,6 +308,12 @@ impl<Req, Resp> fmt::Debug for Client<Req, Resp> {
     }
 }
 
+impl<Req, Resp> Server<Req, Resp> {
+    pub(crate) fn source(&self) -> crate::select::Source<'_> {
+        crate::select::Source::inbox(self.rx.inbox())
+    }
+}
+
 impl<Req, Resp> fmt::Debug for Server<Req, Resp> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(

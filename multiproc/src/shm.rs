@@ -75,12 +75,16 @@ impl Region {
 
     /// The start of the mapping (dangling for an empty region).
     pub(crate) fn as_ptr(&self) -> *mut u8 {
-        self.ptr.map_or(NonNull::dangling().as_ptr(), NonNull::as_ptr)
+        self.ptr
+            .map_or(NonNull::dangling().as_ptr(), NonNull::as_ptr)
     }
 
     /// The 32-bit word at `index` (in words), shared with every process that maps the region.
     pub(crate) fn word(&self, index: usize) -> &AtomicU32 {
-        assert!((index + 1) * 4 <= self.len, "word {index} is outside the region");
+        assert!(
+            (index + 1) * 4 <= self.len,
+            "word {index} is outside the region"
+        );
         // SAFETY: the mapping is page-aligned, so every 4-byte offset is aligned for a u32;
         // it lives as long as &self, and it is only ever accessed atomically.
         unsafe { AtomicU32::from_ptr(self.as_ptr().add(index * 4).cast()) }

@@ -299,13 +299,7 @@ fn recvmsg(sock: RawFd, buf: &mut [u8]) -> io::Result<(usize, Vec<OwnedFd>)> {
     msg.msg_control = control.as_mut_ptr().cast();
     msg.msg_controllen = std::mem::size_of_val(&control) as _;
     // SAFETY: msg points to live, writable buffers for the duration of the call.
-    let n = unsafe {
-        libc::recvmsg(
-            sock,
-            &mut msg,
-            libc::MSG_DONTWAIT | libc::MSG_CMSG_CLOEXEC,
-        )
-    };
+    let n = unsafe { libc::recvmsg(sock, &mut msg, libc::MSG_DONTWAIT | libc::MSG_CMSG_CLOEXEC) };
     if n < 0 {
         return Err(io::Error::last_os_error());
     }
@@ -412,6 +406,11 @@ fn describe(e: postcard::Error) -> String {
     }
 }
 
+/// A decoding error whose text survives postcard.
+pub(crate) fn de_error<E: de::Error>(message: String) -> E {
+    E::custom(record(message))
+}
+
 /// Remembers the text of a custom error for [`describe`]; returns it.
 fn record(message: String) -> String {
     CUSTOM.with(|c| *c.borrow_mut() = Some(message.clone()));
@@ -424,12 +423,14 @@ pub(crate) fn attach_fd<E: ser::Error>(fd: BorrowedFd<'_>, what: &str) -> Result
         let mut o = o.borrow_mut();
         let Some(fds) = o.as_mut() else {
             return Err(E::custom(record(format!(
-                    "a {what} can only be serialized by multiproc, as part of a message, \
+                "a {what} can only be serialized by multiproc, as part of a message, \
                      a process's state or its result"
-                ))));
+            ))));
         };
         if fds.len() >= MAX_FDS {
-            return Err(E::custom(record(format!("a message can carry at most {MAX_FDS} channel ends and memory regions"))));
+            return Err(E::custom(record(format!(
+                "a message can carry at most {MAX_FDS} channel ends and memory regions"
+            ))));
         }
         let copy = fd
             .try_clone_to_owned()
@@ -444,12 +445,16 @@ pub(crate) fn take_fd<E: de::Error>(index: u32, what: &str) -> Result<OwnedFd, E
     INCOMING.with(|i| {
         let mut i = i.borrow_mut();
         let Some(fds) = i.as_mut() else {
-            return Err(E::custom(record(format!("a {what} can only be deserialized by multiproc"))));
+            return Err(E::custom(record(format!(
+                "a {what} can only be deserialized by multiproc"
+            ))));
         };
         fds.get_mut(index as usize)
             .and_then(Option::take)
             .ok_or_else(|| {
-                E::custom(record(format!("the message lacks the descriptor of a {what}")))
+                E::custom(record(format!(
+                    "the message lacks the descriptor of a {what}"
+                )))
             })
     })
 }

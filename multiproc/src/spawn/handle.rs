@@ -62,11 +62,7 @@ impl<R> JoinHandle<R>
 where
     R: Serialize + DeserializeOwned,
 {
-    pub(super) fn new(
-        child: Child,
-        who: Who,
-        sock: OwnedFd,
-    ) -> Self {
+    pub(super) fn new(child: Child, who: Who, sock: OwnedFd) -> Self {
         JoinHandle {
             pid: child.id(),
             who,
@@ -320,11 +316,6 @@ where
         }
     }
 
-    /// The bootstrap socket, for [`Select`](crate::Select).
-    pub(crate) fn ready_fd(&self) -> Option<BorrowedFd<'_>> {
-        self.sock.as_ref().map(AsFd::as_fd)
-    }
-
     fn settle(&mut self, received: std::result::Result<wire::Frame, WireError>) -> Result<R> {
         self.joined = true;
         let outcome = match received {
@@ -371,6 +362,16 @@ where
             .map_err(|e| Error::io(format!("cannot wait for {}", self.who), e));
         self.sock = None;
         status
+    }
+}
+
+impl<R> JoinHandle<R> {
+    /// The bootstrap socket, for [`Select`](crate::Select); `None` once joined.
+    pub(crate) fn ready_fd(&self) -> Option<BorrowedFd<'_>> {
+        if self.joined {
+            return None;
+        }
+        self.sock.as_ref().map(AsFd::as_fd)
     }
 }
 

@@ -1,0 +1,786 @@
+//! [`Queue`] and [`JoinableQueue`]: many producers and many consumers, in any processes.
+//!
+//! A queue is one socket pair that every handle shares: putting sends a datagram on the
+//! shared sending socket, getting takes one from the shared receiving socket. The kernel hands
+//! each datagram to exactly one reader, so every item reaches exactly one consumer, and a
+//! consumer that dies takes nothing with it but the item it was processing. Items put by one
+//! handle are taken in the order they were put.
+
+use std::any::type_name;
+use std::fmt;
+use std::marker::PhantomData;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use crate::error::{Error, Repr, Result, TrySendError};
+use crate::shm::{self, Region, Slots};
+use crate::wire::{self, Wait, WireError};
+
+/// A multi-producer, multi-consumer queue shared by any number of processes: Python's
+/// `multiprocessing.Queue`, typed.
+///
+/// Clone it, pass it to children as an argument or a field, or send it inside a message: every
+/// copy is the same queue. Every item is received by exactly one consumer.
+/// [`close`](Queue::close) ends it for everyone: consumers receive what is left, then an
+/// [`ErrorKind::Closed`](crate::ErrorKind::Closed) error, so no sentinel values are needed.
+///
+/// Without a `maxsize`, the kernel's socket buffer is the limit (about 200 KiB, a few hundred
+/// small items): `put` waits while it is full, it never grows without bound. A message larger
+/// than 64 KiB waits in a memfd and costs only a small datagram of that buffer.
+///
+/// # Examples
+///
+/// ```
+/// let queue = multiproc::Queue::<u32>::new()?;
+/// let producer = queue.clone();
+/// for i in 0..3 {
+///     producer.put(i)?;
+/// }
+/// producer.close()?;
+/// let mut got = Vec::new();
+/// loop {
+///     match queue.get() {
+///         Ok(item) => got.push(item),
+///         Err(e) if e.kind() == multiproc::ErrorKind::Closed => break,
+///         Err(e) => return Err(e),
+///     }
+/// }
+/// assert_eq!(got, [0, 1, 2]);
+/// # Ok::<(), multiproc::Error>(())
+/// ```
+pub struct Queue<T> {
+    core: Arc<Core>,
+    _type: PhantomData<fn(T) -> T>,
+}
+
+/// What every handle of one queue shares.
+struct Core {
+    tx: OwnedFd,
+    rx: OwnedFd,
+    slots: Option<Slots>,
+    maxsize: Option<usize>,
+    /// For a [`JoinableQueue`]: word 0 counts the items put and not yet marked done.
+    tasks: Option<Region>,
+}
+
+impl<T: Serialize + DeserializeOwned> Queue<T> {
+    /// A queue limited only by the kernel's socket buffer.
+    ///
+    /// # Examples
+    ///
+    /// See [`Queue`].
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::Io`](crate::ErrorKind::Io) when the system refuses a socket pair.
+    pub fn new() -> Result<Self> {
+        Self::make(None, false)
+    }
+
+    /// A queue that holds at most `maxsize` items: `put` waits while it is full.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let queue = multiproc::Queue::<u8>::with_maxsize(1)?;
+    /// queue.put(1)?;
+    /// assert!(queue.try_put(2).unwrap_err().is_full());
+    /// assert_eq!(queue.get()?, 1);
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// As [`new`](Queue::new); [`ErrorKind::Other`](crate::ErrorKind::Other) for a `maxsize`
+    /// of 0.
+    pub fn with_maxsize(maxsize: usize) -> Result<Self> {
+        if maxsize == 0 {
+            return Err(Error::other(
+                "a queue's maxsize must be at least 1 (use `Queue::new()` for no maxsize)",
+            ));
+        }
+        Self::make(Some(maxsize), false)
+    }
+
+    fn make(maxsize: Option<usize>, joinable: bool) -> Result<Self> {
+        let (tx, rx) = wire::socketpair().map_err(|e| Error::io("cannot create a queue", e))?;
+        let slots = match maxsize {
+            Some(n) => {
+                Some(Slots::new(n).map_err(|e| Error::io("cannot create a queue's semaphore", e))?)
+            }
+            None => None,
+        };
+        let tasks = if joinable {
+            Some(
+                Region::new("multiproc-tasks", 4)
+                    .map_err(|e| Error::io("cannot create a queue's task counter", e))?,
+            )
+        } else {
+            None
+        };
+        Ok(Queue {
+            core: Arc::new(Core {
+                tx,
+                rx,
+                slots,
+                maxsize,
+                tasks,
+            }),
+            _type: PhantomData,
+        })
+    }
+
+    /// Puts an item, waiting while the queue is full.
+    ///
+    /// # Examples
+    ///
+    /// See [`Queue`].
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::Closed`](crate::ErrorKind::Closed) after [`close`](Queue::close);
+    /// [`ErrorKind::Serialize`](crate::ErrorKind::Serialize) when the item cannot be encoded.
+    pub fn put(&self, item: T) -> Result<()> {
+        self.put_wait(&item, Wait::Forever, Duration::MAX)
+    }
+
+    /// Puts an item if there is room at once; otherwise hands it back in an
+    /// [`ErrorKind::Full`](crate::ErrorKind::Full) error.
+    ///
+    /// # Examples
+    ///
+    /// See [`Queue::with_maxsize`].
+    ///
+    /// # Errors
+    ///
+    /// As [`put`](Queue::put), plus `Full`; every error carries the item.
+    pub fn try_put(&self, item: T) -> std::result::Result<(), TrySendError<T>> {
+        match self.put_wait(&item, Wait::Now, Duration::ZERO) {
+            Ok(()) => Ok(()),
+            Err(e) => Err(TrySendError::new(e, item)),
+        }
+    }
+
+    /// Puts an item, waiting at most `timeout` for room.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    ///
+    /// let queue = multiproc::Queue::<u8>::with_maxsize(1)?;
+    /// queue.put_timeout(1, Duration::from_millis(10))?;
+    /// let e = queue.put_timeout(2, Duration::from_millis(10)).unwrap_err();
+    /// assert!(e.error().is_timeout());
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// As [`put`](Queue::put), plus [`ErrorKind::Timeout`](crate::ErrorKind::Timeout); every
+    /// error carries the item.
+    pub fn put_timeout(
+        &self,
+        item: T,
+        timeout: Duration,
+    ) -> std::result::Result<(), TrySendError<T>> {
+        match self.put_wait(&item, Wait::timeout(timeout), timeout) {
+            Ok(()) => Ok(()),
+            Err(e) => Err(TrySendError::new(e, item)),
+        }
+    }
+
+    fn put_wait(&self, item: &T, wait: Wait, timeout: Duration) -> Result<()> {
+        let core = &*self.core;
+        let sent = wire::with_encoded(item, |bytes, fds| {
+            if let Some(slots) = &core.slots {
+                // The receiving socket reports read hang-up once the queue is closed.
+                slots.acquire(Some((core.rx.as_fd(), libc::POLLRDHUP)), wait)?;
+            }
+            if let Some(tasks) = &core.tasks {
+                tasks.word(0).fetch_add(1, Ordering::AcqRel);
+            }
+            let sent = wire::send(core.tx.as_fd(), bytes, fds, wait);
+            if sent.is_err() {
+                if let Some(slots) = &core.slots {
+                    slots.release();
+                }
+                if let Some(tasks) = &core.tasks {
+                    finish_task(tasks);
+                }
+            }
+            sent
+        })
+        .map_err(|message| {
+            Error::new(Repr::Serialize {
+                type_name: type_name::<T>(),
+                message,
+            })
+        })?;
+        sent.map_err(|e| match e {
+            WireError::Closed => Error::new(Repr::Closed {
+                what: format!("cannot put a {}: the queue is closed", type_name::<T>()),
+            }),
+            WireError::WouldBlock if matches!(wait, Wait::Now) => Error::new(Repr::Full {
+                what: match core.maxsize {
+                    Some(n) => format!(
+                        "cannot put a {}: the queue is full ({n} items)",
+                        type_name::<T>()
+                    ),
+                    None => format!(
+                        "cannot put a {}: the queue's socket buffer is full",
+                        type_name::<T>()
+                    ),
+                },
+            }),
+            WireError::WouldBlock => Error::new(Repr::Timeout {
+                what: format!("putting a {}", type_name::<T>()),
+                after: timeout,
+            }),
+            WireError::Io(e) => Error::io(format!("cannot put a {}", type_name::<T>()), e),
+        })
+    }
+
+    /// Takes the next item, waiting for one.
+    ///
+    /// # Examples
+    ///
+    /// See [`Queue`].
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::Closed`](crate::ErrorKind::Closed) once the queue is closed and empty;
+    /// [`ErrorKind::Deserialize`](crate::ErrorKind::Deserialize) for an item that cannot be
+    /// decoded as `T` (the queue stays usable).
+    pub fn get(&self) -> Result<T> {
+        self.get_wait(Wait::Forever, Duration::MAX)
+    }
+
+    /// Takes an item if one is waiting, else returns an
+    /// [`ErrorKind::Empty`](crate::ErrorKind::Empty) error at once.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let queue = multiproc::Queue::<u8>::new()?;
+    /// assert_eq!(queue.try_get().unwrap_err().kind(), multiproc::ErrorKind::Empty);
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// As [`get`](Queue::get), plus `Empty`.
+    pub fn try_get(&self) -> Result<T> {
+        self.get_wait(Wait::Now, Duration::ZERO)
+    }
+
+    /// Takes the next item, waiting at most `timeout`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    ///
+    /// let queue = multiproc::Queue::<u8>::new()?;
+    /// assert!(queue.get_timeout(Duration::from_millis(10)).unwrap_err().is_timeout());
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// As [`get`](Queue::get), plus [`ErrorKind::Timeout`](crate::ErrorKind::Timeout).
+    pub fn get_timeout(&self, timeout: Duration) -> Result<T> {
+        self.get_wait(Wait::timeout(timeout), timeout)
+    }
+
+    fn get_wait(&self, wait: Wait, timeout: Duration) -> Result<T> {
+        let what = type_name::<T>();
+        match wire::recv(self.core.rx.as_fd(), wait) {
+            Ok(frame) => {
+                if let Some(slots) = &self.core.slots {
+                    slots.release();
+                }
+                crate::channel::decode(frame)
+            }
+            Err(WireError::Closed) => Err(Error::new(Repr::Closed {
+                what: format!("no more {what} to get: the queue is closed and empty"),
+            })),
+            Err(WireError::WouldBlock) if matches!(wait, Wait::Now) => Err(Error::new(Repr::Empty)),
+            Err(WireError::WouldBlock) => Err(Error::new(Repr::Timeout {
+                what: format!("getting a {what}"),
+                after: timeout,
+            })),
+            Err(WireError::Io(e)) => Err(Error::io(format!("cannot get a {what}"), e)),
+        }
+    }
+
+    /// Closes the queue for every handle in every process: later puts fail with
+    /// [`ErrorKind::Closed`](crate::ErrorKind::Closed), consumers receive the items already
+    /// put and then `Closed`. Closing twice is harmless.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let queue = multiproc::Queue::<u8>::new()?;
+    /// queue.put(1)?;
+    /// queue.close()?;
+    /// assert_eq!(queue.put(2).unwrap_err().kind(), multiproc::ErrorKind::Closed);
+    /// assert_eq!(queue.get()?, 1);
+    /// assert_eq!(queue.get().unwrap_err().kind(), multiproc::ErrorKind::Closed);
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::Io`](crate::ErrorKind::Io) if the system refuses the shutdown.
+    pub fn close(&self) -> Result<()> {
+        // SAFETY: shutdown on a socket we hold; it affects the socket shared by every handle.
+        let rc = unsafe { libc::shutdown(self.core.tx.as_raw_fd(), libc::SHUT_WR) };
+        if rc < 0 {
+            let e = std::io::Error::last_os_error();
+            if e.raw_os_error() != Some(libc::ENOTCONN) {
+                return Err(Error::io("cannot close the queue", e));
+            }
+        }
+        Ok(())
+    }
+}
+
+impl<T> Queue<T> {
+    pub(crate) fn ready_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        self.core.rx.as_fd()
+    }
+}
+
+/// Marks one task of a joinable queue done; `false` if none was pending.
+fn finish_task(tasks: &Region) -> bool {
+    let word = tasks.word(0);
+    let mut current = word.load(Ordering::Acquire);
+    loop {
+        if current == 0 {
+            return false;
+        }
+        match word.compare_exchange_weak(current, current - 1, Ordering::AcqRel, Ordering::Acquire)
+        {
+            Ok(_) => {
+                if current == 1 {
+                    shm::futex_wake_all(word);
+                }
+                return true;
+            }
+            Err(now) => current = now,
+        }
+    }
+}
+
+impl<T> Clone for Queue<T> {
+    fn clone(&self) -> Self {
+        Queue {
+            core: Arc::clone(&self.core),
+            _type: PhantomData,
+        }
+    }
+}
+
+impl<T> fmt::Debug for Queue<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Queue<{}>", type_name::<T>())?;
+        if let Some(n) = self.core.maxsize {
+            write!(f, "(maxsize {n})")?;
+        }
+        Ok(())
+    }
+}
+
+/// How a queue travels: its two sockets, its semaphore and its task counter.
+#[derive(Serialize, Deserialize)]
+struct QueueWire {
+    tx: u32,
+    rx: u32,
+    slots: Option<(u32, usize)>,
+    tasks: Option<u32>,
+}
+
+impl<T> Serialize for Queue<T> {
+    fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        let core = &*self.core;
+        let slots = match (&core.slots, core.maxsize) {
+            (Some(slots), Some(n)) => Some((wire::attach_fd(slots.fd(), "Queue")?, n)),
+            _ => None,
+        };
+        let tasks = match &core.tasks {
+            Some(tasks) => Some(wire::attach_fd(tasks.fd(), "JoinableQueue")?),
+            None => None,
+        };
+        QueueWire {
+            tx: wire::attach_fd(core.tx.as_fd(), "Queue")?,
+            rx: wire::attach_fd(core.rx.as_fd(), "Queue")?,
+            slots,
+            tasks,
+        }
+        .serialize(s)
+    }
+}
+
+impl<'de, T> Deserialize<'de> for Queue<T> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        let w = QueueWire::deserialize(d)?;
+        let (slots, maxsize) = match w.slots {
+            Some((fd, n)) => (Some(Slots::from_fd(wire::take_fd(fd, "Queue")?)), Some(n)),
+            None => (None, None),
+        };
+        let tasks = match w.tasks {
+            Some(fd) => Some(
+                Region::from_fd(wire::take_fd(fd, "JoinableQueue")?).map_err(|e| {
+                    wire::de_error(format!("cannot map a queue's task counter: {e}"))
+                })?,
+            ),
+            None => None,
+        };
+        Ok(Queue {
+            core: Arc::new(Core {
+                tx: wire::take_fd(w.tx, "Queue")?,
+                rx: wire::take_fd(w.rx, "Queue")?,
+                slots,
+                maxsize,
+                tasks,
+            }),
+            _type: PhantomData,
+        })
+    }
+}
+
+/// A [`Queue`] that also counts unfinished work: Python's `multiprocessing.JoinableQueue`.
+///
+/// Every [`put`](JoinableQueue::put) adds a task; a consumer calls
+/// [`task_done`](JoinableQueue::task_done) once it has finished with an item it got;
+/// [`join`](JoinableQueue::join) waits until every task put so far is done. The count is
+/// shared by every handle in every process.
+///
+/// # Examples
+///
+/// ```
+/// let queue = multiproc::JoinableQueue::<u32>::new()?;
+/// let worker = queue.clone();
+/// let consumer = std::thread::spawn(move || -> multiproc::Result<u32> {
+///     let mut sum = 0;
+///     for _ in 0..3 {
+///         sum += worker.get()?;
+///         worker.task_done()?;
+///     }
+///     Ok(sum)
+/// });
+/// for i in 1..=3 {
+///     queue.put(i)?;
+/// }
+/// queue.join()?;
+/// assert_eq!(consumer.join().unwrap()?, 6);
+/// # Ok::<(), multiproc::Error>(())
+/// ```
+pub struct JoinableQueue<T> {
+    queue: Queue<T>,
+}
+
+impl<T: Serialize + DeserializeOwned> JoinableQueue<T> {
+    /// A joinable queue limited only by the kernel's socket buffer; see [`Queue::new`].
+    ///
+    /// # Examples
+    ///
+    /// See [`JoinableQueue`].
+    ///
+    /// # Errors
+    ///
+    /// As [`Queue::new`].
+    pub fn new() -> Result<Self> {
+        Ok(JoinableQueue {
+            queue: Queue::make(None, true)?,
+        })
+    }
+
+    /// A joinable queue that holds at most `maxsize` items; see [`Queue::with_maxsize`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let queue = multiproc::JoinableQueue::<u8>::with_maxsize(4)?;
+    /// queue.put(1)?;
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// As [`Queue::with_maxsize`].
+    pub fn with_maxsize(maxsize: usize) -> Result<Self> {
+        if maxsize == 0 {
+            return Err(Error::other(
+                "a queue's maxsize must be at least 1 (use `JoinableQueue::new()` for no maxsize)",
+            ));
+        }
+        Ok(JoinableQueue {
+            queue: Queue::make(Some(maxsize), true)?,
+        })
+    }
+
+    /// Puts an item and counts one more unfinished task; see [`Queue::put`].
+    ///
+    /// # Examples
+    ///
+    /// See [`JoinableQueue`].
+    ///
+    /// # Errors
+    ///
+    /// As [`Queue::put`].
+    pub fn put(&self, item: T) -> Result<()> {
+        self.queue.put(item)
+    }
+
+    /// See [`Queue::try_put`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let queue = multiproc::JoinableQueue::<u8>::with_maxsize(1)?;
+    /// queue.try_put(1)?;
+    /// assert!(queue.try_put(2).unwrap_err().is_full());
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// As [`Queue::try_put`].
+    pub fn try_put(&self, item: T) -> std::result::Result<(), TrySendError<T>> {
+        self.queue.try_put(item)
+    }
+
+    /// See [`Queue::put_timeout`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let queue = multiproc::JoinableQueue::<u8>::new()?;
+    /// queue.put_timeout(1, std::time::Duration::from_secs(1))?;
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// As [`Queue::put_timeout`].
+    pub fn put_timeout(
+        &self,
+        item: T,
+        timeout: Duration,
+    ) -> std::result::Result<(), TrySendError<T>> {
+        self.queue.put_timeout(item, timeout)
+    }
+
+    /// See [`Queue::get`]; call [`task_done`](JoinableQueue::task_done) when finished with
+    /// the item.
+    ///
+    /// # Examples
+    ///
+    /// See [`JoinableQueue`].
+    ///
+    /// # Errors
+    ///
+    /// As [`Queue::get`].
+    pub fn get(&self) -> Result<T> {
+        self.queue.get()
+    }
+
+    /// See [`Queue::try_get`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let queue = multiproc::JoinableQueue::<u8>::new()?;
+    /// assert!(queue.try_get().is_err());
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// As [`Queue::try_get`].
+    pub fn try_get(&self) -> Result<T> {
+        self.queue.try_get()
+    }
+
+    /// See [`Queue::get_timeout`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let queue = multiproc::JoinableQueue::<u8>::new()?;
+    /// assert!(queue.get_timeout(std::time::Duration::from_millis(1)).is_err());
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// As [`Queue::get_timeout`].
+    pub fn get_timeout(&self, timeout: Duration) -> Result<T> {
+        self.queue.get_timeout(timeout)
+    }
+
+    /// See [`Queue::close`]. Closing does not finish tasks: `join` still waits for them.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let queue = multiproc::JoinableQueue::<u8>::new()?;
+    /// queue.close()?;
+    /// assert!(queue.put(1).is_err());
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// As [`Queue::close`].
+    pub fn close(&self) -> Result<()> {
+        self.queue.close()
+    }
+}
+
+impl<T> JoinableQueue<T> {
+    fn tasks(&self) -> &Region {
+        self.queue
+            .core
+            .tasks
+            .as_ref()
+            .expect("a JoinableQueue always has a task counter")
+    }
+
+    /// Marks one item got from the queue as finished.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let queue = multiproc::JoinableQueue::<u8>::new()?;
+    /// queue.put(1)?;
+    /// queue.get()?;
+    /// queue.task_done()?;
+    /// assert!(queue.task_done().is_err());
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::Other`](crate::ErrorKind::Other) when called more often than items were
+    /// put (Python raises `ValueError`); the count stays at zero.
+    pub fn task_done(&self) -> Result<()> {
+        if finish_task(self.tasks()) {
+            Ok(())
+        } else {
+            Err(Error::other(
+                "task_done() was called more times than items were put in the queue",
+            ))
+        }
+    }
+
+    /// The number of items put and not yet marked done, in every process.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let queue = multiproc::JoinableQueue::<u8>::new()?;
+    /// queue.put(1)?;
+    /// assert_eq!(queue.unfinished_tasks(), 1);
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn unfinished_tasks(&self) -> usize {
+        self.tasks().word(0).load(Ordering::Acquire) as usize
+    }
+
+    /// Waits until every item put so far has been marked done.
+    ///
+    /// # Examples
+    ///
+    /// See [`JoinableQueue`].
+    ///
+    /// # Errors
+    ///
+    /// None in practice; the `Result` matches [`join_timeout`](JoinableQueue::join_timeout).
+    pub fn join(&self) -> Result<()> {
+        self.join_wait(Wait::Forever, Duration::MAX)
+    }
+
+    /// Waits at most `timeout` until every item put so far has been marked done.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    ///
+    /// let queue = multiproc::JoinableQueue::<u8>::new()?;
+    /// queue.put(1)?;
+    /// assert!(queue.join_timeout(Duration::from_millis(10)).unwrap_err().is_timeout());
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::Timeout`](crate::ErrorKind::Timeout) with tasks still unfinished.
+    pub fn join_timeout(&self, timeout: Duration) -> Result<()> {
+        self.join_wait(Wait::timeout(timeout), timeout)
+    }
+
+    fn join_wait(&self, wait: Wait, timeout: Duration) -> Result<()> {
+        let word = self.tasks().word(0);
+        loop {
+            let pending = word.load(Ordering::Acquire);
+            if pending == 0 {
+                return Ok(());
+            }
+            if !shm::futex_wait(word, pending, wait) && word.load(Ordering::Acquire) != 0 {
+                return Err(Error::new(Repr::Timeout {
+                    what: format!(
+                        "waiting for {} unfinished tasks of a JoinableQueue<{}>",
+                        word.load(Ordering::Acquire),
+                        type_name::<T>()
+                    ),
+                    after: timeout,
+                }));
+            }
+        }
+    }
+
+    pub(crate) fn queue(&self) -> &Queue<T> {
+        &self.queue
+    }
+}
+
+impl<T> Clone for JoinableQueue<T> {
+    fn clone(&self) -> Self {
+        JoinableQueue {
+            queue: self.queue.clone(),
+        }
+    }
+}
+
+impl<T> fmt::Debug for JoinableQueue<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Joinable{:?}", self.queue)
+    }
+}
+
+impl<T> Serialize for JoinableQueue<T> {
+    fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        self.queue.serialize(s)
+    }
+}
+
+impl<'de, T> Deserialize<'de> for JoinableQueue<T> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        let queue = Queue::deserialize(d)?;
+        if queue.core.tasks.is_none() {
+            return Err(wire::de_error(
+                "received a plain Queue where a JoinableQueue was expected".to_string(),
+            ));
+        }
+        Ok(JoinableQueue { queue })
+    }
+}

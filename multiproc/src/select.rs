@@ -1,0 +1,279 @@
+//! [`Select`]: wait for the first of several receivers, queues and child exits, the role of
+//! Python's `multiprocessing.connection.wait`.
+
+use std::fmt;
+use std::os::fd::{AsRawFd, BorrowedFd};
+use std::time::Duration;
+
+use crate::error::{Error, Repr, Result};
+use crate::pump::Inbox;
+use crate::wire::{self, Wait};
+
+/// Waits until one of several mailboxes has something to receive or a child has ended, without
+/// polling in a loop: one `poll(2)` over all of their sockets.
+///
+/// Add [`Receiver`](crate::Receiver)s, [`Queue`](crate::Queue)s,
+/// [`JoinableQueue`](crate::JoinableQueue)s, [`PipeEnd`](crate::PipeEnd)s,
+/// [`Server`](crate::Server)s and [`JoinHandle`](crate::JoinHandle)s; each `add` returns the
+/// index that [`ready`](Select::ready) reports. Ready means that the next receive, get or join
+/// on it returns at once: with a message, or with the error that ends it (every sender gone,
+/// the queue closed, the child's result or exit). A queue shared with other consumers may be
+/// emptied by one of them in between: use `try_get` and wait again on
+/// [`ErrorKind::Empty`](crate::ErrorKind::Empty).
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+///
+/// let (tx_a, rx_a) = multiproc::channel::<u32>()?;
+/// let (tx_b, rx_b) = multiproc::channel::<String>()?;
+/// tx_b.send("b first".to_string())?;
+///
+/// let mut select = multiproc::Select::new();
+/// let a = select.add(&rx_a);
+/// let b = select.add(&rx_b);
+/// let ready = select.ready_timeout(Duration::from_secs(5))?;
+/// assert_eq!(ready, b);
+/// assert_eq!(rx_b.try_recv()?, "b first");
+/// # let _ = (a, tx_a);
+/// # Ok::<(), multiproc::Error>(())
+/// ```
+#[derive(Default)]
+pub struct Select<'a> {
+    sources: Vec<Source<'a>>,
+}
+
+/// Something a [`Select`] can wait on; implemented by multiproc's receiving types.
+///
+/// # Examples
+///
+/// ```
+/// fn wait_for(what: &impl multiproc::Selectable) -> multiproc::Result<()> {
+///     let mut select = multiproc::Select::new();
+///     select.add(what);
+///     select.ready().map(|_| ())
+/// }
+/// let queue = multiproc::Queue::<u8>::new()?;
+/// queue.put(1)?;
+/// wait_for(&queue)?;
+/// # Ok::<(), multiproc::Error>(())
+/// ```
+pub trait Selectable {
+    #[doc(hidden)]
+    fn __source(&self) -> Source<'_>;
+}
+
+/// What a [`Select`] watches for one [`Selectable`]: not a public API.
+#[doc(hidden)]
+pub struct Source<'a>(Kind<'a>);
+
+enum Kind<'a> {
+    /// A channel's receiver: messages the pump holds count, then its socket.
+    Inbox(&'a Inbox),
+    /// A socket that is ready when readable (a queue, a child's bootstrap socket).
+    Socket(BorrowedFd<'a>),
+    /// Ready now (a child already joined).
+    Now,
+}
+
+impl<'a> Source<'a> {
+    pub(crate) fn inbox(inbox: &'a Inbox) -> Self {
+        Source(Kind::Inbox(inbox))
+    }
+
+    pub(crate) fn socket(fd: BorrowedFd<'a>) -> Self {
+        Source(Kind::Socket(fd))
+    }
+
+    pub(crate) fn now() -> Self {
+        Source(Kind::Now)
+    }
+}
+
+impl<'a> Select<'a> {
+    /// An empty selection.
+    ///
+    /// # Examples
+    ///
+    /// See [`Select`].
+    pub fn new() -> Self {
+        Select {
+            sources: Vec::new(),
+        }
+    }
+
+    /// Adds something to wait on; returns its index.
+    ///
+    /// # Examples
+    ///
+    /// See [`Select`].
+    pub fn add<S: Selectable + ?Sized>(&mut self, what: &'a S) -> usize {
+        self.sources.push(what.__source());
+        self.sources.len() - 1
+    }
+
+    /// Waits until one is ready and returns its index (the lowest, when several are).
+    ///
+    /// # Examples
+    ///
+    /// See [`Select`].
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::Other`](crate::ErrorKind::Other) when nothing was added (the wait could
+    /// never end); [`ErrorKind::Io`](crate::ErrorKind::Io) if `poll(2)` fails.
+    pub fn ready(&mut self) -> Result<usize> {
+        self.wait(Wait::Forever)?
+            .ok_or_else(|| Error::other("the select's wait ended with nothing ready"))
+    }
+
+    /// Waits at most `timeout` until one is ready.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    ///
+    /// let (_tx, rx) = multiproc::channel::<u8>()?;
+    /// let mut select = multiproc::Select::new();
+    /// select.add(&rx);
+    /// assert!(select.ready_timeout(Duration::from_millis(10)).unwrap_err().is_timeout());
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// As [`ready`](Select::ready), plus [`ErrorKind::Timeout`](crate::ErrorKind::Timeout).
+    pub fn ready_timeout(&mut self, timeout: Duration) -> Result<usize> {
+        self.wait(Wait::timeout(timeout))?.ok_or_else(|| {
+            Error::new(Repr::Timeout {
+                what: format!("waiting on {} mailboxes", self.sources.len()),
+                after: timeout,
+            })
+        })
+    }
+
+    /// Returns the index of one that is ready now, or an
+    /// [`ErrorKind::Empty`](crate::ErrorKind::Empty) error.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let (tx, rx) = multiproc::channel::<u8>()?;
+    /// let mut select = multiproc::Select::new();
+    /// let i = select.add(&rx);
+    /// assert!(select.try_ready().is_err());
+    /// tx.send(1)?;
+    /// assert_eq!(select.try_ready()?, i);
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// As [`ready`](Select::ready), plus `Empty`.
+    pub fn try_ready(&mut self) -> Result<usize> {
+        self.wait(Wait::Now)?.ok_or_else(|| Error::new(Repr::Empty))
+    }
+
+    fn wait(&mut self, wait: Wait) -> Result<Option<usize>> {
+        if self.sources.is_empty() {
+            return Err(Error::other(
+                "nothing to wait for: add a receiver, queue or handle to the Select first",
+            ));
+        }
+        // Messages a pump already holds are ready without a system call; the inboxes that
+        // have none are claimed, so that their pump leaves the sockets to this poll.
+        let mut claimed: Vec<&Inbox> = Vec::new();
+        let mut found = None;
+        for (i, source) in self.sources.iter().enumerate() {
+            match source.0 {
+                Kind::Inbox(inbox) => {
+                    if inbox.begin_wait() {
+                        found = Some(i);
+                        break;
+                    }
+                    claimed.push(inbox);
+                }
+                Kind::Now => {
+                    found = Some(i);
+                    break;
+                }
+                Kind::Socket(_) => {}
+            }
+        }
+        let result = match found {
+            Some(i) => Ok(Some(i)),
+            None => self.poll(wait),
+        };
+        for inbox in claimed {
+            inbox.end_wait();
+        }
+        result
+    }
+
+    fn poll(&self, wait: Wait) -> Result<Option<usize>> {
+        let mut fds: Vec<libc::pollfd> = self
+            .sources
+            .iter()
+            .map(|source| libc::pollfd {
+                fd: match source.0 {
+                    Kind::Inbox(inbox) => inbox.fd().as_raw_fd(),
+                    Kind::Socket(fd) => fd.as_raw_fd(),
+                    Kind::Now => -1,
+                },
+                events: libc::POLLIN,
+                revents: 0,
+            })
+            .collect();
+        if !wire::poll(&mut fds, wait).map_err(|e| Error::io("cannot wait on the mailboxes", e))? {
+            return Ok(None);
+        }
+        Ok(fds.iter().position(|p| p.revents != 0))
+    }
+}
+
+impl fmt::Debug for Select<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Select({} sources)", self.sources.len())
+    }
+}
+
+impl<T> Selectable for crate::Receiver<T> {
+    fn __source(&self) -> Source<'_> {
+        Source::inbox(self.inbox())
+    }
+}
+
+impl<T> Selectable for crate::Queue<T> {
+    fn __source(&self) -> Source<'_> {
+        Source::socket(self.ready_fd())
+    }
+}
+
+impl<T> Selectable for crate::JoinableQueue<T> {
+    fn __source(&self) -> Source<'_> {
+        Source::socket(self.queue().ready_fd())
+    }
+}
+
+impl<S, R> Selectable for crate::PipeEnd<S, R> {
+    fn __source(&self) -> Source<'_> {
+        self.receiver().__source()
+    }
+}
+
+impl<Req, Resp> Selectable for crate::Server<Req, Resp> {
+    fn __source(&self) -> Source<'_> {
+        self.source()
+    }
+}
+
+impl<R> Selectable for crate::JoinHandle<R> {
+    fn __source(&self) -> Source<'_> {
+        match self.ready_fd() {
+            Some(fd) => Source::socket(fd),
+            None => Source::now(),
+        }
+    }
+}

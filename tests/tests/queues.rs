@@ -1,0 +1,305 @@
+//! Backpressure, MPMC queues, select and descriptor bounds, across processes.
+
+mod support;
+
+use std::collections::BTreeSet;
+use std::sync::mpsc;
+use std::time::Duration;
+
+use multiproc::{Bytes, ErrorKind, JoinableQueue, Queue, Receiver, Select, Sender, TrySendError};
+use support::{DEADLINE, join};
+
+/// Runs `f` on a thread and fails the test if it does not finish within [`DEADLINE`]: for
+/// the cases whose regression is a hang.
+fn within<R: Send + 'static>(f: impl FnOnce() -> R + Send + 'static) -> R {
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(f());
+    });
+    rx.recv_timeout(DEADLINE)
+        .expect("the operation did not finish in time: a deadlock")
+}
+
+#[multiproc::process]
+fn try_one(tx: Sender<String>, value: String) -> String {
+    match tx.try_send(value) {
+        Ok(()) => "sent".to_string(),
+        Err(e) => format!("{:?}", e.kind()),
+    }
+}
+
+#[multiproc::test]
+fn bounded_send_reports_full_and_returns_the_message() {
+    let (tx, rx) = multiproc::bounded::<String>(2).unwrap();
+    tx.send("a".into()).unwrap();
+    tx.try_send("b".into()).unwrap();
+    let full: TrySendError<String> = tx.try_send("c".into()).unwrap_err();
+    assert_eq!(full.kind(), ErrorKind::Full);
+    assert!(
+        full.to_string().contains("full (2 messages in flight)"),
+        "{full}"
+    );
+    assert_eq!(full.into_inner(), "c");
+    let late = tx
+        .send_timeout("d".into(), Duration::from_millis(20))
+        .unwrap_err();
+    assert_eq!(late.kind(), ErrorKind::Timeout);
+    assert_eq!(late.into_inner(), "d");
+
+    // The limit is shared with a clone in another process.
+    let child = multiproc::spawn(try_one, (tx.clone(), "x".to_string())).unwrap();
+    assert_eq!(join(child).unwrap(), "Full");
+
+    // Receiving makes room again, for exactly one message.
+    assert_eq!(rx.recv().unwrap(), "a");
+    tx.try_send("e".into()).unwrap();
+    assert!(tx.try_send("f".into()).unwrap_err().is_full());
+    assert_eq!(rx.recv().unwrap(), "b");
+    assert_eq!(rx.recv().unwrap(), "e");
+}
+
+#[multiproc::process]
+fn slow_sink(rx: Receiver<u32>, go: Receiver<()>) -> Vec<u32> {
+    go.recv().unwrap();
+    rx.iter().collect()
+}
+
+#[multiproc::test]
+fn bounded_send_blocks_until_the_reader_takes_one() {
+    let (tx, rx) = multiproc::bounded::<u32>(3).unwrap();
+    let (go_tx, go_rx) = multiproc::channel::<()>().unwrap();
+    let child = multiproc::spawn(slow_sink, (rx, go_rx)).unwrap();
+    for i in 0..3 {
+        tx.send(i).unwrap();
+    }
+    // The reader has not read anything: a fourth message finds no room.
+    assert!(tx.try_send(3).unwrap_err().is_full());
+    go_tx.send(()).unwrap();
+    // Now `send` blocks only until the child drains the channel.
+    for i in 3..100 {
+        tx.send_timeout(i, DEADLINE).unwrap();
+    }
+    drop(tx);
+    assert_eq!(join(child).unwrap(), (0..100).collect::<Vec<_>>());
+}
+
+#[multiproc::test]
+fn bounded_sender_sees_a_dead_receiver_while_waiting_for_room() {
+    let (tx, rx) = multiproc::bounded::<u32>(1).unwrap();
+    tx.send(1).unwrap();
+    let waiting = std::thread::spawn(move || tx.send_timeout(2, DEADLINE).map_err(|e| e.kind()));
+    drop(rx);
+    let kind = waiting.join().unwrap().unwrap_err();
+    assert_eq!(kind, ErrorKind::Disconnected);
+}
+
+#[test]
+fn zero_capacity_is_an_error_that_names_the_fix() {
+    let e = multiproc::bounded::<u8>(0).unwrap_err();
+    assert!(e.to_string().contains("use `channel()`"), "{e}");
+    let e = Queue::<u8>::with_maxsize(0).unwrap_err();
+    assert!(e.to_string().contains("Queue::new()"), "{e}");
+}
+
+#[test]
+fn unbounded_send_never_blocks_on_a_reader_in_the_same_thread() {
+    // Far beyond the kernel's buffer (a few hundred small messages, ~200 KiB).
+    let got = within(|| {
+        let (tx, rx) = multiproc::channel::<u64>().unwrap();
+        for i in 0..20_000 {
+            tx.send(i).unwrap();
+        }
+        // Messages larger than the socket buffer do not block either.
+        let (big_tx, big_rx) = multiproc::channel::<Bytes>().unwrap();
+        for _ in 0..4 {
+            big_tx.send(Bytes::from(vec![7_u8; 1 << 20])).unwrap();
+        }
+        drop(tx);
+        let small: Vec<u64> = rx.iter().collect();
+        let big: Vec<usize> = (0..4).map(|_| big_rx.recv().unwrap().len()).collect();
+        (small, big)
+    });
+    assert_eq!(got.0, (0..20_000).collect::<Vec<_>>());
+    assert_eq!(got.1, [1 << 20; 4]);
+}
+
+#[multiproc::process]
+fn consumer(queue: Queue<u32>) -> Vec<u32> {
+    let mut got = Vec::new();
+    loop {
+        match queue.get() {
+            Ok(item) => got.push(item),
+            Err(e) if e.kind() == ErrorKind::Closed => return got,
+            Err(e) => panic!("{e}"),
+        }
+    }
+}
+
+#[multiproc::test]
+fn a_queue_delivers_each_item_to_exactly_one_of_many_consumers() {
+    let queue = Queue::<u32>::with_maxsize(16).unwrap();
+    let consumers: Vec<_> = (0..4)
+        .map(|_| multiproc::spawn(consumer, (queue.clone(),)).unwrap())
+        .collect();
+    for i in 0..2_000 {
+        queue.put_timeout(i, DEADLINE).unwrap();
+    }
+    queue.close().unwrap();
+    let mut all = Vec::new();
+    for c in consumers {
+        all.extend(join(c).unwrap());
+    }
+    all.sort_unstable();
+    assert_eq!(
+        all,
+        (0..2_000).collect::<Vec<_>>(),
+        "lost or duplicated items"
+    );
+    assert_eq!(queue.put(1).unwrap_err().kind(), ErrorKind::Closed);
+}
+
+#[multiproc::process]
+fn grab_one_then_wait(queue: Queue<u32>, told: Sender<u32>) {
+    let first = queue.get().unwrap();
+    told.send(first).unwrap();
+    // Blocks in `get` on the empty queue until killed.
+    let second = queue.get();
+    panic!("got a second item: {second:?}");
+}
+
+#[multiproc::test]
+fn a_killed_consumer_leaves_the_queue_usable_for_the_others() {
+    let queue = Queue::<u32>::new().unwrap();
+    let (told_tx, told_rx) = multiproc::channel::<u32>().unwrap();
+    queue.put(0).unwrap();
+    let mut victim = multiproc::spawn(grab_one_then_wait, (queue.clone(), told_tx)).unwrap();
+    assert_eq!(told_rx.recv_timeout(DEADLINE).unwrap(), 0);
+    victim.kill().unwrap();
+    let e = join(victim).unwrap_err();
+    assert_eq!(e.signal(), Some(libc::SIGKILL), "{e}");
+
+    // Nothing put afterwards went to the dead consumer: a prefetching consumer would have
+    // taken items with it.
+    for i in 1..=50 {
+        queue.put(i).unwrap();
+    }
+    let survivor = multiproc::spawn(consumer, (queue.clone(),)).unwrap();
+    queue.close().unwrap();
+    assert_eq!(join(survivor).unwrap(), (1..=50).collect::<Vec<_>>());
+}
+
+/// Decodes only odd numbers: an item that cannot be decoded on arrival.
+#[derive(Debug, PartialEq)]
+struct Odd(u8);
+
+impl serde::Serialize for Odd {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u8(self.0)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Odd {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let n = <u8 as serde::Deserialize>::deserialize(d)?;
+        if n % 2 == 1 {
+            Ok(Odd(n))
+        } else {
+            Err(serde::de::Error::custom("even"))
+        }
+    }
+}
+
+#[test]
+fn an_undecodable_item_is_an_error_and_the_queue_stays_usable() {
+    let queue = Queue::<Odd>::new().unwrap();
+    queue.put(Odd(2)).unwrap();
+    queue.put(Odd(3)).unwrap();
+    let e = queue.get().unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Deserialize);
+    assert!(e.to_string().contains("Odd"), "{e}");
+    assert_eq!(queue.get().unwrap(), Odd(3));
+}
+
+#[multiproc::process]
+fn worker(queue: JoinableQueue<u64>, results: Sender<u64>) {
+    while let Ok(n) = queue.get() {
+        results.send(n * n).unwrap();
+        queue.task_done().unwrap();
+    }
+}
+
+#[multiproc::test]
+fn join_waits_for_every_task_done_in_other_processes() {
+    let queue = JoinableQueue::<u64>::new().unwrap();
+    let (tx, rx) = multiproc::channel::<u64>().unwrap();
+    let workers: Vec<_> = (0..3)
+        .map(|_| multiproc::spawn(worker, (queue.clone(), tx.clone())).unwrap())
+        .collect();
+    drop(tx);
+    for n in 1..=100 {
+        queue.put(n).unwrap();
+    }
+    queue.join_timeout(DEADLINE).unwrap();
+    assert_eq!(queue.unfinished_tasks(), 0);
+    // Every result was sent before its task_done.
+    let mut got = BTreeSet::new();
+    for _ in 0..100 {
+        got.insert(rx.try_recv().unwrap());
+    }
+    assert_eq!(got, (1..=100).map(|n| n * n).collect());
+    queue.close().unwrap();
+    for w in workers {
+        join(w).unwrap();
+    }
+    let e = queue.task_done().unwrap_err();
+    assert!(
+        e.to_string().contains("more times than items were put"),
+        "{e}"
+    );
+    assert_eq!(queue.unfinished_tasks(), 0);
+}
+
+#[multiproc::process]
+fn answer_after(go: Receiver<()>, out: Sender<String>) -> u8 {
+    go.recv().unwrap();
+    out.send("late".to_string()).unwrap();
+    7
+}
+
+#[multiproc::test]
+fn select_waits_on_receivers_queues_and_child_exits() {
+    let (tx_a, rx_a) = multiproc::channel::<u32>().unwrap();
+    let queue = Queue::<u32>::new().unwrap();
+    let (go_tx, go_rx) = multiproc::channel::<()>().unwrap();
+    let (out_tx, out_rx) = multiproc::channel::<String>().unwrap();
+    let mut child = multiproc::spawn(answer_after, (go_rx, out_tx)).unwrap();
+
+    {
+        let mut select = Select::new();
+        let a = select.add(&rx_a);
+        let q = select.add(&queue);
+        let out = select.add(&out_rx);
+        let c = select.add(&child);
+        assert!(
+            select
+                .ready_timeout(Duration::from_millis(20))
+                .unwrap_err()
+                .is_timeout()
+        );
+        queue.put(5).unwrap();
+        assert_eq!(select.ready_timeout(DEADLINE).unwrap(), q);
+        assert_eq!(queue.try_get().unwrap(), 5);
+        tx_a.send(1).unwrap();
+        assert_eq!(select.ready_timeout(DEADLINE).unwrap(), a);
+        assert_eq!(rx_a.try_recv().unwrap(), 1);
+        go_tx.send(()).unwrap();
+        let first = select.ready_timeout(DEADLINE).unwrap();
+        assert!(first == out || first == c);
+        assert_eq!(out_rx.recv_timeout(DEADLINE).unwrap(), "late");
+        // The child's result arrives: its handle is ready.
+        let mut only_child = Select::new();
+        only_child.add(&child);
+        only_child.ready_timeout(DEADLINE).unwrap();
+    }
+    assert_eq!(child.join_timeout(Duration::ZERO).unwrap(), Some(7));
+}
