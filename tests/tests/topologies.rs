@@ -166,3 +166,16 @@ fn pub_sub() {
     }
     assert_eq!(out.stdout, expected);
 }
+
+#[test]
+fn work_queue() {
+    let out = run(env!("CARGO_BIN_EXE_work_queue"));
+    let sum: u64 = (1..=30_u64).map(|n| n * n).sum();
+    assert_eq!(
+        out.stdout,
+        format!(
+            "3 workers, 30 tasks\nall 30 tasks done\nsum of squares: {sum}\n\
+             the workers handled 30 tasks\n"
+        )
+    );
+}
