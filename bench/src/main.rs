@@ -140,6 +140,15 @@ fn main() -> multiproc::Result<()> {
         small as f64 / ours,
         small as f64 / raw,
     );
+    let many = small * 10;
+    let buffered = unix_one_way_buffered(&exe, 64, many);
+    let ours = one_way_batched(sink_bytes, many, 1_000, || Bytes::from(vec![0_u8; 64]))?;
+    rate(
+        "64 B one-way, Bytes, send_many (msg/s)",
+        many as f64 / ours,
+        many as f64 / buffered,
+    );
+    println!("{:>84}", "(baseline: buffered UnixStream writes)");
 
     let mib = 1 << 20;
     let gb = |secs: f64| (big * mib) as f64 / secs / 1e9;
@@ -178,15 +187,58 @@ where
     Ok(secs)
 }
 
+/// As [`one_way`], handing the messages to `send_many` in groups of `group`.
+fn one_way_batched<T, F>(
+    sink: F,
+    n: usize,
+    group: usize,
+    mut make: impl FnMut() -> T,
+) -> multiproc::Result<f64>
+where
+    T: serde::Serialize + serde::de::DeserializeOwned,
+    F: multiproc::ProcessFn<(Receiver<T>,), Output = usize>,
+{
+    let (tx, rx) = multiproc::channel::<T>()?;
+    let child = multiproc::spawn(sink, (rx,))?;
+    let t = Instant::now();
+    for _ in 0..n / group {
+        tx.send_many((0..group).map(|_| make()))?;
+    }
+    drop(tx);
+    let received = child.join()?;
+    let secs = t.elapsed().as_secs_f64();
+    assert!(received > 0);
+    Ok(secs)
+}
+
 /// Seconds to write `n` messages of `size` bytes over a `UnixStream` to a child that reads and
 /// discards them, until it has read them all.
 fn unix_one_way(exe: &std::path::Path, size: usize, n: usize) -> f64 {
-    let (mut child, mut stream, dir) = unix_child(exe, UNIX_SINK);
+    unix_one_way_with(exe, size, n, false)
+}
+
+/// As [`unix_one_way`], through a 64 KiB `BufWriter`: the floor for batched small messages.
+fn unix_one_way_buffered(exe: &std::path::Path, size: usize, n: usize) -> f64 {
+    unix_one_way_with(exe, size, n, true)
+}
+
+fn unix_one_way_with(exe: &std::path::Path, size: usize, n: usize, buffered: bool) -> f64 {
+    let (mut child, stream, dir) = unix_child(exe, UNIX_SINK);
     let buf = vec![0_u8; size];
     let t = Instant::now();
-    for _ in 0..n {
-        stream.write_all(&buf).expect("write");
-    }
+    let mut stream = if buffered {
+        let mut w = std::io::BufWriter::with_capacity(1 << 16, stream);
+        for _ in 0..n {
+            w.write_all(&buf).expect("write");
+        }
+        w.into_inner().expect("flush")
+    } else {
+        let mut stream = stream;
+        for _ in 0..n {
+            stream.write_all(&buf).expect("write");
+        }
+        stream
+    };
     stream
         .shutdown(std::net::Shutdown::Write)
         .expect("shutdown");

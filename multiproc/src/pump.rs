@@ -95,27 +95,27 @@ impl Inbox {
             if let Some(e) = &st.failed {
                 break Err(io::Error::other(e.clone()));
             }
-            match wire::recv(self.fd(), Wait::Now) {
-                Ok(frame) => break Ok(Received::Frame(frame)),
-                Err(WireError::Closed) => {
-                    st.closed = true;
-                    continue;
+            // Read the socket ourselves: at once, or (claiming it from the pump) blocking.
+            let got = if matches!(wait, Wait::Now) {
+                wire::recv(self.fd(), Wait::Now)
+            } else {
+                self.claim(&mut st);
+                drop(st);
+                let got = wire::recv(self.fd(), wait);
+                st = self.lock();
+                st.readers -= 1;
+                got
+            };
+            match got {
+                Ok(frame) if frame.batch => {
+                    if let Err(e) = queue_batch(&mut st.frames, frame) {
+                        break Err(e);
+                    }
                 }
+                Ok(frame) => break Ok(Received::Frame(frame)),
+                Err(WireError::Closed) => st.closed = true,
                 Err(WireError::Io(e)) => break Err(e),
-                Err(WireError::WouldBlock) => {}
-            }
-            if matches!(wait, Wait::Now) {
-                break Ok(Received::Nothing);
-            }
-            st.readers += 1;
-            drop(st);
-            let ready = wire::poll_one(self.fd(), libc::POLLIN, wait);
-            st = self.lock();
-            st.readers -= 1;
-            match ready {
-                Ok(true) => {}
-                Ok(false) => break Ok(Received::Nothing),
-                Err(e) => break Err(e),
+                Err(WireError::WouldBlock) => break Ok(Received::Nothing),
             }
         };
         self.rearm_if_idle(&mut st);
@@ -129,8 +129,21 @@ impl Inbox {
         if !st.frames.is_empty() || st.closed || st.failed.is_some() {
             return true;
         }
-        st.readers += 1;
+        self.claim(&mut st);
         false
+    }
+
+    /// Registers a reader that is about to wait on the socket itself, and disarms the pump
+    /// meanwhile: one system call, where a pump woken by the same message would cost a
+    /// thread switch.
+    fn claim(&self, st: &mut State) {
+        st.readers += 1;
+        if st.armed {
+            if let Some(pump) = pump() {
+                self.arm_with(pump, st, libc::EPOLL_CTL_MOD, 0);
+            }
+            st.armed = false;
+        }
     }
 
     pub(crate) fn end_wait(&self) {
@@ -149,15 +162,19 @@ impl Inbox {
 
     /// Arms the one-shot registration; `false` if epoll refused it.
     fn arm(&self, pump: &Pump, st: &mut State, op: libc::c_int) -> bool {
+        self.arm_with(pump, st, op, libc::EPOLLIN)
+    }
+
+    fn arm_with(&self, pump: &Pump, st: &mut State, op: libc::c_int, events: libc::c_int) -> bool {
         let mut event = libc::epoll_event {
-            events: (libc::EPOLLIN | libc::EPOLLONESHOT) as u32,
+            events: (events | libc::EPOLLONESHOT) as u32,
             u64: self.token,
         };
         // SAFETY: both descriptors are open; event is a valid epoll_event.
         let rc =
             unsafe { libc::epoll_ctl(pump.epoll.as_raw_fd(), op, self.fd.as_raw_fd(), &mut event) };
-        st.armed = rc == 0;
-        st.armed
+        st.armed = rc == 0 && events != 0;
+        rc == 0
     }
 
     /// Called by the pump when the socket became readable.
@@ -170,6 +187,12 @@ impl Inbox {
         }
         loop {
             match wire::recv(self.fd(), Wait::Now) {
+                Ok(frame) if frame.batch => {
+                    if let Err(e) = queue_batch(&mut st.frames, frame) {
+                        st.failed = Some(format!("cannot read a channel: {e}"));
+                        return;
+                    }
+                }
                 Ok(frame) => st.frames.push_back(frame),
                 Err(WireError::WouldBlock) => break,
                 Err(WireError::Closed) => {
@@ -231,6 +254,12 @@ impl Drop for Inbox {
         let mut st = self.lock();
         self.unregister(&mut st);
     }
+}
+
+/// Queues the messages of a batch frame, in order, after those already read.
+fn queue_batch(frames: &mut VecDeque<Frame>, frame: Frame) -> io::Result<()> {
+    frames.extend(wire::split_batch(&frame.bytes)?);
+    Ok(())
 }
 
 struct Pump {

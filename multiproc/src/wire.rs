@@ -28,11 +28,79 @@ pub(crate) const MAX_FDS: usize = 252;
 
 const TAG_INLINE: u8 = 0;
 const TAG_MEMFD: u8 = 1;
+/// Several small messages without descriptors in one datagram, each prefixed by its length
+/// (u32, little endian): see [`Batch`].
+const TAG_BATCH: u8 = 2;
 
 /// One received message: its encoded bytes and the descriptors attached to it.
 pub(crate) struct Frame {
     pub(crate) bytes: Vec<u8>,
     pub(crate) fds: Vec<OwnedFd>,
+    /// `bytes` holds a [`Batch`] of messages: see [`split_batch`].
+    pub(crate) batch: bool,
+}
+
+impl Frame {
+    pub(crate) fn new(bytes: Vec<u8>, fds: Vec<OwnedFd>) -> Frame {
+        Frame {
+            bytes,
+            fds,
+            batch: false,
+        }
+    }
+}
+
+/// Small encoded messages collected to go out in one datagram.
+pub(crate) struct Batch {
+    buf: Vec<u8>,
+    count: usize,
+}
+
+impl Batch {
+    pub(crate) fn new() -> Batch {
+        Batch {
+            buf: vec![TAG_BATCH],
+            count: 0,
+        }
+    }
+
+    /// Adds one encoded message; `false` (and nothing added) when it does not fit.
+    pub(crate) fn push(&mut self, bytes: &[u8]) -> bool {
+        if self.buf.len() + 4 + bytes.len() > INLINE_MAX + 1 {
+            return false;
+        }
+        self.buf
+            .extend_from_slice(&(bytes.len() as u32).to_le_bytes());
+        self.buf.extend_from_slice(bytes);
+        self.count += 1;
+        true
+    }
+
+    /// Sends the collected messages as one datagram and empties the batch.
+    pub(crate) fn flush(&mut self, sock: BorrowedFd<'_>, wait: Wait) -> Result<(), WireError> {
+        if self.count == 0 {
+            return Ok(());
+        }
+        send_datagram(sock, &self.buf, &[], &[], wait)?;
+        self.buf.truncate(1);
+        self.count = 0;
+        Ok(())
+    }
+}
+
+/// The messages of a batch frame, in order.
+pub(crate) fn split_batch(bytes: &[u8]) -> io::Result<Vec<Frame>> {
+    let mut frames = Vec::new();
+    let mut rest = bytes;
+    while !rest.is_empty() {
+        let malformed = || io::Error::new(io::ErrorKind::InvalidData, "a malformed batch");
+        let len: [u8; 4] = rest.get(..4).ok_or_else(malformed)?.try_into().expect("4");
+        let len = u32::from_le_bytes(len) as usize;
+        let body = rest.get(4..4 + len).ok_or_else(malformed)?;
+        frames.push(Frame::new(body.to_vec(), Vec::new()));
+        rest = &rest[4 + len..];
+    }
+    Ok(frames)
 }
 
 /// How long an operation may wait.
@@ -165,8 +233,19 @@ pub(crate) fn send(
             fds.len()
         ))));
     }
+    send_datagram(sock, header, body, &raw, wait)
+}
+
+/// Sends one datagram made of `header` and `body`, with the descriptors `raw` attached.
+fn send_datagram(
+    sock: BorrowedFd<'_>,
+    header: &[u8],
+    body: &[u8],
+    raw: &[RawFd],
+    wait: Wait,
+) -> Result<(), WireError> {
     loop {
-        match sendmsg(sock.as_raw_fd(), header, body, &raw) {
+        match sendmsg(sock.as_raw_fd(), header, body, raw) {
             Ok(()) => return Ok(()),
             Err(e) => match e.raw_os_error() {
                 Some(libc::EAGAIN) => {
@@ -238,17 +317,24 @@ thread_local! {
 }
 
 /// Receives one message. [`WireError::Closed`] means end of file: every peer is gone.
+///
+/// [`Wait::Forever`] blocks in `recvmsg` itself (one system call per message); the other waits
+/// poll first.
 pub(crate) fn recv(sock: BorrowedFd<'_>, wait: Wait) -> Result<Frame, WireError> {
+    let flags = match wait {
+        Wait::Forever => 0,
+        _ => libc::MSG_DONTWAIT,
+    };
     loop {
         let received = RECV_BUF.with(|buf| {
             let mut buf = buf.borrow_mut();
             if buf.len() < INLINE_MAX + 16 {
                 buf.resize(INLINE_MAX + 16, 0);
             }
-            recvmsg(sock.as_raw_fd(), &mut buf).map(|(n, fds)| (buf[..n].to_vec(), fds))
+            recvmsg(sock.as_raw_fd(), &mut buf, flags).map(|(n, fds)| parse(&buf[..n], fds))
         });
         match received {
-            Ok((bytes, fds)) => return parse(bytes, fds),
+            Ok(frame) => return frame,
             Err(e) => match e.raw_os_error() {
                 Some(libc::EAGAIN) => {
                     if !poll_one(sock, libc::POLLIN, wait)? {
@@ -263,30 +349,34 @@ pub(crate) fn recv(sock: BorrowedFd<'_>, wait: Wait) -> Result<Frame, WireError>
     }
 }
 
-fn parse(mut bytes: Vec<u8>, mut fds: Vec<OwnedFd>) -> Result<Frame, WireError> {
-    match bytes.first() {
+fn parse(datagram: &[u8], mut fds: Vec<OwnedFd>) -> Result<Frame, WireError> {
+    let Some((&tag, rest)) = datagram.split_first() else {
         // A zero-length read is end of file: every frame has a tag byte.
-        None => Err(WireError::Closed),
-        Some(&TAG_INLINE) => {
-            bytes.remove(0);
-            Ok(Frame { bytes, fds })
-        }
-        Some(&TAG_MEMFD) if bytes.len() == 9 && !fds.is_empty() => {
-            let len = u64::from_le_bytes(bytes[1..9].try_into().expect("8 bytes"));
+        return Err(WireError::Closed);
+    };
+    match tag {
+        TAG_INLINE => Ok(Frame::new(rest.to_vec(), fds)),
+        TAG_BATCH => Ok(Frame {
+            bytes: rest.to_vec(),
+            fds,
+            batch: true,
+        }),
+        TAG_MEMFD if rest.len() == 8 && !fds.is_empty() => {
+            let len = u64::from_le_bytes(rest.try_into().expect("8 bytes"));
             let len = usize::try_from(len).map_err(io::Error::other)?;
             let file = std::fs::File::from(fds.remove(0));
             let mut body = vec![0u8; len];
             file.read_exact_at(&mut body, 0)?;
-            Ok(Frame { bytes: body, fds })
+            Ok(Frame::new(body, fds))
         }
-        Some(_) => Err(WireError::Io(io::Error::new(
+        _ => Err(WireError::Io(io::Error::new(
             io::ErrorKind::InvalidData,
             "received a malformed frame (not from multiproc?)",
         ))),
     }
 }
 
-fn recvmsg(sock: RawFd, buf: &mut [u8]) -> io::Result<(usize, Vec<OwnedFd>)> {
+fn recvmsg(sock: RawFd, buf: &mut [u8], flags: libc::c_int) -> io::Result<(usize, Vec<OwnedFd>)> {
     let mut iov = libc::iovec {
         iov_base: buf.as_mut_ptr().cast(),
         iov_len: buf.len(),
@@ -299,7 +389,7 @@ fn recvmsg(sock: RawFd, buf: &mut [u8]) -> io::Result<(usize, Vec<OwnedFd>)> {
     msg.msg_control = control.as_mut_ptr().cast();
     msg.msg_controllen = std::mem::size_of_val(&control) as _;
     // SAFETY: msg points to live, writable buffers for the duration of the call.
-    let n = unsafe { libc::recvmsg(sock, &mut msg, libc::MSG_DONTWAIT | libc::MSG_CMSG_CLOEXEC) };
+    let n = unsafe { libc::recvmsg(sock, &mut msg, flags | libc::MSG_CMSG_CLOEXEC) };
     if n < 0 {
         return Err(io::Error::last_os_error());
     }
@@ -386,7 +476,10 @@ pub(crate) fn with_encoded<T: Serialize + ?Sized, R>(
 
 /// Decodes a received frame; descriptors the value did not claim are closed.
 pub(crate) fn decode<T: DeserializeOwned>(frame: Frame) -> Result<T, String> {
-    let Frame { bytes, fds } = frame;
+    if frame.batch {
+        return Err("received a batch of messages where one was expected".to_string());
+    }
+    let Frame { bytes, fds, .. } = frame;
     CUSTOM.with(|c| c.borrow_mut().take());
     let saved = INCOMING.with(|i| i.replace(Some(fds.into_iter().map(Some).collect())));
     let decoded = postcard::from_bytes::<T>(&bytes);

@@ -123,6 +123,64 @@ fn unbounded_send_never_blocks_on_a_reader_in_the_same_thread() {
     assert_eq!(got.1, [1 << 20; 4]);
 }
 
+#[derive(serde::Serialize, serde::Deserialize)]
+enum Item {
+    Small(u32),
+    Big(Bytes),
+    Reply(Sender<u32>),
+}
+
+#[multiproc::process]
+fn sum_items(rx: Receiver<Item>) -> (u64, usize, usize) {
+    let (mut sum, mut big, mut replies) = (0, 0, 0);
+    let mut next = 0;
+    for item in rx {
+        match item {
+            Item::Small(n) => {
+                assert_eq!(n, next, "out of order");
+                next += 1;
+                sum += u64::from(n);
+            }
+            Item::Big(b) => big += b.len(),
+            Item::Reply(tx) => {
+                tx.send(replies as u32).unwrap();
+                replies += 1;
+            }
+        }
+    }
+    (sum, big, replies)
+}
+
+#[multiproc::test]
+fn send_many_keeps_order_across_batches_big_items_and_channel_ends() {
+    let (tx, rx) = multiproc::channel::<Item>().unwrap();
+    let child = multiproc::spawn(sum_items, (rx,)).unwrap();
+    let (reply_tx, reply_rx) = multiproc::channel::<u32>().unwrap();
+    let mut items = Vec::new();
+    for i in 0..30_000_u32 {
+        items.push(Item::Small(i));
+        if i % 10_000 == 0 {
+            items.push(Item::Big(Bytes::from(vec![1; 100_000])));
+            items.push(Item::Reply(reply_tx.clone()));
+        }
+    }
+    tx.send_many(items).unwrap();
+    drop(tx);
+    let (sum, big, replies) = join(child).unwrap();
+    assert_eq!(sum, (0..30_000_u64).sum());
+    assert_eq!((big, replies), (300_000, 3));
+    drop(reply_tx);
+    assert_eq!(reply_rx.iter().collect::<Vec<_>>(), [0, 1, 2]);
+}
+
+#[test]
+fn send_many_on_a_bounded_channel_respects_the_bound() {
+    let (tx, rx) = multiproc::bounded::<u8>(2).unwrap();
+    tx.send_many([1, 2]).unwrap();
+    assert!(tx.try_send(3).unwrap_err().is_full());
+    assert_eq!(rx.try_recv().unwrap(), 1);
+}
+
 #[multiproc::process]
 fn consumer(queue: Queue<u32>) -> Vec<u32> {
     let mut got = Vec::new();
