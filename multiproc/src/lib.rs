@@ -38,9 +38,14 @@
 //!
 //! Each spawn re-executes the current binary. The child reaches its entry point through the
 //! hook at the top of `main` ([`main`], or [`init`]), looks it up by name in a registry that
-//! `#[multiproc::process]` fills, receives its state over an `ipc-channel` bootstrap, runs,
-//! and sends back its return value or its panic. A killed or crashed child is a typed
+//! `#[multiproc::process]` fills, receives its state over a socket inherited from the parent,
+//! runs, and sends back its return value or its panic. A killed or crashed child is a typed
 //! [`Error`] on [`JoinHandle::join`], never a hang, and children die with their parent.
+//!
+//! Processes talk through typed mailboxes: [`channel()`] and [`bounded()`] (one receiver),
+//! [`Queue`] and [`JoinableQueue`] (many consumers, each item to exactly one), [`pipe()`]
+//! (duplex), [`service()`] (request/reply), with [`Select`] to wait on several at once, and
+//! [`Bytes`] and [`SharedMemory`] for large payloads.
 //!
 //! # Feature flags
 //!
@@ -48,11 +53,10 @@
 //!
 //! # Platform support
 //!
-//! Linux is the first platform: it is the one tested in CI, and the only one where children
-//! are killed by the kernel the moment their parent dies (`PR_SET_PDEATHSIG`). Other Unix
-//! systems supported by `ipc-channel` (macOS, the BSDs) build and rely on the portable
-//! fallback: a child exits as soon as its control channel to the parent closes. Windows is
-//! not supported.
+//! Linux only, for now: the transport uses `SOCK_SEQPACKET` Unix sockets, `memfd`, `eventfd`,
+//! `epoll` and futexes, and children are killed by the kernel the moment their parent dies
+//! (`PR_SET_PDEATHSIG`; a child also exits as soon as its bootstrap socket to the parent
+//! closes). Other systems are not supported.
 //!
 //! # Testing
 //!
@@ -73,12 +77,17 @@
 //!
 //! # How it works
 //!
-//! The parent binds a one-shot `ipc-channel` server and re-executes
-//! [`std::env::current_exe`] with the server's name, the entry key, its pid and a build
-//! fingerprint in the environment (the parent never calls `fork` without `exec`, so a
-//! multi-threaded parent is safe). The child's hook connects back, checks it is the same
-//! build, finds the entry point by key, receives its state, runs it under `catch_unwind`, and
-//! sends the outcome. The parent reaps every child, also those whose handle was dropped.
+//! The parent creates a socket pair and re-executes [`std::env::current_exe`]; the child
+//! inherits one end (and no other descriptor of the parent) and finds its number, the entry
+//! key, the parent's pid and a build fingerprint in the environment (the parent never calls
+//! `fork` without `exec`, so a multi-threaded parent is safe). The child's hook checks it is
+//! the same build, finds the entry point by key, receives its state, runs it under
+//! `catch_unwind`, and sends the outcome. The parent reaps every child, also those whose
+//! handle was dropped.
+//!
+//! Every mailbox is a `SOCK_SEQPACKET` socket pair: one datagram per message, channel ends and
+//! memory regions attached as file descriptors, messages over 64 KiB in a memfd. See the
+//! book's "Runtime semantics" chapter for ordering, delivery, backpressure and descriptors.
 #![warn(missing_docs)]
 #![doc(test(attr(deny(warnings))))]
 

@@ -34,7 +34,8 @@ pub fn test_hook(module_path: &str, fn_name: &str) {
     label = "not `Serialize + Deserialize`",
     note = "values cross processes serialized: derive `serde::Serialize` and \
             `serde::Deserialize` for `{Self}`, or use an owned type that implements them \
-            (`String`, not `&str`)"
+            (`String`, not `&str`; `multiproc::channel` or `multiproc::Queue`, not a \
+            `std::sync::mpsc` channel)"
 )]
 pub trait Transferable: Serialize + DeserializeOwned {}
 

@@ -122,9 +122,8 @@ where
 {
     /// Sends `request` and waits at most `timeout` for the reply.
     ///
-    /// The timeout bounds the wait for the reply. Sending the request itself blocks while the
-    /// server's inbox is full (the socket buffer, about 208 KiB, holds a few hundred small
-    /// requests), which only happens when the server has stopped reading.
+    /// The timeout bounds the wait for the reply. Sending the request never blocks: the
+    /// server's process buffers requests it has not read yet (see [`channel()`]).
     ///
     /// # Examples
     ///

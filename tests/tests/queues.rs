@@ -28,6 +28,7 @@ fn try_one(tx: Sender<String>, value: String) -> String {
     }
 }
 
+// ANCHOR: bounded
 #[multiproc::test]
 fn bounded_send_reports_full_and_returns_the_message() {
     let (tx, rx) = multiproc::bounded::<String>(2).unwrap();
@@ -57,6 +58,7 @@ fn bounded_send_reports_full_and_returns_the_message() {
     assert_eq!(rx.recv().unwrap(), "b");
     assert_eq!(rx.recv().unwrap(), "e");
 }
+// ANCHOR_END: bounded
 
 #[multiproc::process]
 fn slow_sink(rx: Receiver<u32>, go: Receiver<()>) -> Vec<u32> {
@@ -181,6 +183,7 @@ fn send_many_on_a_bounded_channel_respects_the_bound() {
     assert_eq!(rx.try_recv().unwrap(), 1);
 }
 
+// ANCHOR: queue
 #[multiproc::process]
 fn consumer(queue: Queue<u32>) -> Vec<u32> {
     let mut got = Vec::new();
@@ -215,6 +218,7 @@ fn a_queue_delivers_each_item_to_exactly_one_of_many_consumers() {
     );
     assert_eq!(queue.put(1).unwrap_err().kind(), ErrorKind::Closed);
 }
+// ANCHOR_END: queue
 
 #[multiproc::process]
 fn grab_one_then_wait(queue: Queue<u32>, told: Sender<u32>) {
@@ -317,6 +321,7 @@ fn join_waits_for_every_task_done_in_other_processes() {
     assert_eq!(queue.unfinished_tasks(), 0);
 }
 
+// ANCHOR: select
 #[multiproc::process]
 fn answer_after(go: Receiver<()>, out: Sender<String>) -> u8 {
     go.recv().unwrap();
@@ -361,3 +366,4 @@ fn select_waits_on_receivers_queues_and_child_exits() {
     }
     assert_eq!(child.join_timeout(Duration::ZERO).unwrap(), Some(7));
 }
+// ANCHOR_END: select

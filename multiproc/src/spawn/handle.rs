@@ -351,7 +351,7 @@ where
     }
 
     /// Reaps the child (it has sent its outcome or closed its end, so it is exiting), then
-    /// closes the control channel.
+    /// closes the bootstrap socket.
     fn wait_child(&mut self) -> Result<ExitStatus> {
         let child = self
             .child
@@ -393,23 +393,23 @@ impl<R> Drop for JoinHandle<R> {
         drop(child.stderr.take());
         // Detach: reap the child when it exits, keeping the bootstrap socket open until then
         // (the child takes its hang-up for the parent's death).
-        let control = self.sock.take();
-        let slot = std::sync::Arc::new(std::sync::Mutex::new(Some((child, control))));
+        let sock = self.sock.take();
+        let slot = std::sync::Arc::new(std::sync::Mutex::new(Some((child, sock))));
         let theirs = std::sync::Arc::clone(&slot);
         let reaper = std::thread::Builder::new()
             .name("multiproc-reaper".into())
             .stack_size(32 * 1024)
             .spawn(move || {
                 let taken = theirs.lock().ok().and_then(|mut s| s.take());
-                if let Some((mut child, control)) = taken {
+                if let Some((mut child, sock)) = taken {
                     let _ = child.wait();
-                    drop(control);
+                    drop(sock);
                 }
             });
         if reaper.is_err() {
             // No thread to wait with: kill and reap now rather than leave a zombie.
             let taken = slot.lock().ok().and_then(|mut s| s.take());
-            if let Some((mut child, _control)) = taken {
+            if let Some((mut child, _sock)) = taken {
                 let _ = child.kill();
                 let _ = child.wait();
             }
