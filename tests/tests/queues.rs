@@ -221,33 +221,34 @@ fn a_queue_delivers_each_item_to_exactly_one_of_many_consumers() {
 // ANCHOR_END: queue
 
 #[multiproc::process]
-fn grab_one_then_wait(queue: Queue<u32>, told: Sender<u32>) {
-    let first = queue.get().unwrap();
-    told.send(first).unwrap();
-    // Blocks in `get` on the empty queue until killed.
-    let second = queue.get();
-    panic!("got a second item: {second:?}");
+fn grab_one_then_hold(queue: Queue<u32>, told: Sender<u32>, hold: Receiver<()>) {
+    told.send(queue.get().unwrap()).unwrap();
+    // Holds its queue handle, and whatever it may have read ahead, until killed.
+    let _ = hold.recv();
 }
 
 #[multiproc::test]
 fn a_killed_consumer_leaves_the_queue_usable_for_the_others() {
     let queue = Queue::<u32>::new().unwrap();
+    for i in 0..=50 {
+        queue.put(i).unwrap();
+    }
     let (told_tx, told_rx) = multiproc::channel::<u32>().unwrap();
-    queue.put(0).unwrap();
-    let mut victim = multiproc::spawn(grab_one_then_wait, (queue.clone(), told_tx)).unwrap();
-    assert_eq!(told_rx.recv_timeout(DEADLINE).unwrap(), 0);
+    let (_hold_tx, hold_rx) = multiproc::channel::<()>().unwrap();
+    let mut victim =
+        multiproc::spawn(grab_one_then_hold, (queue.clone(), told_tx, hold_rx)).unwrap();
+    let taken = told_rx.recv_timeout(DEADLINE).unwrap();
     victim.kill().unwrap();
     let e = join(victim).unwrap_err();
     assert_eq!(e.signal(), Some(libc::SIGKILL), "{e}");
 
-    // Nothing put afterwards went to the dead consumer: a prefetching consumer would have
-    // taken items with it.
-    for i in 1..=50 {
-        queue.put(i).unwrap();
-    }
+    // Everything but the one item it got is still there: a consumer that read ahead (into
+    // a buffer of its process) would have taken more with it.
     let survivor = multiproc::spawn(consumer, (queue.clone(),)).unwrap();
+    queue.put(51).unwrap();
     queue.close().unwrap();
-    assert_eq!(join(survivor).unwrap(), (1..=50).collect::<Vec<_>>());
+    let expected: Vec<u32> = (0..=51).filter(|&i| i != taken).collect();
+    assert_eq!(join(survivor).unwrap(), expected);
 }
 
 /// Decodes only odd numbers: an item that cannot be decoded on arrival.
