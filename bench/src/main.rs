@@ -6,7 +6,8 @@
 //! - spawn + join of a no-op `#[process]` vs a bare re-exec of this binary that exits at the
 //!   top of `main` (the floor for any re-exec design);
 //! - a small-message round trip (one `u64` there and back) to a child over `multiproc`
-//!   channels vs the same ping-pong over a raw `UnixStream` to a child process;
+//!   channels vs the same ping-pong over a raw `UnixStream` to a child process, and over a raw
+//!   `SOCK_SEQPACKET` pair (the socket type multiproc's transport uses);
 //! - one-way throughput to a child: 64-byte messages (msg/s), and 1 MiB messages (GB/s) as
 //!   `Vec<u8>`, as `Bytes` and as `SharedMemory`, each vs raw `UnixStream` writes of the same
 //!   size to a child that reads and discards them.
@@ -22,6 +23,7 @@ use multiproc::{Bytes, Receiver, Sender, SharedMemory};
 const BARE: &str = "MULTIPROC_BENCH_BARE";
 const UNIX_ECHO: &str = "MULTIPROC_BENCH_UNIX_ECHO";
 const UNIX_SINK: &str = "MULTIPROC_BENCH_UNIX_SINK";
+const SEQPACKET_ECHO: &str = "MULTIPROC_BENCH_SEQPACKET_ECHO";
 
 #[multiproc::process]
 fn noop() {}
@@ -68,6 +70,10 @@ fn main() -> multiproc::Result<()> {
     }
     if let Some(path) = std::env::var_os(UNIX_ECHO) {
         unix_echo_child(std::path::Path::new(&path));
+        return Ok(());
+    }
+    if let Some(fd) = std::env::var(SEQPACKET_ECHO).ok().and_then(|v| v.parse().ok()) {
+        seqpacket_echo_child(fd);
         return Ok(());
     }
     if let Some(path) = std::env::var_os(UNIX_SINK) {
@@ -123,6 +129,14 @@ fn main() -> multiproc::Result<()> {
         &raw,
         1e6,
         "raw UnixStream pair",
+    );
+    let raw = seqpacket_round_trip(&exe, trips);
+    row(
+        "round trip, one u64 (µs)",
+        &ours,
+        &raw,
+        1e6,
+        "raw SOCK_SEQPACKET pair",
     );
 
     println!();
@@ -374,6 +388,65 @@ fn unix_round_trip(exe: &std::path::Path, n: usize) -> Samples {
     child.wait().expect("echo child");
     let _ = std::fs::remove_dir_all(&dir);
     samples
+}
+
+/// The same ping-pong over a raw `SOCK_SEQPACKET` pair, one `send` and one `recv` per message.
+fn seqpacket_round_trip(exe: &std::path::Path, n: usize) -> Samples {
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+    use std::os::unix::process::CommandExt;
+    let mut fds = [0; 2];
+    // SAFETY: socketpair writes two new descriptors into the array.
+    let rc = unsafe {
+        libc::socketpair(
+            libc::AF_UNIX,
+            libc::SOCK_SEQPACKET | libc::SOCK_CLOEXEC,
+            0,
+            fds.as_mut_ptr(),
+        )
+    };
+    assert_eq!(rc, 0, "socketpair");
+    // SAFETY: both descriptors are new and ours.
+    let (mine, theirs) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+    let child_fd = theirs.as_raw_fd();
+    let mut cmd = Command::new(exe);
+    cmd.env(SEQPACKET_ECHO, child_fd.to_string());
+    // SAFETY: fcntl is async-signal-safe; it lets only this child inherit the socket.
+    unsafe {
+        cmd.pre_exec(move || {
+            libc::fcntl(child_fd, libc::F_SETFD, 0);
+            Ok(())
+        });
+    }
+    let mut child = cmd.spawn().expect("seqpacket child");
+    drop(theirs);
+    let mut buf = [0_u8; 64];
+    let mut i = 0_u64;
+    let samples = measure(n, || {
+        let out = i.to_le_bytes();
+        // SAFETY: plain send/recv on our socket with buffers that outlive the calls.
+        unsafe {
+            assert_eq!(libc::send(mine.as_raw_fd(), out.as_ptr().cast(), 8, 0), 8);
+            assert_eq!(libc::recv(mine.as_raw_fd(), buf.as_mut_ptr().cast(), 64, 0), 8);
+        }
+        assert_eq!(buf[..8], out);
+        i += 1;
+    });
+    drop(mine);
+    child.wait().expect("seqpacket child");
+    samples
+}
+
+fn seqpacket_echo_child(fd: i32) {
+    let mut buf = [0_u8; 64];
+    loop {
+        // SAFETY: plain recv/send on the inherited socket.
+        unsafe {
+            let n = libc::recv(fd, buf.as_mut_ptr().cast(), buf.len(), 0);
+            if n <= 0 || libc::send(fd, buf.as_ptr().cast(), n as usize, 0) != n {
+                return;
+            }
+        }
+    }
 }
 
 fn unix_echo_child(path: &std::path::Path) {

@@ -245,7 +245,7 @@ pub(crate) fn exit_now(code: i32) -> ! {
 /// Sends one bootstrap message to the parent.
 fn tell<M: Serialize>(ctx: &ChildContext, message: &M) -> std::result::Result<(), ()> {
     match wire::with_encoded(message, |bytes, fds| {
-        wire::send(ctx.sock.as_fd(), bytes, fds, Wait::Forever)
+        wire::send(ctx.sock.as_fd(), None, bytes, fds, Wait::Forever)
     }) {
         Ok(Ok(())) => Ok(()),
         _ => Err(()),
@@ -301,7 +301,7 @@ where
         _ => 0,
     };
     match wire::with_encoded(&result, |bytes, fds| {
-        wire::send(ctx.sock.as_fd(), bytes, fds, Wait::Forever)
+        wire::send(ctx.sock.as_fd(), None, bytes, fds, Wait::Forever)
     }) {
         Ok(Ok(())) => exit_now(code),
         Ok(Err(_)) => exit_now(EXIT_ORPHANED),

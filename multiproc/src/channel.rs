@@ -97,6 +97,7 @@ where
 
 fn make<T>(capacity: Option<usize>) -> Result<(Sender<T>, Receiver<T>)> {
     let (tx, rx) = wire::socketpair().map_err(|e| Error::io("cannot create a channel", e))?;
+    let doorbell = crate::pump::doorbell().map_err(|e| Error::io("cannot create a channel", e))?;
     let slots = match capacity {
         Some(n) => {
             Some(Arc::new(Slots::new(n).map_err(|e| {
@@ -107,12 +108,17 @@ fn make<T>(capacity: Option<usize>) -> Result<(Sender<T>, Receiver<T>)> {
     };
     let sender = Sender {
         sock: Arc::new(tx),
+        doorbell: Arc::new(
+            doorbell
+                .try_clone()
+                .map_err(|e| Error::io("cannot create a channel", e))?,
+        ),
         slots: slots.clone(),
         capacity,
         _type: PhantomData,
     };
     let receiver = Receiver {
-        inbox: Inbox::new(rx, VecDeque::new()),
+        inbox: Inbox::new(rx, doorbell, VecDeque::new()),
         slots,
         _type: PhantomData,
     };
@@ -133,6 +139,8 @@ fn make<T>(capacity: Option<usize>) -> Result<(Sender<T>, Receiver<T>)> {
 /// ```
 pub struct Sender<T> {
     sock: Arc<OwnedFd>,
+    /// Rung when the socket is full, so that the receiving process drains it.
+    doorbell: Arc<OwnedFd>,
     slots: Option<Arc<Slots>>,
     capacity: Option<usize>,
     _type: PhantomData<fn(T)>,
@@ -257,10 +265,11 @@ impl<T: Serialize> Sender<T> {
             return items.into_iter().try_for_each(|item| self.send(item));
         }
         let sock = self.sock.as_fd();
+        let doorbell = Some(self.doorbell.as_fd());
         let mut batch = wire::Batch::new();
         let flush = |batch: &mut wire::Batch| {
             batch
-                .flush(sock, Wait::Forever)
+                .flush(sock, doorbell, Wait::Forever)
                 .map_err(|e| self.wire_error(e, Wait::Forever, Duration::MAX))
         };
         for item in items {
@@ -273,7 +282,7 @@ impl<T: Serialize> Sender<T> {
                     return Ok(true);
                 }
                 // Too big for a batch, or it carries descriptors: on its own.
-                wire::send(sock, bytes, fds, Wait::Forever)
+                wire::send(sock, doorbell, bytes, fds, Wait::Forever)
                     .map(|()| false)
                     .map_err(|e| self.wire_error(e, Wait::Forever, Duration::MAX))
             });
@@ -294,12 +303,13 @@ impl<T: Serialize> Sender<T> {
 
     fn send_wait(&self, value: &T, wait: Wait, timeout: Duration) -> Result<()> {
         let sent = wire::with_encoded(value, |bytes, fds| {
+            let doorbell = Some(self.doorbell.as_fd());
             let Some(slots) = &self.slots else {
-                return wire::send(self.sock.as_fd(), bytes, fds, wait);
+                return wire::send(self.sock.as_fd(), doorbell, bytes, fds, wait);
             };
             // Hang-up on our socket means the receiver is gone: stop waiting for room.
             slots.acquire(Some((self.sock.as_fd(), 0)), wait)?;
-            let sent = wire::send(self.sock.as_fd(), bytes, fds, wait);
+            let sent = wire::send(self.sock.as_fd(), doorbell, bytes, fds, wait);
             if sent.is_err() {
                 slots.release();
             }
@@ -342,6 +352,7 @@ impl<T> Clone for Sender<T> {
     fn clone(&self) -> Self {
         Sender {
             sock: Arc::clone(&self.sock),
+            doorbell: Arc::clone(&self.doorbell),
             slots: self.slots.clone(),
             capacity: self.capacity,
             _type: PhantomData,
@@ -556,17 +567,24 @@ pub(crate) fn decode<T: DeserializeOwned>(frame: Frame) -> Result<T> {
 #[derive(Serialize, Deserialize)]
 struct SenderWire {
     sock: u32,
+    doorbell: u32,
     slots: Option<(u32, usize)>,
 }
 
 impl<T> Serialize for Sender<T> {
     fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
         let sock = wire::attach_fd(self.sock.as_fd(), "Sender")?;
+        let doorbell = wire::attach_fd(self.doorbell.as_fd(), "Sender")?;
         let slots = match (&self.slots, self.capacity) {
             (Some(slots), Some(n)) => Some((wire::attach_fd(slots.fd(), "Sender")?, n)),
             _ => None,
         };
-        SenderWire { sock, slots }.serialize(s)
+        SenderWire {
+            sock,
+            doorbell,
+            slots,
+        }
+        .serialize(s)
     }
 }
 
@@ -583,6 +601,7 @@ impl<'de, T> Deserialize<'de> for Sender<T> {
         };
         Ok(Sender {
             sock: Arc::new(sock),
+            doorbell: Arc::new(wire::take_fd(w.doorbell, "Sender")?),
             slots,
             capacity,
             _type: PhantomData,
@@ -595,6 +614,7 @@ impl<'de, T> Deserialize<'de> for Sender<T> {
 #[derive(Serialize, Deserialize)]
 struct ReceiverWire {
     sock: u32,
+    doorbell: u32,
     slots: Option<u32>,
     waiting: Vec<(crate::Bytes, Vec<u32>)>,
 }
@@ -602,6 +622,7 @@ struct ReceiverWire {
 impl<T> Serialize for Receiver<T> {
     fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
         let sock = wire::attach_fd(self.inbox.fd(), "Receiver")?;
+        let doorbell = wire::attach_fd(self.inbox.doorbell(), "Receiver")?;
         let slots = match &self.slots {
             Some(slots) => Some(wire::attach_fd(slots.fd(), "Receiver")?),
             None => None,
@@ -617,6 +638,7 @@ impl<T> Serialize for Receiver<T> {
         }
         ReceiverWire {
             sock,
+            doorbell,
             slots,
             waiting,
         }
@@ -628,6 +650,7 @@ impl<'de, T> Deserialize<'de> for Receiver<T> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
         let w = ReceiverWire::deserialize(d)?;
         let sock = wire::take_fd(w.sock, "Receiver")?;
+        let doorbell = wire::take_fd(w.doorbell, "Receiver")?;
         let slots = match w.slots {
             Some(fd) => Some(Arc::new(Slots::from_fd(wire::take_fd(fd, "Receiver")?))),
             None => None,
@@ -641,7 +664,7 @@ impl<'de, T> Deserialize<'de> for Receiver<T> {
             frames.push_back(Frame::new(bytes.into_vec(), fds));
         }
         Ok(Receiver {
-            inbox: Inbox::new(sock, frames),
+            inbox: Inbox::new(sock, doorbell, frames),
             slots,
             _type: PhantomData,
         })

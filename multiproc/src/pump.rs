@@ -1,12 +1,13 @@
-//! Receiving sockets that drain into memory: the reason an unbounded [`channel`](crate::channel())
-//! never blocks its senders on a slow reader.
+//! Receiving sockets that drain into memory on demand: the reason an unbounded
+//! [`channel`](crate::channel()) never blocks its senders on a slow reader.
 //!
-//! The kernel buffers only about 200 KiB per socket (a few hundred small messages). Every
-//! [`Inbox`] of a process is watched by one background thread, the pump, that moves arriving
-//! messages into the inbox's in-memory queue whenever no thread of the program is reading it.
-//! A thread that receives reads the socket itself (one wake-up per message, no hand-off), and
-//! the pump stays out of the way while it does: the inbox is registered with `EPOLLONESHOT`,
-//! and the pump re-arms it only when no reader waits on it.
+//! The kernel buffers only about 200 KiB per socket (a few hundred small messages). A sender
+//! that finds the buffer full rings the channel's doorbell (an eventfd that travels with both
+//! ends) and waits for room. The receiving process's pump, one background thread watching the
+//! doorbells of every [`Inbox`] it holds, then moves the waiting messages into the inbox's
+//! memory, unless a thread of the program is reading the socket right then. In the common
+//! case, where the reader keeps up, the pump never runs: a thread that receives reads the
+//! socket itself, one system call per message.
 
 use std::collections::{HashMap, VecDeque};
 use std::io;
@@ -16,9 +17,11 @@ use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
 
 use crate::wire::{self, Frame, Wait, WireError};
 
-/// The receiving side of one socket: the socket and what the pump already read from it.
+/// The receiving side of one socket: the socket, its doorbell, and what the pump already
+/// read from it.
 pub(crate) struct Inbox {
     fd: OwnedFd,
+    doorbell: OwnedFd,
     token: u64,
     state: Mutex<State>,
 }
@@ -32,11 +35,9 @@ struct State {
     failed: Option<String>,
     /// Threads reading or polling the socket themselves right now.
     readers: usize,
-    /// Registered with the pump and armed (one-shot) for the next arrival.
-    armed: bool,
+    /// The doorbell rang while a reader was busy: the last reader to leave rings it again.
+    missed: bool,
     registered: bool,
-    /// The inbox is being moved to another process: nobody here reads it any more.
-    detached: bool,
 }
 
 /// What a receive found.
@@ -48,13 +49,35 @@ pub(crate) enum Received {
     Nothing,
 }
 
+/// A new doorbell for a channel: a non-blocking eventfd.
+pub(crate) fn doorbell() -> io::Result<OwnedFd> {
+    // SAFETY: eventfd returns a new descriptor or -1.
+    let fd = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: fd is new and owned by nobody else.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// Rings a doorbell: asks the receiving process to drain the socket.
+pub(crate) fn ring(doorbell: BorrowedFd<'_>) {
+    let one = 1u64;
+    // SAFETY: writes 8 bytes from a u64 to an eventfd; a full counter fails with EAGAIN,
+    // which still leaves it readable.
+    unsafe {
+        libc::write(doorbell.as_raw_fd(), (&raw const one).cast(), 8);
+    }
+}
+
 impl Inbox {
-    /// Wraps a receiving socket, with messages already read from it elsewhere, and hands it to
-    /// this process's pump.
-    pub(crate) fn new(fd: OwnedFd, frames: VecDeque<Frame>) -> Arc<Inbox> {
+    /// Wraps a receiving socket and its doorbell, with messages already read from the socket
+    /// elsewhere, and hands the doorbell to this process's pump.
+    pub(crate) fn new(fd: OwnedFd, doorbell: OwnedFd, frames: VecDeque<Frame>) -> Arc<Inbox> {
         static NEXT: AtomicU64 = AtomicU64::new(1);
         let inbox = Arc::new(Inbox {
             fd,
+            doorbell,
             token: NEXT.fetch_add(1, Ordering::Relaxed),
             state: Mutex::new(State {
                 frames,
@@ -66,16 +89,30 @@ impl Inbox {
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
                 .insert(inbox.token, Arc::downgrade(&inbox));
-            let mut st = inbox.lock();
-            if inbox.arm(pump, &mut st, libc::EPOLL_CTL_ADD) {
-                st.registered = true;
-            }
+            let mut event = libc::epoll_event {
+                events: libc::EPOLLIN as u32,
+                u64: inbox.token,
+            };
+            // SAFETY: both descriptors are open; event is a valid epoll_event.
+            let rc = unsafe {
+                libc::epoll_ctl(
+                    pump.epoll.as_raw_fd(),
+                    libc::EPOLL_CTL_ADD,
+                    inbox.doorbell.as_raw_fd(),
+                    &mut event,
+                )
+            };
+            inbox.lock().registered = rc == 0;
         }
         inbox
     }
 
     pub(crate) fn fd(&self) -> BorrowedFd<'_> {
         self.fd.as_fd()
+    }
+
+    pub(crate) fn doorbell(&self) -> BorrowedFd<'_> {
+        self.doorbell.as_fd()
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -85,104 +122,75 @@ impl Inbox {
     /// Receives one message, waiting as `wait` says.
     pub(crate) fn recv(&self, wait: Wait) -> io::Result<Received> {
         let mut st = self.lock();
-        let result = loop {
+        loop {
             if let Some(frame) = st.frames.pop_front() {
-                break Ok(Received::Frame(frame));
+                return Ok(Received::Frame(frame));
             }
             if st.closed {
-                break Ok(Received::Closed);
+                return Ok(Received::Closed);
             }
             if let Some(e) = &st.failed {
-                break Err(io::Error::other(e.clone()));
+                return Err(io::Error::other(e.clone()));
             }
-            // Read the socket ourselves: at once, or (claiming it from the pump) blocking.
+            // Read the socket ourselves: at once, or blocking while the pump keeps off it.
             let got = if matches!(wait, Wait::Now) {
                 wire::recv(self.fd(), Wait::Now)
             } else {
-                self.claim(&mut st);
+                st.readers += 1;
                 drop(st);
                 let got = wire::recv(self.fd(), wait);
                 st = self.lock();
-                st.readers -= 1;
+                self.leave(&mut st);
                 got
             };
             match got {
-                Ok(frame) if frame.batch => {
-                    if let Err(e) = queue_batch(&mut st.frames, frame) {
-                        break Err(e);
-                    }
-                }
-                Ok(frame) => break Ok(Received::Frame(frame)),
+                Ok(frame) if frame.batch => queue_batch(&mut st.frames, frame)?,
+                Ok(frame) => return Ok(Received::Frame(frame)),
                 Err(WireError::Closed) => st.closed = true,
-                Err(WireError::Io(e)) => break Err(e),
-                Err(WireError::WouldBlock) => break Ok(Received::Nothing),
+                Err(WireError::Io(e)) => return Err(e),
+                Err(WireError::WouldBlock) => return Ok(Received::Nothing),
             }
-        };
-        self.rearm_if_idle(&mut st);
-        result
+        }
     }
 
     /// Whether a receive would return at once; if not, registers the caller as a reader (the
-    /// pump leaves the socket alone) until [`Inbox::end_wait`].
+    /// pump keeps off the socket) until [`Inbox::end_wait`].
     pub(crate) fn begin_wait(&self) -> bool {
         let mut st = self.lock();
         if !st.frames.is_empty() || st.closed || st.failed.is_some() {
             return true;
         }
-        self.claim(&mut st);
-        false
-    }
-
-    /// Registers a reader that is about to wait on the socket itself, and disarms the pump
-    /// meanwhile: one system call, where a pump woken by the same message would cost a
-    /// thread switch.
-    fn claim(&self, st: &mut State) {
         st.readers += 1;
-        if st.armed {
-            if let Some(pump) = pump() {
-                self.arm_with(pump, st, libc::EPOLL_CTL_MOD, 0);
-            }
-            st.armed = false;
-        }
+        false
     }
 
     pub(crate) fn end_wait(&self) {
         let mut st = self.lock();
-        st.readers -= 1;
-        self.rearm_if_idle(&mut st);
+        self.leave(&mut st);
     }
 
-    fn rearm_if_idle(&self, st: &mut State) {
-        if st.registered && !st.armed && st.readers == 0 && !st.closed && !st.detached {
-            if let Some(pump) = pump() {
-                self.arm(pump, st, libc::EPOLL_CTL_MOD);
-            }
+    fn leave(&self, st: &mut State) {
+        st.readers -= 1;
+        if st.readers == 0 && st.missed {
+            st.missed = false;
+            ring(self.doorbell());
         }
     }
 
-    /// Arms the one-shot registration; `false` if epoll refused it.
-    fn arm(&self, pump: &Pump, st: &mut State, op: libc::c_int) -> bool {
-        self.arm_with(pump, st, op, libc::EPOLLIN)
-    }
-
-    fn arm_with(&self, pump: &Pump, st: &mut State, op: libc::c_int, events: libc::c_int) -> bool {
-        let mut event = libc::epoll_event {
-            events: (events | libc::EPOLLONESHOT) as u32,
-            u64: self.token,
-        };
-        // SAFETY: both descriptors are open; event is a valid epoll_event.
-        let rc =
-            unsafe { libc::epoll_ctl(pump.epoll.as_raw_fd(), op, self.fd.as_raw_fd(), &mut event) };
-        st.armed = rc == 0 && events != 0;
-        rc == 0
-    }
-
-    /// Called by the pump when the socket became readable.
-    fn on_ready(&self) {
+    /// Called by the pump when the doorbell rang: a sender found the socket full.
+    fn on_ring(&self) {
+        let mut value = 0u64;
+        // SAFETY: reads 8 bytes into a u64 from our eventfd, which resets it.
+        unsafe {
+            libc::read(self.doorbell.as_raw_fd(), (&raw mut value).cast(), 8);
+        }
         let mut st = self.lock();
-        st.armed = false;
-        if st.detached || st.closed || st.readers > 0 {
-            // A reader re-arms when it leaves.
+        if !st.registered || st.closed || st.failed.is_some() {
+            return;
+        }
+        if st.readers > 0 {
+            // A reader is taking messages off the socket; if it stops, it rings again.
+            st.missed = true;
             return;
         }
         loop {
@@ -194,10 +202,10 @@ impl Inbox {
                     }
                 }
                 Ok(frame) => st.frames.push_back(frame),
-                Err(WireError::WouldBlock) => break,
+                Err(WireError::WouldBlock) => return,
                 Err(WireError::Closed) => {
                     st.closed = true;
-                    break;
+                    return;
                 }
                 Err(WireError::Io(e)) => {
                     st.failed = Some(format!("cannot read a channel: {e}"));
@@ -205,7 +213,6 @@ impl Inbox {
                 }
             }
         }
-        self.rearm_if_idle(&mut st);
     }
 
     /// Stops the pump reading this socket and hands over what it had read, for moving the
@@ -213,7 +220,6 @@ impl Inbox {
     pub(crate) fn detach(&self) -> Vec<(Vec<u8>, Vec<OwnedFd>)> {
         let mut st = self.lock();
         self.unregister(&mut st);
-        st.detached = true;
         st.frames
             .iter()
             .map(|f| {
@@ -228,14 +234,13 @@ impl Inbox {
             return;
         }
         st.registered = false;
-        st.armed = false;
         if let Some(pump) = pump() {
             // SAFETY: both descriptors are open; DEL ignores the event argument.
             unsafe {
                 libc::epoll_ctl(
                     pump.epoll.as_raw_fd(),
                     libc::EPOLL_CTL_DEL,
-                    self.fd.as_raw_fd(),
+                    self.doorbell.as_raw_fd(),
                     std::ptr::null_mut(),
                 );
             }
@@ -271,10 +276,7 @@ struct Pump {
 /// read only by their receivers, and a slow reader can block its senders).
 fn pump() -> Option<&'static Pump> {
     static PUMP: OnceLock<Option<&'static Pump>> = OnceLock::new();
-    *PUMP.get_or_init(|| {
-        let pump = start().ok()?;
-        Some(pump)
-    })
+    *PUMP.get_or_init(|| start().ok())
 }
 
 fn start() -> io::Result<&'static Pump> {
@@ -324,7 +326,7 @@ fn run(pump: &'static Pump) {
                 .get(&token)
                 .and_then(Weak::upgrade);
             if let Some(inbox) = inbox {
-                inbox.on_ready();
+                inbox.on_ring();
             }
         }
     }

@@ -205,7 +205,7 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
             if let Some(tasks) = &core.tasks {
                 tasks.word(0).fetch_add(1, Ordering::AcqRel);
             }
-            let sent = wire::send(core.tx.as_fd(), bytes, fds, wait);
+            let sent = wire::send(core.tx.as_fd(), None, bytes, fds, wait);
             if sent.is_err() {
                 if let Some(slots) = &core.slots {
                     slots.release();

@@ -500,7 +500,7 @@ impl Builder {
         };
         who.pid = Some(pid);
         let sent = wire::with_encoded(&state, |bytes, fds| {
-            wire::send(mine.as_fd(), bytes, fds, wait)
+            wire::send(mine.as_fd(), None, bytes, fds, wait)
         });
         match sent {
             Ok(Ok(())) => Ok(JoinHandle::new(child, who, mine)),

@@ -77,11 +77,16 @@ impl Batch {
     }
 
     /// Sends the collected messages as one datagram and empties the batch.
-    pub(crate) fn flush(&mut self, sock: BorrowedFd<'_>, wait: Wait) -> Result<(), WireError> {
+    pub(crate) fn flush(
+        &mut self,
+        sock: BorrowedFd<'_>,
+        doorbell: Option<BorrowedFd<'_>>,
+        wait: Wait,
+    ) -> Result<(), WireError> {
         if self.count == 0 {
             return Ok(());
         }
-        send_datagram(sock, &self.buf, &[], &[], wait)?;
+        send_datagram(sock, doorbell, &self.buf, &[], &[], wait)?;
         self.buf.truncate(1);
         self.count = 0;
         Ok(())
@@ -206,9 +211,11 @@ pub(crate) fn poll_one(fd: BorrowedFd<'_>, events: libc::c_short, wait: Wait) ->
     poll(&mut p, wait)
 }
 
-/// Sends one message: `bytes` and the descriptors `fds` (which stay open here).
+/// Sends one message: `bytes` and the descriptors `fds` (which stay open here). When the
+/// socket is full, rings `doorbell` (see `pump`) before waiting for room.
 pub(crate) fn send(
     sock: BorrowedFd<'_>,
+    doorbell: Option<BorrowedFd<'_>>,
     bytes: &[u8],
     fds: &[OwnedFd],
     wait: Wait,
@@ -233,12 +240,13 @@ pub(crate) fn send(
             fds.len()
         ))));
     }
-    send_datagram(sock, header, body, &raw, wait)
+    send_datagram(sock, doorbell, header, body, &raw, wait)
 }
 
 /// Sends one datagram made of `header` and `body`, with the descriptors `raw` attached.
 fn send_datagram(
     sock: BorrowedFd<'_>,
+    doorbell: Option<BorrowedFd<'_>>,
     header: &[u8],
     body: &[u8],
     raw: &[RawFd],
@@ -249,6 +257,9 @@ fn send_datagram(
             Ok(()) => return Ok(()),
             Err(e) => match e.raw_os_error() {
                 Some(libc::EAGAIN) => {
+                    if let Some(doorbell) = doorbell {
+                        crate::pump::ring(doorbell);
+                    }
                     if !poll_one(sock, libc::POLLOUT, wait)? {
                         return Err(WireError::WouldBlock);
                     }
