@@ -72,7 +72,10 @@ fn main() -> multiproc::Result<()> {
         unix_echo_child(std::path::Path::new(&path));
         return Ok(());
     }
-    if let Some(fd) = std::env::var(SEQPACKET_ECHO).ok().and_then(|v| v.parse().ok()) {
+    if let Some(fd) = std::env::var(SEQPACKET_ECHO)
+        .ok()
+        .and_then(|v| v.parse().ok())
+    {
         seqpacket_echo_child(fd);
         return Ok(());
     }
@@ -157,12 +160,12 @@ fn main() -> multiproc::Result<()> {
     let many = small * 10;
     let buffered = unix_one_way_buffered(&exe, 64, many);
     let ours = one_way_batched(sink_bytes, many, 1_000, || Bytes::from(vec![0_u8; 64]))?;
-    rate(
+    rate_vs(
         "64 B one-way, Bytes, send_many (msg/s)",
         many as f64 / ours,
         many as f64 / buffered,
+        "buffered UnixStream writes",
     );
-    println!("{:>84}", "(baseline: buffered UnixStream writes)");
 
     let mib = 1 << 20;
     let gb = |secs: f64| (big * mib) as f64 / secs / 1e9;
@@ -279,8 +282,12 @@ fn unix_sink_child(path: &std::path::Path) {
 }
 
 fn rate(name: &str, ours: f64, base: f64) {
+    rate_vs(name, ours, base, "raw UnixStream writes");
+}
+
+fn rate_vs(name: &str, ours: f64, base: f64, baseline: &str) {
     println!(
-        "{:<44} {:>10.3e} {:>10.3e} {:>6.2}x  raw UnixStream writes",
+        "{:<44} {:>10.3e} {:>10.3e} {:>6.2}x  {baseline}",
         name,
         ours,
         base,
@@ -426,7 +433,10 @@ fn seqpacket_round_trip(exe: &std::path::Path, n: usize) -> Samples {
         // SAFETY: plain send/recv on our socket with buffers that outlive the calls.
         unsafe {
             assert_eq!(libc::send(mine.as_raw_fd(), out.as_ptr().cast(), 8, 0), 8);
-            assert_eq!(libc::recv(mine.as_raw_fd(), buf.as_mut_ptr().cast(), 64, 0), 8);
+            assert_eq!(
+                libc::recv(mine.as_raw_fd(), buf.as_mut_ptr().cast(), 64, 0),
+                8
+            );
         }
         assert_eq!(buf[..8], out);
         i += 1;
