@@ -32,7 +32,7 @@ use crate::wire::{self, Frame, Wait, WireError};
 /// Creates a typed channel between processes, std's `mpsc::channel` across process bounds.
 ///
 /// Messages sent by one sender arrive in the order they were sent. `send` never blocks on a
-/// slow reader: see [the module docs](crate::channel#where-messages-wait) for where the
+/// slow reader: see [the module docs](mod@crate::channel#where-messages-wait) for where the
 /// messages wait. The [`Receiver`] reports
 /// [`ErrorKind::Disconnected`](crate::ErrorKind::Disconnected) once every [`Sender`] in every
 /// process has been dropped and the messages already sent have been received.
