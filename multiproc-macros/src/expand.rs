@@ -92,10 +92,18 @@ fn process_fn(krate: &Path, item: &ItemFn, arg_types: &[Type]) -> TokenStream {
                 )
             }
 
+            fn __multiproc_task(#ctx: #krate::__private::TaskInput<'_>) {
+                #krate::__private::run_task::<(#(#arg_types,)*), #ret>(
+                    #ctx,
+                    |(#(#arg_names,)*)| #name(#(#arg_names),*),
+                )
+            }
+
             #krate::__private::inventory::submit! {
                 #krate::__private::EntryPoint {
                     key: ::core::concat!(::core::module_path!(), "::", #name_str),
                     run: __multiproc_entry,
+                    task: __multiproc_task,
                     state_type: #krate::__private::type_name::<(#(#arg_types,)*)>,
                     fn_type: ::core::option::Option::Some(__multiproc_fn_type),
                 }
@@ -136,10 +144,15 @@ fn process_impl(krate: &Path, item: &ItemImpl, output: &ReturnType) -> TokenStre
                 #krate::__private::run_process::<#self_ty>(#ctx)
             }
 
+            fn __multiproc_task(#ctx: #krate::__private::TaskInput<'_>) {
+                #krate::__private::run_process_task::<#self_ty>(#ctx)
+            }
+
             #krate::__private::inventory::submit! {
                 #krate::__private::EntryPoint {
                     key: <#self_ty as #krate::__private::Process>::__KEY,
                     run: __multiproc_entry,
+                    task: __multiproc_task,
                     state_type: #krate::__private::type_name::<#self_ty>,
                     fn_type: ::core::option::Option::None,
                 }

@@ -6,6 +6,7 @@ pub use inventory;
 pub use serde;
 
 pub use crate::bootstrap::ChildContext;
+pub use crate::pool::TaskInput;
 pub use crate::registry::EntryPoint;
 pub use crate::select::Source;
 pub use crate::spawn::Process;
@@ -51,4 +52,22 @@ where
     R: Transferable,
 {
     crate::bootstrap::child_main(ctx, call)
+}
+
+/// Runs one pool task of a `#[process]` fn: `call` unpacks the argument tuple.
+pub fn run_task<A, R>(input: TaskInput<'_>, call: fn(A) -> R)
+where
+    A: Transferable,
+    R: Transferable,
+{
+    crate::pool::run_task(input, call)
+}
+
+/// Runs one pool task of the `#[process]` type `P`.
+pub fn run_process_task<P>(input: TaskInput<'_>)
+where
+    P: Process + Transferable,
+    P::Output: Transferable,
+{
+    crate::pool::run_task(input, P::__run)
 }

@@ -11,6 +11,9 @@ pub struct EntryPoint {
     pub key: &'static str,
     /// Runs the entry in the child: receives the state, runs it, sends the outcome, exits.
     pub run: fn(ChildContext) -> !,
+    /// Runs the entry as one task of a pool worker: decodes the state, runs it, encodes the
+    /// outcome; the worker lives on.
+    pub task: fn(crate::pool::TaskInput<'_>),
     /// `type_name` of the state (the argument tuple, for a fn), to check a resolved fn.
     pub state_type: fn() -> &'static str,
     /// For a fn: `type_name` of the fn item, its full path (nested fns included), which is
@@ -141,6 +144,10 @@ mod tests {
         unreachable!("not run in unit tests")
     }
 
+    fn no_task(_: crate::pool::TaskInput<'_>) {
+        unreachable!("not run in unit tests")
+    }
+
     fn unit() -> &'static str {
         "()"
     }
@@ -151,24 +158,28 @@ mod tests {
             EntryPoint {
                 key: "app::clock",
                 run: never,
+                task: no_task,
                 state_type: unit,
                 fn_type: None,
             },
             EntryPoint {
                 key: "app::inner::clock",
                 run: never,
+                task: no_task,
                 state_type: unit,
                 fn_type: None,
             },
             EntryPoint {
                 key: "app::twice",
                 run: never,
+                task: no_task,
                 state_type: unit,
                 fn_type: None,
             },
             EntryPoint {
                 key: "app::twice",
                 run: never,
+                task: no_task,
                 state_type: unit,
                 fn_type: None,
             },

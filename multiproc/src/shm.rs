@@ -79,6 +79,18 @@ impl Region {
             .map_or(NonNull::dangling().as_ptr(), NonNull::as_ptr)
     }
 
+    /// The 64-bit word at `index` (in 8-byte words), shared with every process that maps the
+    /// region.
+    pub(crate) fn word64(&self, index: usize) -> &std::sync::atomic::AtomicU64 {
+        assert!(
+            (index + 1) * 8 <= self.len,
+            "word {index} is outside the region"
+        );
+        // SAFETY: the mapping is page-aligned, so every 8-byte offset is aligned for a u64;
+        // it lives as long as &self, and it is only ever accessed atomically.
+        unsafe { std::sync::atomic::AtomicU64::from_ptr(self.as_ptr().add(index * 8).cast()) }
+    }
+
     /// The 32-bit word at `index` (in words), shared with every process that maps the region.
     pub(crate) fn word(&self, index: usize) -> &AtomicU32 {
         assert!(

@@ -423,7 +423,7 @@ impl Builder {
         self.spawn_entry(key, args)
     }
 
-    fn spawn_entry<T, R>(&self, key: &'static str, state: T) -> Result<JoinHandle<R>>
+    pub(crate) fn spawn_entry<T, R>(&self, key: &'static str, state: T) -> Result<JoinHandle<R>>
     where
         T: Serialize + DeserializeOwned,
         R: Serialize + DeserializeOwned,

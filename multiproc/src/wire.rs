@@ -491,9 +491,17 @@ pub(crate) fn decode<T: DeserializeOwned>(frame: Frame) -> Result<T, String> {
         return Err("received a batch of messages where one was expected".to_string());
     }
     let Frame { bytes, fds, .. } = frame;
+    decode_slice(&bytes, fds)
+}
+
+/// Decodes `bytes` with the descriptors `fds`; those the value did not claim are closed.
+pub(crate) fn decode_slice<T: DeserializeOwned>(
+    bytes: &[u8],
+    fds: Vec<OwnedFd>,
+) -> Result<T, String> {
     CUSTOM.with(|c| c.borrow_mut().take());
     let saved = INCOMING.with(|i| i.replace(Some(fds.into_iter().map(Some).collect())));
-    let decoded = postcard::from_bytes::<T>(&bytes);
+    let decoded = postcard::from_bytes::<T>(bytes);
     INCOMING.with(|i| i.replace(saved));
     decoded.map_err(describe)
 }

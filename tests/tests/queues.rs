@@ -3,22 +3,10 @@
 mod support;
 
 use std::collections::BTreeSet;
-use std::sync::mpsc;
 use std::time::Duration;
 
 use multiproc::{Bytes, ErrorKind, JoinableQueue, Queue, Receiver, Select, Sender, TrySendError};
-use support::{DEADLINE, join};
-
-/// Runs `f` on a thread and fails the test if it does not finish within [`DEADLINE`]: for
-/// the cases whose regression is a hang.
-fn within<R: Send + 'static>(f: impl FnOnce() -> R + Send + 'static) -> R {
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        let _ = tx.send(f());
-    });
-    rx.recv_timeout(DEADLINE)
-        .expect("the operation did not finish in time: a deadlock")
-}
+use support::{DEADLINE, join, within};
 
 #[multiproc::process]
 fn try_one(tx: Sender<String>, value: String) -> String {

@@ -366,6 +366,10 @@ where
 }
 
 impl<R> JoinHandle<R> {
+    pub(crate) fn who(&self) -> &Who {
+        &self.who
+    }
+
     /// The bootstrap socket, for [`Select`](crate::Select); `None` once joined.
     pub(crate) fn ready_fd(&self) -> Option<BorrowedFd<'_>> {
         if self.joined {

@@ -14,6 +14,22 @@ use serde::de::DeserializeOwned;
 /// How long any one child may take in these tests before it is killed and the test fails.
 pub(crate) const DEADLINE: Duration = Duration::from_secs(30);
 
+/// Runs `f` on a thread and fails the test if it does not finish within [`DEADLINE`]: for
+/// the cases whose regression is a hang.
+pub(crate) fn within<R: Send + 'static>(f: impl FnOnce() -> R + Send + 'static) -> R {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(f());
+    });
+    rx.recv_timeout(DEADLINE)
+        .expect("the operation did not finish in time: a deadlock")
+}
+
+/// `true` while a process with this pid exists.
+pub(crate) fn exists(pid: u32) -> bool {
+    std::path::Path::new(&format!("/proc/{pid}")).exists()
+}
+
 /// A pidfd: readable once the process has exited (Linux 5.3+). Works for any process of ours,
 /// not only our children.
 pub(crate) struct PidFd(OwnedFd);

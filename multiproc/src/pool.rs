@@ -1,0 +1,955 @@
+//! [`Pool`]: reusable worker processes that run `#[process]` functions as tasks, and survive
+//! the crash of any one of them.
+
+mod packed;
+mod scheduler;
+mod worker;
+
+use std::any::type_name;
+use std::collections::HashMap;
+use std::fmt;
+use std::marker::PhantomData;
+use std::os::fd::OwnedFd;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, mpsc};
+use std::time::Duration;
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+pub use self::worker::TaskInput;
+pub(crate) use self::worker::run_task;
+
+use self::scheduler::{Config, Done, Encoded, Shared, Task};
+use crate::bootstrap::Outcome;
+use crate::error::{Error, Repr, Result};
+use crate::registry;
+use crate::spawn::{Process, ProcessFn};
+use crate::wire;
+
+/// A pool of worker processes: Python's `multiprocessing.Pool`, typed, and robust to crashes.
+///
+/// Tasks are calls of `#[multiproc::process]` functions (or [`Process`] values, with
+/// [`submit`](Pool::submit)). Workers are started once and reused. A task that panics is that
+/// task's error and its worker lives on; a worker that dies (killed, aborted, out of memory)
+/// or runs past the pool's [`timeout`](PoolBuilder::timeout) fails only the task it was
+/// running, with an error that says how; a new worker replaces it, and the other tasks it held
+/// run elsewhere. No task is lost or run twice, and the pool stays usable.
+///
+/// Dropping the pool [terminates](Pool::terminate) it: call [`close`](Pool::close) and
+/// [`join`](Pool::join) first to let submitted work finish.
+///
+/// # Examples
+///
+/// ```no_run
+/// #[multiproc::process]
+/// fn square(x: u64) -> u64 {
+///     x * x
+/// }
+///
+/// #[multiproc::main]
+/// fn main() -> multiproc::Result<()> {
+///     let pool = multiproc::Pool::new(4)?;
+///     assert_eq!(pool.map(square, 1..=4)?, [1, 4, 9, 16]);
+///     Ok(())
+/// }
+/// ```
+pub struct Pool {
+    shared: Arc<Shared>,
+    workers: usize,
+    name: String,
+    chunksize: Option<usize>,
+    calls: AtomicU64,
+}
+
+/// Configures a [`Pool`]; see [`Pool::builder`].
+///
+/// # Examples
+///
+/// ```no_run
+/// use std::time::Duration;
+///
+/// #[multiproc::process]
+/// fn warm_up() {}
+///
+/// #[multiproc::main]
+/// fn main() -> multiproc::Result<()> {
+///     let pool = multiproc::Pool::builder()
+///         .workers(2)
+///         .name("crunch")
+///         .initializer(warm_up, ())
+///         .max_tasks_per_child(1_000)
+///         .timeout(Duration::from_secs(30))
+///         .chunksize(16)
+///         .build()?;
+///     # drop(pool);
+///     Ok(())
+/// }
+/// ```
+#[must_use = "a builder does nothing until `build` is called"]
+pub struct PoolBuilder {
+    workers: usize,
+    name: Option<String>,
+    initializer: Option<Result<Encoded>>,
+    max_tasks: Option<u64>,
+    timeout: Option<Duration>,
+    chunksize: Option<usize>,
+}
+
+impl PoolBuilder {
+    /// The number of worker processes; 0 (the default) means the machine's available
+    /// parallelism.
+    ///
+    /// # Examples
+    ///
+    /// See [`PoolBuilder`].
+    pub fn workers(mut self, workers: usize) -> Self {
+        self.workers = workers;
+        self
+    }
+
+    /// The workers' name: they are called `name-0`, `name-1`, ... in errors (default `pool`).
+    ///
+    /// # Examples
+    ///
+    /// See [`PoolBuilder`].
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.name = Some(name.into());
+        self
+    }
+
+    /// A `#[multiproc::process]` function each worker runs once, before its first task
+    /// (Python's `initializer` and `initargs`). If it panics, the pool is broken: its tasks
+    /// fail with the panic's message.
+    ///
+    /// # Examples
+    ///
+    /// See [`PoolBuilder`].
+    pub fn initializer<F, A>(mut self, f: F, args: A) -> Self
+    where
+        F: ProcessFn<A, Output = ()>,
+        A: Serialize + DeserializeOwned,
+    {
+        let _ = f;
+        let encoded = registry::resolve_fn(type_name::<F>(), type_name::<A>()).and_then(|key| {
+            encode(&args).map(|(args, fds)| Encoded {
+                key: key.to_string(),
+                args,
+                fds,
+            })
+        });
+        self.initializer = Some(encoded);
+        self
+    }
+
+    /// Replaces each worker after it has run this many tasks (Python's
+    /// `maxtasksperchild`): a remedy for leaks in the code it runs.
+    ///
+    /// # Examples
+    ///
+    /// See [`PoolBuilder`].
+    pub fn max_tasks_per_child(mut self, tasks: u64) -> Self {
+        self.max_tasks = Some(tasks.max(1));
+        self
+    }
+
+    /// The longest a task may run: past it, the task's worker is killed and replaced, and
+    /// the task fails with [`ErrorKind::Timeout`](crate::ErrorKind::Timeout).
+    ///
+    /// # Examples
+    ///
+    /// See [`PoolBuilder`].
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = Some(timeout);
+        self
+    }
+
+    /// How many tasks of one `map`, `imap` or `starmap` call a worker gets at once. By default
+    /// `map` and `starmap` split their input in about four chunks per worker, and `imap` sends
+    /// one task at a time. A worker that dies still fails only the task it was running.
+    ///
+    /// # Examples
+    ///
+    /// See [`PoolBuilder`].
+    pub fn chunksize(mut self, chunksize: usize) -> Self {
+        self.chunksize = Some(chunksize.max(1));
+        self
+    }
+
+    /// Starts the workers.
+    ///
+    /// # Examples
+    ///
+    /// See [`PoolBuilder`].
+    ///
+    /// # Errors
+    ///
+    /// As [`spawn`](crate::spawn) for the workers; the initializer's errors
+    /// ([`ErrorKind::EntryNotFound`](crate::ErrorKind::EntryNotFound),
+    /// [`ErrorKind::Serialize`](crate::ErrorKind::Serialize)).
+    pub fn build(self) -> Result<Pool> {
+        let workers = match self.workers {
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            n => n,
+        };
+        let name = self.name.unwrap_or_else(|| "pool".to_string());
+        let initializer = self.initializer.transpose()?;
+        let shared = scheduler::start(Config {
+            name: name.clone(),
+            workers,
+            initializer,
+            max_tasks: self.max_tasks,
+            timeout: self.timeout,
+        })?;
+        Ok(Pool {
+            shared,
+            workers,
+            name,
+            chunksize: self.chunksize,
+            calls: AtomicU64::new(0),
+        })
+    }
+}
+
+impl Pool {
+    /// A pool of `workers` processes (0: the machine's available parallelism).
+    ///
+    /// # Examples
+    ///
+    /// See [`Pool`].
+    ///
+    /// # Errors
+    ///
+    /// As [`PoolBuilder::build`].
+    pub fn new(workers: usize) -> Result<Pool> {
+        Pool::builder().workers(workers).build()
+    }
+
+    /// Configures a pool: workers, initializer, tasks per child, timeout, chunk size, name.
+    ///
+    /// # Examples
+    ///
+    /// See [`PoolBuilder`].
+    pub fn builder() -> PoolBuilder {
+        PoolBuilder {
+            workers: 0,
+            name: None,
+            initializer: None,
+            max_tasks: None,
+            timeout: None,
+            chunksize: None,
+        }
+    }
+
+    /// The number of worker processes.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # #[multiproc::main]
+    /// # fn main() -> multiproc::Result<()> {
+    /// assert_eq!(multiproc::Pool::new(3)?.workers(), 3);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn workers(&self) -> usize {
+        self.workers
+    }
+
+    /// Runs `f` on every item, in parallel, and returns the results in input order.
+    ///
+    /// # Examples
+    ///
+    /// See [`Pool`].
+    ///
+    /// # Errors
+    ///
+    /// The error of the first task (in input order) that failed: its panic, its worker's
+    /// death, its timeout. Use [`imap`](Pool::imap) for every task's own result.
+    pub fn map<F, A, I>(&self, f: F, items: I) -> Result<Vec<F::Output>>
+    where
+        F: ProcessFn<(A,)>,
+        A: Serialize + DeserializeOwned,
+        F::Output: Serialize + DeserializeOwned,
+        I: IntoIterator<Item = A>,
+    {
+        let _ = f;
+        let key = fn_key::<F, (A,)>()?;
+        let items: Vec<(A,)> = items.into_iter().map(|a| (a,)).collect();
+        let chunk = self.auto_chunksize(items.len());
+        let (rx, n) = self.submit_all(key, items, chunk)?;
+        collect_in_order::<F::Output>(rx, n).into_iter().collect()
+    }
+
+    /// Like [`map`](Pool::map) for functions of several arguments: each item is the tuple of
+    /// arguments (Python's `starmap`).
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// #[multiproc::process]
+    /// fn add(a: i32, b: i32) -> i32 {
+    ///     a + b
+    /// }
+    ///
+    /// #[multiproc::main]
+    /// fn main() -> multiproc::Result<()> {
+    ///     let pool = multiproc::Pool::new(2)?;
+    ///     assert_eq!(pool.starmap(add, [(1, 2), (3, 4)])?, [3, 7]);
+    ///     Ok(())
+    /// }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// As [`map`](Pool::map).
+    pub fn starmap<F, A, I>(&self, f: F, items: I) -> Result<Vec<F::Output>>
+    where
+        F: ProcessFn<A>,
+        A: Serialize + DeserializeOwned,
+        F::Output: Serialize + DeserializeOwned,
+        I: IntoIterator<Item = A>,
+    {
+        let _ = f;
+        let key = fn_key::<F, A>()?;
+        let items: Vec<A> = items.into_iter().collect();
+        let chunk = self.auto_chunksize(items.len());
+        let (rx, n) = self.submit_all(key, items, chunk)?;
+        collect_in_order::<F::Output>(rx, n).into_iter().collect()
+    }
+
+    /// Runs `f` on every item and yields each task's own result, in input order, as soon as
+    /// it (and those before it) are done. The input is read at once; the iterator knows its
+    /// length.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// #[multiproc::process]
+    /// fn risky(x: u32) -> u32 {
+    ///     assert!(x != 2, "two is right out");
+    ///     x
+    /// }
+    ///
+    /// #[multiproc::main]
+    /// fn main() -> multiproc::Result<()> {
+    ///     let pool = multiproc::Pool::new(2)?;
+    ///     let results: Vec<_> = pool.imap(risky, 1..=3)?.collect();
+    ///     assert!(results[0].is_ok() && results[1].is_err() && results[2].is_ok());
+    ///     Ok(())
+    /// }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// Before any task runs: the function is not a `#[process]`, an item cannot be encoded,
+    /// the pool is closed.
+    pub fn imap<F, A, I>(&self, f: F, items: I) -> Result<Imap<F::Output>>
+    where
+        F: ProcessFn<(A,)>,
+        A: Serialize + DeserializeOwned,
+        F::Output: Serialize + DeserializeOwned,
+        I: IntoIterator<Item = A>,
+    {
+        let _ = f;
+        let key = fn_key::<F, (A,)>()?;
+        let items: Vec<(A,)> = items.into_iter().map(|a| (a,)).collect();
+        let (rx, n) = self.submit_all(key, items, self.chunksize.unwrap_or(1))?;
+        Ok(Imap {
+            rx,
+            len: n,
+            next: 0,
+            early: HashMap::new(),
+            _output: PhantomData,
+        })
+    }
+
+    /// Like [`imap`](Pool::imap), yielding each result as soon as its task is done, whatever
+    /// its place in the input. Each result comes with its task's index.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// #[multiproc::process]
+    /// fn double(x: u32) -> u32 {
+    ///     x * 2
+    /// }
+    ///
+    /// #[multiproc::main]
+    /// fn main() -> multiproc::Result<()> {
+    ///     let pool = multiproc::Pool::new(2)?;
+    ///     let mut results: Vec<(usize, u32)> = pool
+    ///         .imap_unordered(double, [1, 2, 3])?
+    ///         .map(|(i, r)| r.map(|v| (i, v)))
+    ///         .collect::<multiproc::Result<_>>()?;
+    ///     results.sort();
+    ///     assert_eq!(results, [(0, 2), (1, 4), (2, 6)]);
+    ///     Ok(())
+    /// }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// As [`imap`](Pool::imap).
+    pub fn imap_unordered<F, A, I>(&self, f: F, items: I) -> Result<ImapUnordered<F::Output>>
+    where
+        F: ProcessFn<(A,)>,
+        A: Serialize + DeserializeOwned,
+        F::Output: Serialize + DeserializeOwned,
+        I: IntoIterator<Item = A>,
+    {
+        let _ = f;
+        let key = fn_key::<F, (A,)>()?;
+        let items: Vec<(A,)> = items.into_iter().map(|a| (a,)).collect();
+        let (rx, n) = self.submit_all(key, items, self.chunksize.unwrap_or(1))?;
+        Ok(ImapUnordered {
+            rx,
+            left: n,
+            _output: PhantomData,
+        })
+    }
+
+    /// Runs one call in a worker and waits for its result.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// #[multiproc::process]
+    /// fn add(a: i32, b: i32) -> i32 {
+    ///     a + b
+    /// }
+    ///
+    /// #[multiproc::main]
+    /// fn main() -> multiproc::Result<()> {
+    ///     let pool = multiproc::Pool::new(1)?;
+    ///     assert_eq!(pool.apply(add, (2, 3))?, 5);
+    ///     Ok(())
+    /// }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// As [`map`](Pool::map), for the one task.
+    pub fn apply<F, A>(&self, f: F, args: A) -> Result<F::Output>
+    where
+        F: ProcessFn<A>,
+        A: Serialize + DeserializeOwned,
+        F::Output: Serialize + DeserializeOwned,
+    {
+        self.apply_async(f, args)?.get()
+    }
+
+    /// Starts one call in a worker; the [`AsyncResult`] gets its result.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// #[multiproc::process]
+    /// fn add(a: i32, b: i32) -> i32 {
+    ///     a + b
+    /// }
+    ///
+    /// #[multiproc::main]
+    /// fn main() -> multiproc::Result<()> {
+    ///     let pool = multiproc::Pool::new(2)?;
+    ///     let pending: Vec<_> = (0..4)
+    ///         .map(|i| pool.apply_async(add, (i, i)))
+    ///         .collect::<multiproc::Result<_>>()?;
+    ///     let sums: Vec<i32> = pending
+    ///         .into_iter()
+    ///         .map(|r| r.get())
+    ///         .collect::<multiproc::Result<_>>()?;
+    ///     assert_eq!(sums, [0, 2, 4, 6]);
+    ///     Ok(())
+    /// }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// Before the task runs: as [`imap`](Pool::imap).
+    pub fn apply_async<F, A>(&self, f: F, args: A) -> Result<AsyncResult<F::Output>>
+    where
+        F: ProcessFn<A>,
+        A: Serialize + DeserializeOwned,
+        F::Output: Serialize + DeserializeOwned,
+    {
+        let _ = f;
+        let key = fn_key::<F, A>()?;
+        let (rx, _) = self.submit_all(key, vec![args], 1)?;
+        Ok(AsyncResult::new(rx))
+    }
+
+    /// Runs a `#[multiproc::process]` value's `run` in a worker.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// use multiproc::Process;
+    /// use serde::{Deserialize, Serialize};
+    ///
+    /// #[derive(Serialize, Deserialize)]
+    /// struct Count {
+    ///     upto: u64,
+    /// }
+    ///
+    /// #[multiproc::process]
+    /// impl Count {
+    ///     fn run(self) -> u64 {
+    ///         (1..=self.upto).sum()
+    ///     }
+    /// }
+    ///
+    /// #[multiproc::main]
+    /// fn main() -> multiproc::Result<()> {
+    ///     let pool = multiproc::Pool::new(1)?;
+    ///     assert_eq!(pool.submit(Count { upto: 4 })?.get()?, 10);
+    ///     Ok(())
+    /// }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// As [`apply_async`](Pool::apply_async).
+    pub fn submit<P>(&self, process: P) -> Result<AsyncResult<P::Output>>
+    where
+        P: Process + Serialize + DeserializeOwned,
+        P::Output: Serialize + DeserializeOwned,
+    {
+        let key = registry::resolve_key(P::__KEY)?;
+        let (rx, _) = self.submit_all(key, vec![process], 1)?;
+        Ok(AsyncResult::new(rx))
+    }
+
+    /// Takes no more tasks; those submitted still run. Then [`join`](Pool::join) waits for
+    /// them.
+    ///
+    /// # Examples
+    ///
+    /// See [`join`](Pool::join).
+    pub fn close(&self) {
+        self.shared.close();
+    }
+
+    /// Waits until every submitted task has finished and the workers have exited. Call
+    /// [`close`](Pool::close) (or [`terminate`](Pool::terminate)) first.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// #[multiproc::process]
+    /// fn work(x: u32) -> u32 {
+    ///     x
+    /// }
+    ///
+    /// #[multiproc::main]
+    /// fn main() -> multiproc::Result<()> {
+    ///     let pool = multiproc::Pool::new(2)?;
+    ///     let later = pool.apply_async(work, (1,))?;
+    ///     pool.close();
+    ///     pool.join()?;
+    ///     assert_eq!(later.get()?, 1);
+    ///     Ok(())
+    /// }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::Other`](crate::ErrorKind::Other) if the pool was not closed: it would
+    /// wait forever (Python raises `ValueError`).
+    pub fn join(&self) -> Result<()> {
+        if !self.shared.is_closed() {
+            return Err(Error::other(
+                "join() on an open pool would wait forever: call close() or terminate() first",
+            ));
+        }
+        self.shared.wait_stopped();
+        Ok(())
+    }
+
+    /// Kills the workers now; tasks not finished fail with an error. Also what dropping the
+    /// pool does.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// #[multiproc::process]
+    /// fn forever() {
+    ///     loop {
+    ///         std::thread::park();
+    ///     }
+    /// }
+    ///
+    /// #[multiproc::main]
+    /// fn main() -> multiproc::Result<()> {
+    ///     let pool = multiproc::Pool::new(1)?;
+    ///     let stuck = pool.apply_async(forever, ())?;
+    ///     pool.terminate();
+    ///     assert!(stuck.get().is_err());
+    ///     Ok(())
+    /// }
+    /// ```
+    pub fn terminate(&self) {
+        self.shared.terminate();
+        self.shared.wait_stopped();
+    }
+
+    fn auto_chunksize(&self, n: usize) -> usize {
+        self.chunksize
+            .unwrap_or_else(|| n.div_ceil(self.workers * 4).max(1))
+    }
+
+    /// Encodes every item as a task of one call and submits them; returns the receiver of
+    /// their outcomes and their number.
+    fn submit_all<A: Serialize>(
+        &self,
+        key: &'static str,
+        items: Vec<A>,
+        chunk: usize,
+    ) -> Result<(mpsc::Receiver<(usize, Done)>, usize)> {
+        let (sink, rx) = mpsc::channel();
+        let call = self.calls.fetch_add(1, Ordering::Relaxed);
+        let key: Arc<str> = Arc::from(key);
+        let n = items.len();
+        let mut tasks = Vec::with_capacity(n);
+        for (index, item) in items.iter().enumerate() {
+            let (args, fds) = encode(item)?;
+            tasks.push(Task {
+                key: Arc::clone(&key),
+                args,
+                fds,
+                sink: sink.clone(),
+                call,
+                index,
+                chunk,
+            });
+        }
+        self.shared.submit(tasks)?;
+        Ok((rx, n))
+    }
+}
+
+impl Drop for Pool {
+    fn drop(&mut self) {
+        self.terminate();
+    }
+}
+
+impl fmt::Debug for Pool {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Pool")
+            .field("name", &self.name)
+            .field("workers", &self.workers)
+            .finish()
+    }
+}
+
+impl fmt::Debug for PoolBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PoolBuilder")
+            .field("workers", &self.workers)
+            .field("name", &self.name)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The key a worker finds the `#[process]` fn `F` by.
+fn fn_key<F, A>() -> Result<&'static str> {
+    registry::resolve_fn(type_name::<F>(), type_name::<A>())
+}
+
+/// A value encoded for a task: its bytes and (copies of) its descriptors.
+fn encode<A: Serialize>(value: &A) -> Result<(Vec<u8>, Vec<OwnedFd>)> {
+    let encoded = wire::with_encoded(value, |bytes, fds| {
+        let copies: std::io::Result<Vec<OwnedFd>> = fds.iter().map(|fd| fd.try_clone()).collect();
+        copies.map(|fds| (bytes.to_vec(), fds))
+    });
+    match encoded {
+        Ok(Ok(done)) => Ok(done),
+        Ok(Err(e)) => Err(Error::io("cannot copy a task's descriptors", e)),
+        Err(message) => Err(Error::new(Repr::Serialize {
+            type_name: type_name::<A>(),
+            message,
+        })),
+    }
+}
+
+/// A task's result, decoded.
+fn settle<R: DeserializeOwned>(done: Done) -> Result<R> {
+    let (frame, who) = match done {
+        Done::Failed(e) => return Err(e),
+        Done::Outcome { frame, who } => (frame, who),
+    };
+    match crate::channel::decode::<Outcome<R>>(frame)? {
+        Outcome::Returned(value) => Ok(value),
+        Outcome::Panicked(panic) => Err(Error::new(Repr::Panicked { who, panic })),
+        Outcome::OutputNotSerializable { message, .. } => Err(Error::new(Repr::Serialize {
+            type_name: type_name::<R>(),
+            message,
+        })),
+        Outcome::StateNotDeserializable { type_name, message } => Err(Error::other(format!(
+            "{who} could not decode a task's arguments `{type_name}`: {message}"
+        ))),
+    }
+}
+
+/// The error for a task whose outcome can no longer arrive.
+fn lost() -> Error {
+    Error::other("the pool's scheduler stopped before delivering this task's result")
+}
+
+/// Receives `n` outcomes and decodes them in input order.
+fn collect_in_order<R: DeserializeOwned>(
+    rx: mpsc::Receiver<(usize, Done)>,
+    n: usize,
+) -> Vec<Result<R>> {
+    let mut slots: Vec<Option<Done>> = (0..n).map(|_| None).collect();
+    for _ in 0..n {
+        match rx.recv() {
+            Ok((index, done)) => slots[index] = Some(done),
+            Err(_) => break,
+        }
+    }
+    slots
+        .into_iter()
+        .map(|slot| slot.map_or_else(|| Err(lost()), settle))
+        .collect()
+}
+
+/// The results of [`Pool::imap`], in input order.
+///
+/// # Examples
+///
+/// See [`Pool::imap`].
+pub struct Imap<R> {
+    rx: mpsc::Receiver<(usize, Done)>,
+    len: usize,
+    next: usize,
+    early: HashMap<usize, Done>,
+    _output: PhantomData<fn() -> R>,
+}
+
+impl<R: DeserializeOwned> Iterator for Imap<R> {
+    type Item = Result<R>;
+
+    fn next(&mut self) -> Option<Result<R>> {
+        if self.next == self.len {
+            return None;
+        }
+        let index = self.next;
+        self.next += 1;
+        loop {
+            if let Some(done) = self.early.remove(&index) {
+                return Some(settle(done));
+            }
+            match self.rx.recv() {
+                Ok((i, done)) if i == index => return Some(settle(done)),
+                Ok((i, done)) => {
+                    self.early.insert(i, done);
+                }
+                Err(_) => return Some(Err(lost())),
+            }
+        }
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        let left = self.len - self.next;
+        (left, Some(left))
+    }
+}
+
+impl<R: DeserializeOwned> ExactSizeIterator for Imap<R> {}
+
+impl<R> fmt::Debug for Imap<R> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Imap({} of {} left)", self.len - self.next, self.len)
+    }
+}
+
+/// The results of [`Pool::imap_unordered`], each with its task's index, as they finish.
+///
+/// # Examples
+///
+/// See [`Pool::imap_unordered`].
+pub struct ImapUnordered<R> {
+    rx: mpsc::Receiver<(usize, Done)>,
+    left: usize,
+    _output: PhantomData<fn() -> R>,
+}
+
+impl<R: DeserializeOwned> Iterator for ImapUnordered<R> {
+    type Item = (usize, Result<R>);
+
+    fn next(&mut self) -> Option<(usize, Result<R>)> {
+        if self.left == 0 {
+            return None;
+        }
+        self.left -= 1;
+        match self.rx.recv() {
+            Ok((index, done)) => Some((index, settle(done))),
+            Err(_) => {
+                self.left = 0;
+                Some((usize::MAX, Err(lost())))
+            }
+        }
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        (self.left, Some(self.left))
+    }
+}
+
+impl<R: DeserializeOwned> ExactSizeIterator for ImapUnordered<R> {}
+
+impl<R> fmt::Debug for ImapUnordered<R> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "ImapUnordered({} left)", self.left)
+    }
+}
+
+/// The result of [`Pool::apply_async`] or [`Pool::submit`], once its task is done.
+///
+/// # Examples
+///
+/// See [`Pool::apply_async`].
+pub struct AsyncResult<R> {
+    rx: mpsc::Receiver<(usize, Done)>,
+    done: Option<Done>,
+    taken: bool,
+    _output: PhantomData<fn() -> R>,
+}
+
+impl<R: DeserializeOwned> AsyncResult<R> {
+    fn new(rx: mpsc::Receiver<(usize, Done)>) -> Self {
+        AsyncResult {
+            rx,
+            done: None,
+            taken: false,
+            _output: PhantomData,
+        }
+    }
+
+    /// Waits for the task and returns its result.
+    ///
+    /// # Examples
+    ///
+    /// See [`Pool::apply_async`].
+    ///
+    /// # Errors
+    ///
+    /// The task's failure: its panic, its worker's death, its timeout, the pool's end.
+    pub fn get(mut self) -> Result<R> {
+        self.wait();
+        self.take()
+    }
+
+    /// Waits at most `timeout` for the task; after a timeout the result can still be had.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// use std::time::Duration;
+    ///
+    /// #[multiproc::process]
+    /// fn slow() -> u8 {
+    ///     std::thread::sleep(Duration::from_millis(200));
+    ///     1
+    /// }
+    ///
+    /// #[multiproc::main]
+    /// fn main() -> multiproc::Result<()> {
+    ///     let pool = multiproc::Pool::new(1)?;
+    ///     let mut r = pool.apply_async(slow, ())?;
+    ///     assert!(r.get_timeout(Duration::from_millis(1)).unwrap_err().is_timeout());
+    ///     assert_eq!(r.get_timeout(Duration::from_secs(30))?, 1);
+    ///     Ok(())
+    /// }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// As [`get`](AsyncResult::get), plus [`ErrorKind::Timeout`](crate::ErrorKind::Timeout);
+    /// [`ErrorKind::Other`](crate::ErrorKind::Other) once the result was taken.
+    pub fn get_timeout(&mut self, timeout: Duration) -> Result<R> {
+        if !self.wait_timeout(timeout) {
+            return Err(Error::new(Repr::Timeout {
+                what: format!("waiting for a task returning {}", type_name::<R>()),
+                after: timeout,
+            }));
+        }
+        self.take()
+    }
+
+    /// `true` once the task is done (its result waits here).
+    ///
+    /// # Examples
+    ///
+    /// See [`AsyncResult::wait`].
+    pub fn ready(&mut self) -> bool {
+        self.wait_timeout(Duration::ZERO)
+    }
+
+    /// Waits until the task is done.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// #[multiproc::process]
+    /// fn one() -> u8 {
+    ///     1
+    /// }
+    ///
+    /// #[multiproc::main]
+    /// fn main() -> multiproc::Result<()> {
+    ///     let pool = multiproc::Pool::new(1)?;
+    ///     let mut r = pool.apply_async(one, ())?;
+    ///     r.wait();
+    ///     assert!(r.ready());
+    ///     assert_eq!(r.get()?, 1);
+    ///     Ok(())
+    /// }
+    /// ```
+    pub fn wait(&mut self) {
+        while !self.wait_timeout(Duration::from_secs(3600)) {}
+    }
+
+    /// Waits at most `timeout` until the task is done; `true` if it is.
+    ///
+    /// # Examples
+    ///
+    /// See [`AsyncResult::get_timeout`].
+    pub fn wait_timeout(&mut self, timeout: Duration) -> bool {
+        if self.done.is_some() || self.taken {
+            return true;
+        }
+        match self.rx.recv_timeout(timeout) {
+            Ok((_, done)) => {
+                self.done = Some(done);
+                true
+            }
+            Err(mpsc::RecvTimeoutError::Timeout) => false,
+            Err(mpsc::RecvTimeoutError::Disconnected) => {
+                self.done = Some(Done::Failed(lost()));
+                true
+            }
+        }
+    }
+
+    fn take(&mut self) -> Result<R> {
+        match self.done.take() {
+            Some(done) => {
+                self.taken = true;
+                settle(done)
+            }
+            None => Err(Error::other("this task's result was already taken")),
+        }
+    }
+}
+
+impl<R> fmt::Debug for AsyncResult<R> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AsyncResult")
+            .field("done", &self.done.is_some())
+            .field("taken", &self.taken)
+            .finish()
+    }
+}

@@ -1,0 +1,111 @@
+//! [`Packed`]: many encoded values, each with its descriptors, in one buffer: how a chunk of
+//! tasks and its results travel between a pool and its workers.
+
+use std::os::fd::{AsFd, OwnedFd};
+
+use serde::de::Deserializer;
+use serde::ser::Serializer;
+use serde::{Deserialize, Serialize};
+
+use crate::wire;
+
+/// Entries laid out as `[u32 length][u16 descriptor count][bytes]`, the descriptors of all
+/// entries in order beside them.
+#[derive(Default)]
+pub(crate) struct Packed {
+    data: Vec<u8>,
+    fds: Vec<OwnedFd>,
+    len: usize,
+}
+
+impl Packed {
+    pub(crate) fn new() -> Packed {
+        Packed::default()
+    }
+
+    /// Appends one encoded value and (copies of) its descriptors.
+    pub(crate) fn push(&mut self, bytes: &[u8], fds: &[OwnedFd]) -> std::io::Result<()> {
+        let mut copies = Vec::with_capacity(fds.len());
+        for fd in fds {
+            copies.push(fd.try_clone()?);
+        }
+        self.push_owned(bytes, copies);
+        Ok(())
+    }
+
+    pub(crate) fn push_owned(&mut self, bytes: &[u8], fds: Vec<OwnedFd>) {
+        self.data
+            .extend_from_slice(&(bytes.len() as u32).to_le_bytes());
+        self.data
+            .extend_from_slice(&(fds.len() as u16).to_le_bytes());
+        self.data.extend_from_slice(bytes);
+        self.fds.extend(fds);
+        self.len += 1;
+    }
+
+    /// The entries, in order, each with its descriptors.
+    pub(crate) fn into_entries(self) -> Entries {
+        Entries {
+            data: self.data,
+            at: 0,
+            fds: self.fds.into_iter(),
+        }
+    }
+}
+
+/// The entries of a [`Packed`], taken one at a time.
+pub(crate) struct Entries {
+    data: Vec<u8>,
+    at: usize,
+    fds: std::vec::IntoIter<OwnedFd>,
+}
+
+impl Entries {
+    /// The next entry's bytes and descriptors; `None` at the end or on malformed data.
+    pub(crate) fn next_entry(&mut self) -> Option<(&[u8], Vec<OwnedFd>)> {
+        let header = self.data.get(self.at..self.at + 6)?;
+        let len = u32::from_le_bytes(header[..4].try_into().ok()?) as usize;
+        let nfds = u16::from_le_bytes(header[4..6].try_into().ok()?) as usize;
+        let start = self.at + 6;
+        let bytes = self.data.get(start..start + len)?;
+        self.at = start + len;
+        let fds = self.fds.by_ref().take(nfds).collect();
+        Some((bytes, fds))
+    }
+}
+
+impl Serialize for Packed {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut indices = Vec::with_capacity(self.fds.len());
+        for fd in &self.fds {
+            indices.push(wire::attach_fd(fd.as_fd(), "pool task")?);
+        }
+        (serde_bytes_ref(&self.data), indices, self.len as u64).serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for Packed {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let (data, indices, len) = <(crate::Bytes, Vec<u32>, u64)>::deserialize(d)?;
+        let mut fds = Vec::with_capacity(indices.len());
+        for i in indices {
+            fds.push(wire::take_fd(i, "pool task")?);
+        }
+        Ok(Packed {
+            data: data.into_vec(),
+            fds,
+            len: len as usize,
+        })
+    }
+}
+
+/// Serializes a byte slice as one block.
+fn serde_bytes_ref(bytes: &[u8]) -> impl Serialize + '_ {
+    struct Block<'a>(&'a [u8]);
+    impl Serialize for Block<'_> {
+        fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+            s.serialize_bytes(self.0)
+        }
+    }
+    Block(bytes)
+}

@@ -1,0 +1,620 @@
+//! The pool's scheduler: one thread that owns the workers, hands them chunks of tasks, routes
+//! the outcomes back, and replaces a worker that dies or runs past a task's timeout.
+//!
+//! Every task is in exactly one place: waiting in `pending`, or held by one worker in its
+//! `inflight` chunks (kept until its outcome arrives, so that it can be handed to another
+//! worker if this one dies before starting it). A dead worker fails only the task its progress
+//! word names; the others it held go back to the front of `pending`, in order.
+
+use std::collections::VecDeque;
+use std::os::fd::OwnedFd;
+use std::sync::mpsc;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::Duration;
+
+use super::packed::Packed;
+use super::worker::{Call, FromWorker, Progress, ToWorker, WORKER_KEY, WorkerBoot, monotonic_ns};
+use crate::channel::{Receiver, Sender};
+use crate::error::{Error, Repr, Result, Who};
+use crate::select::Select;
+use crate::spawn::{Builder, JoinHandle};
+use crate::wire::Frame;
+
+/// Chunks a worker holds at most at once: one running, one waiting, so it never idles while
+/// the next arrives.
+const DEPTH: usize = 2;
+
+/// What a finished task hands to whoever waits for it.
+pub(crate) enum Done {
+    /// The worker's encoded outcome.
+    Outcome { frame: Frame, who: Who },
+    /// The task failed outside its code: its worker died, it timed out, the pool stopped.
+    Failed(Error),
+}
+
+/// Where a task's outcome goes: the sender of the call that submitted it, and the task's
+/// index in that call.
+pub(crate) type Sink = mpsc::Sender<(usize, Done)>;
+
+/// One task.
+pub(crate) struct Task {
+    pub(crate) key: Arc<str>,
+    pub(crate) args: Vec<u8>,
+    pub(crate) fds: Vec<OwnedFd>,
+    pub(crate) sink: Sink,
+    /// Which call submitted it: tasks of one call may share a chunk.
+    pub(crate) call: u64,
+    pub(crate) index: usize,
+    /// The most tasks of its call that may share a chunk.
+    pub(crate) chunk: usize,
+}
+
+/// One call's entry key and encoded arguments.
+pub(crate) struct Encoded {
+    pub(crate) key: String,
+    pub(crate) args: Vec<u8>,
+    pub(crate) fds: Vec<OwnedFd>,
+}
+
+/// The pool's settings, fixed at build time.
+pub(crate) struct Config {
+    pub(crate) name: String,
+    pub(crate) workers: usize,
+    pub(crate) initializer: Option<Encoded>,
+    pub(crate) max_tasks: Option<u64>,
+    pub(crate) timeout: Option<Duration>,
+}
+
+/// What the pool's handles and its scheduler share.
+pub(crate) struct Shared {
+    state: Mutex<State>,
+    /// Signalled when the scheduler has stopped.
+    stopped: Condvar,
+    wake: Sender<()>,
+}
+
+#[derive(Default)]
+struct State {
+    submitted: VecDeque<Task>,
+    /// No more submissions: the scheduler stops once the work is done.
+    closed: bool,
+    /// Stop now: kill the workers, fail what is left.
+    terminate: bool,
+    /// Why the pool cannot run tasks any more (its initializer failed, no worker starts).
+    broken: Option<String>,
+    stopped: bool,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Queues tasks for the scheduler.
+    pub(crate) fn submit(&self, tasks: Vec<Task>) -> Result<()> {
+        {
+            let mut st = self.lock();
+            if let Some(why) = &st.broken {
+                return Err(Error::other(format!("the pool is broken: {why}")));
+            }
+            if st.closed || st.terminate {
+                return Err(Error::other(
+                    "the pool was closed or terminated: it takes no more tasks",
+                ));
+            }
+            st.submitted.extend(tasks);
+        }
+        self.wake
+            .send(())
+            .map_err(|_| Error::other("the pool's scheduler is gone"))
+    }
+
+    pub(crate) fn close(&self) {
+        self.lock().closed = true;
+        let _ = self.wake.send(());
+    }
+
+    pub(crate) fn terminate(&self) {
+        {
+            let mut st = self.lock();
+            st.closed = true;
+            st.terminate = true;
+        }
+        let _ = self.wake.send(());
+    }
+
+    pub(crate) fn is_closed(&self) -> bool {
+        self.lock().closed
+    }
+
+    /// Waits until the scheduler has stopped (its workers reaped).
+    pub(crate) fn wait_stopped(&self) {
+        let mut st = self.lock();
+        while !st.stopped {
+            st = self.stopped.wait(st).unwrap_or_else(|e| e.into_inner());
+        }
+    }
+}
+
+/// One worker process and what it holds.
+struct Worker {
+    handle: JoinHandle<()>,
+    tasks: Sender<ToWorker>,
+    results: Receiver<FromWorker>,
+    progress: Progress,
+    /// Chunks sent and not yet answered, oldest first.
+    inflight: VecDeque<Chunk>,
+    /// Chunks sent to this worker so far.
+    sent: u64,
+}
+
+struct Chunk {
+    first_seq: u64,
+    /// This worker's chunk number, for [`Progress::revoke`].
+    k: u64,
+    tasks: VecDeque<Task>,
+    /// Taken back (its tasks are elsewhere): waits only for the worker's `Skipped`.
+    revoked: bool,
+}
+
+/// Starts the workers and the scheduler thread.
+pub(crate) fn start(config: Config) -> Result<Arc<Shared>> {
+    let (wake, wake_rx) = crate::channel::<()>()?;
+    let shared = Arc::new(Shared {
+        state: Mutex::new(State::default()),
+        stopped: Condvar::new(),
+        wake,
+    });
+    let mut scheduler = Scheduler {
+        config,
+        shared: Arc::clone(&shared),
+        wake: wake_rx,
+        workers: Vec::new(),
+        pending: VecDeque::new(),
+        next_seq: 0,
+        spawned: 0,
+    };
+    for _ in 0..scheduler.config.workers {
+        let worker = scheduler.spawn_worker()?;
+        scheduler.workers.push(worker);
+    }
+    std::thread::Builder::new()
+        .name(format!("multiproc-pool-{}", scheduler.config.name))
+        .spawn(move || scheduler.run())
+        .map_err(|e| Error::io("cannot start the pool's scheduler thread", e))?;
+    Ok(shared)
+}
+
+struct Scheduler {
+    config: Config,
+    shared: Arc<Shared>,
+    wake: Receiver<()>,
+    workers: Vec<Worker>,
+    pending: VecDeque<Task>,
+    next_seq: u64,
+    spawned: usize,
+}
+
+impl Scheduler {
+    fn run(mut self) {
+        loop {
+            let (closed, terminate) = self.absorb();
+            if terminate {
+                self.stop(true);
+                break;
+            }
+            let broken = self.shared.lock().broken.clone();
+            if let Some(why) = broken {
+                self.fail_all(|| Error::other(format!("the pool is broken: {why}")));
+            }
+            self.dispatch();
+            let idle =
+                self.pending.is_empty() && self.workers.iter().all(|w| w.inflight.is_empty());
+            if closed && idle {
+                self.stop(false);
+                break;
+            }
+            self.wait();
+        }
+        let mut st = self.shared.lock();
+        st.stopped = true;
+        drop(st);
+        self.shared.stopped.notify_all();
+    }
+
+    /// Moves submitted tasks into `pending`; returns (closed, terminate).
+    fn absorb(&mut self) -> (bool, bool) {
+        let mut st = self.shared.lock();
+        self.pending.extend(st.submitted.drain(..));
+        (st.closed, st.terminate)
+    }
+
+    /// Hands chunks of pending tasks to every worker with room; then, while a worker is idle
+    /// with nothing pending, takes back a chunk queued behind another worker's running one.
+    fn dispatch(&mut self) {
+        self.dispatch_pending();
+        while self.pending.is_empty() && self.steal() {
+            self.dispatch_pending();
+        }
+    }
+
+    /// Takes back the last queued chunk of a busy worker, if an idle worker could run it.
+    fn steal(&mut self) -> bool {
+        if !self.workers.iter().any(|w| w.inflight.is_empty()) {
+            return false;
+        }
+        for worker in &mut self.workers {
+            if worker.inflight.len() < 2 {
+                continue;
+            }
+            let Some(last) = worker.inflight.back_mut() else {
+                continue;
+            };
+            if last.revoked || !worker.progress.revoke(last.k) {
+                continue;
+            }
+            last.revoked = true;
+            let tasks = std::mem::take(&mut last.tasks);
+            for task in tasks.into_iter().rev() {
+                self.pending.push_front(task);
+            }
+            return true;
+        }
+        false
+    }
+
+    fn dispatch_pending(&mut self) {
+        for w in 0..self.workers.len() {
+            while self.workers[w].inflight.len() < DEPTH && !self.pending.is_empty() {
+                let chunk = self.take_chunk();
+                if !self.send_chunk(w, chunk) {
+                    // Gone: `wait` reads its end and replaces it.
+                    break;
+                }
+            }
+        }
+    }
+
+    /// The next chunk: the first pending task and those after it of the same call and entry,
+    /// up to the call's chunk size.
+    fn take_chunk(&mut self) -> Chunk {
+        let first = self.pending.pop_front().expect("a pending task");
+        let limit = first.chunk.max(1);
+        let mut tasks = VecDeque::with_capacity(limit.min(self.pending.len() + 1));
+        tasks.push_back(first);
+        while tasks.len() < limit {
+            let same = match (self.pending.front(), tasks.front()) {
+                (Some(next), Some(head)) => next.call == head.call && next.key == head.key,
+                _ => false,
+            };
+            if !same {
+                break;
+            }
+            tasks.push_back(self.pending.pop_front().expect("checked"));
+        }
+        let first_seq = self.next_seq;
+        self.next_seq += tasks.len() as u64;
+        Chunk {
+            first_seq,
+            k: 0,
+            tasks,
+            revoked: false,
+        }
+    }
+
+    /// Sends a chunk to worker `w`; `false` if the worker is gone (the tasks are pending
+    /// again).
+    fn send_chunk(&mut self, w: usize, mut chunk: Chunk) -> bool {
+        let mut items = Packed::new();
+        for task in &chunk.tasks {
+            if let Err(e) = items.push(&task.args, &task.fds) {
+                // Out of descriptors: the whole chunk fails rather than runs half-armed.
+                for task in chunk.tasks {
+                    let e = Error::io("cannot pass a task's descriptors to a worker", clone_io(&e));
+                    let _ = task.sink.send((task.index, Done::Failed(e)));
+                }
+                return true;
+            }
+        }
+        let key = chunk
+            .tasks
+            .front()
+            .map(|t| t.key.to_string())
+            .unwrap_or_default();
+        let worker = &mut self.workers[w];
+        chunk.k = worker.sent;
+        worker.sent += 1;
+        worker.progress.queue(chunk.k);
+        let message = ToWorker::Chunk {
+            k: chunk.k,
+            first_seq: chunk.first_seq,
+            key,
+            items,
+        };
+        match worker.tasks.send(message) {
+            Ok(()) => {
+                worker.inflight.push_back(chunk);
+                true
+            }
+            // The worker is gone: its results channel reports it; the tasks wait for another.
+            Err(_) => {
+                for task in chunk.tasks.into_iter().rev() {
+                    self.pending.push_front(task);
+                }
+                false
+            }
+        }
+    }
+
+    /// Waits for a submission, an outcome, a worker's death or a task's deadline, and handles
+    /// what happened.
+    fn wait(&mut self) {
+        let deadline = self.next_deadline();
+        let ready = {
+            let mut select = Select::new();
+            select.add(&self.wake);
+            for w in &self.workers {
+                select.add(&w.results);
+            }
+            match deadline {
+                Some(after) => select.ready_timeout(after).ok(),
+                None => select.ready().ok(),
+            }
+        };
+        if ready == Some(0) {
+            while self.wake.try_recv().is_ok() {}
+        }
+        // Read every worker that has something: outcomes, or its end.
+        let mut w = 0;
+        while w < self.workers.len() {
+            if self.drain(w) {
+                w += 1;
+            }
+        }
+        self.check_timeouts();
+    }
+
+    /// Reads what worker `w` sent; `false` if it died (and was replaced at the same index or
+    /// removed).
+    fn drain(&mut self, w: usize) -> bool {
+        loop {
+            match self.workers[w].results.try_recv() {
+                Ok(FromWorker::Done {
+                    first_seq,
+                    outcomes,
+                }) => self.deliver(w, first_seq, outcomes),
+                Ok(FromWorker::Skipped { first_seq }) => {
+                    self.workers[w]
+                        .inflight
+                        .retain(|c| c.first_seq != first_seq);
+                }
+                Ok(FromWorker::InitFailed { message }) => {
+                    self.shared.lock().broken = Some(message);
+                }
+                Err(e) if e.kind() == crate::ErrorKind::Empty => return true,
+                Err(_) => {
+                    self.replace(w, None);
+                    return false;
+                }
+            }
+        }
+    }
+
+    /// Routes the outcomes of a chunk's first tasks to their callers.
+    fn deliver(&mut self, w: usize, first_seq: u64, outcomes: Packed) {
+        let who = self.workers[w].handle.who().clone();
+        let worker = &mut self.workers[w];
+        let Some(pos) = worker
+            .inflight
+            .iter()
+            .position(|c| c.first_seq == first_seq)
+        else {
+            return;
+        };
+        let mut chunk = worker.inflight.remove(pos).expect("position is valid");
+        let mut entries = outcomes.into_entries();
+        while let Some((bytes, fds)) = entries.next_entry() {
+            let Some(task) = chunk.tasks.pop_front() else {
+                break;
+            };
+            let frame = Frame::new(bytes.to_vec(), fds);
+            let _ = task.sink.send((
+                task.index,
+                Done::Outcome {
+                    frame,
+                    who: who.clone(),
+                },
+            ));
+        }
+        // A worker that retired mid-chunk left the rest: another worker runs them.
+        for task in chunk.tasks.into_iter().rev() {
+            self.pending.push_front(task);
+        }
+    }
+
+    /// How long until the earliest running task passes its timeout.
+    fn next_deadline(&self) -> Option<Duration> {
+        let timeout = self.config.timeout?;
+        let now = monotonic_ns();
+        let mut soonest: Option<u64> = None;
+        for w in &self.workers {
+            if w.inflight.is_empty() {
+                continue;
+            }
+            // A worker that holds tasks but has not started one yet is checked again within
+            // a timeout.
+            let left = match w.progress.current() {
+                Some((_, started)) => (started + timeout.as_nanos() as u64).saturating_sub(now),
+                None => timeout.as_nanos() as u64,
+            };
+            soonest = Some(soonest.map_or(left, |s| s.min(left)));
+        }
+        soonest.map(|ns| Duration::from_nanos(ns.max(1_000_000)))
+    }
+
+    /// Kills the workers whose running task passed its timeout.
+    fn check_timeouts(&mut self) {
+        let Some(timeout) = self.config.timeout else {
+            return;
+        };
+        let now = monotonic_ns();
+        let mut w = 0;
+        while w < self.workers.len() {
+            let late = match self.workers[w].progress.current() {
+                Some((seq, started)) if now >= started + timeout.as_nanos() as u64 => Some(seq),
+                _ => None,
+            };
+            match late {
+                Some(seq) => {
+                    let _ = self.workers[w].handle.kill();
+                    self.replace(w, Some((seq, timeout)));
+                }
+                None => w += 1,
+            }
+        }
+    }
+
+    /// Worker `w` is gone (or killed for `timed_out`): reaps it, fails the task it was running,
+    /// puts back the others it held, and starts a replacement.
+    fn replace(&mut self, w: usize, timed_out: Option<(u64, Duration)>) {
+        let mut worker = self.workers.swap_remove(w);
+        let running = worker.progress.current().map(|(seq, _)| seq);
+        let who = worker.handle.who().clone();
+        let mut exit = match worker.handle.join_timeout(Duration::from_secs(5)) {
+            Ok(Some(())) => None,
+            Ok(None) => {
+                let _ = worker.handle.kill();
+                let _ = worker.handle.join_timeout(Duration::from_secs(5));
+                Some(Error::other(format!("{who} stopped answering")))
+            }
+            Err(e) => Some(e),
+        };
+        let abnormal = exit.is_some() || timed_out.is_some();
+        for chunk in worker.inflight.drain(..).rev() {
+            let mut seq = chunk.first_seq + chunk.tasks.len() as u64;
+            for task in chunk.tasks.into_iter().rev() {
+                seq -= 1;
+                if Some(seq) == running && abnormal {
+                    let e = match timed_out {
+                        Some((_, after)) => Error::new(Repr::Timeout {
+                            what: format!("task {} on {who}", task.index),
+                            after,
+                        }),
+                        None => exit
+                            .take()
+                            .unwrap_or_else(|| Error::other(format!("{who} exited"))),
+                    };
+                    let _ = task.sink.send((task.index, Done::Failed(e)));
+                } else {
+                    self.pending.push_front(task);
+                }
+            }
+        }
+        {
+            let st = self.shared.lock();
+            // A broken pool (its initializer fails) would only fail again: no replacement.
+            if st.terminate || st.broken.is_some() {
+                return;
+            }
+        }
+        match self.spawn_worker() {
+            Ok(worker) => {
+                self.workers.push(worker);
+                let last = self.workers.len() - 1;
+                self.workers.swap(w.min(last), last);
+            }
+            Err(e) => {
+                if self.workers.is_empty() {
+                    self.shared.lock().broken = Some(format!("cannot start a worker: {e}"));
+                }
+            }
+        }
+    }
+
+    fn spawn_worker(&mut self) -> Result<Worker> {
+        let (tasks, tasks_rx) = crate::channel::<ToWorker>()?;
+        let (results_tx, results) = crate::channel::<FromWorker>()?;
+        let progress =
+            Progress::new().map_err(|e| Error::io("cannot create a worker's progress word", e))?;
+        let initializer = match &self.config.initializer {
+            Some(Encoded { key, args, fds }) => {
+                let mut packed = Packed::new();
+                packed
+                    .push(args, fds)
+                    .map_err(|e| Error::io("cannot pass the initializer's descriptors", e))?;
+                Some(Call {
+                    key: key.clone(),
+                    args: packed,
+                })
+            }
+            None => None,
+        };
+        let boot = WorkerBoot {
+            tasks: tasks_rx,
+            results: results_tx,
+            progress: progress.clone(),
+            initializer,
+            max_tasks: self.config.max_tasks,
+        };
+        let name = format!("{}-{}", self.config.name, self.spawned);
+        self.spawned += 1;
+        let handle = Builder::new().name(name).spawn_entry(WORKER_KEY, boot)?;
+        Ok(Worker {
+            handle,
+            tasks,
+            results,
+            progress,
+            inflight: VecDeque::new(),
+            sent: 0,
+        })
+    }
+
+    /// Ends every worker: gracefully (they finish, see their task channel close and exit) or
+    /// at once; fails whatever is left.
+    fn stop(&mut self, now: bool) {
+        let why = if now {
+            "the pool was terminated before this task finished"
+        } else {
+            "the pool stopped before this task ran"
+        };
+        for mut worker in self.workers.drain(..) {
+            if now {
+                let _ = worker.handle.kill();
+            }
+            drop(worker.tasks);
+            if worker
+                .handle
+                .join_timeout(Duration::from_secs(10))
+                .ok()
+                .flatten()
+                .is_none()
+            {
+                let _ = worker.handle.kill();
+                let _ = worker.handle.join_timeout(Duration::from_secs(5));
+            }
+            for chunk in worker.inflight {
+                for task in chunk.tasks {
+                    let _ = task
+                        .sink
+                        .send((task.index, Done::Failed(Error::other(why))));
+                }
+            }
+        }
+        self.fail_all(|| Error::other(why));
+    }
+
+    /// Fails every pending task (also those submitted meanwhile).
+    fn fail_all(&mut self, error: impl Fn() -> Error) {
+        self.absorb();
+        for task in self.pending.drain(..) {
+            let _ = task.sink.send((task.index, Done::Failed(error())));
+        }
+    }
+}
+
+fn clone_io(e: &std::io::Error) -> std::io::Error {
+    match e.raw_os_error() {
+        Some(code) => std::io::Error::from_raw_os_error(code),
+        None => std::io::Error::new(e.kind(), e.to_string()),
+    }
+}

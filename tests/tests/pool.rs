@@ -1,0 +1,294 @@
+//! Pools: results in order, worker reuse, and survival of panics, crashes and timeouts.
+
+mod support;
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use multiproc::{ErrorKind, Pool};
+use serde::{Deserialize, Serialize};
+use support::{DEADLINE, exists, within};
+
+#[multiproc::process]
+fn square(x: u64) -> u64 {
+    x * x
+}
+
+#[multiproc::process]
+fn pid_of(_: u32) -> u32 {
+    std::process::id()
+}
+
+#[multiproc::test]
+fn map_returns_results_in_input_order_from_reused_workers() {
+    let (squares, pids) = within(|| {
+        let pool = Pool::new(3).unwrap();
+        let squares = pool.map(square, 0..100).unwrap();
+        let pids: BTreeSet<u32> = pool.map(pid_of, 0..60).unwrap().into_iter().collect();
+        (squares, pids)
+    });
+    assert_eq!(squares, (0..100).map(|x| x * x).collect::<Vec<_>>());
+    assert!(!pids.is_empty() && pids.len() <= 3, "{pids:?}");
+    assert!(!pids.contains(&std::process::id()));
+}
+
+#[multiproc::process]
+fn add(a: i32, b: i32) -> i32 {
+    a + b
+}
+
+#[derive(Serialize, Deserialize)]
+struct Count {
+    upto: u64,
+}
+
+#[multiproc::process]
+impl Count {
+    fn run(self) -> u64 {
+        (1..=self.upto).sum()
+    }
+}
+
+#[multiproc::test]
+fn starmap_apply_async_and_submit() {
+    within(|| {
+        let pool = Pool::builder().workers(2).name("calc").build().unwrap();
+        assert_eq!(pool.starmap(add, [(1, 2), (3, 4)]).unwrap(), [3, 7]);
+        assert_eq!(pool.apply(add, (20, 22)).unwrap(), 42);
+        let mut pending: Vec<_> = (0..10)
+            .map(|i| pool.apply_async(add, (i, 1)).unwrap())
+            .collect();
+        pending[0].wait();
+        assert!(pending[0].ready());
+        let sums: Vec<i32> = pending.into_iter().map(|r| r.get().unwrap()).collect();
+        assert_eq!(sums, (1..=10).collect::<Vec<_>>());
+        assert_eq!(pool.submit(Count { upto: 10 }).unwrap().get().unwrap(), 55);
+    });
+}
+
+#[multiproc::process]
+fn fragile(x: u32) -> u32 {
+    if x == 7 {
+        panic!("seven is unlucky");
+    }
+    x
+}
+
+#[multiproc::test]
+fn a_panic_is_that_tasks_error_and_the_worker_lives_on() {
+    let (results, before, after) = within(|| {
+        let pool = Pool::builder().workers(1).chunksize(4).build().unwrap();
+        let before = pool.apply(pid_of, (0,)).unwrap();
+        let results: Vec<_> = pool.imap(fragile, 0..10).unwrap().collect();
+        let after = pool.apply(pid_of, (0,)).unwrap();
+        (results, before, after)
+    });
+    for (i, r) in results.iter().enumerate() {
+        match r {
+            Ok(v) => assert_eq!(*v as usize, i),
+            Err(e) => {
+                assert_eq!(i, 7);
+                assert_eq!(e.kind(), ErrorKind::Panicked);
+                let panic = e.remote_panic().unwrap();
+                assert_eq!(panic.message(), "seven is unlucky");
+                assert!(panic.location().unwrap().contains("pool.rs"), "{e}");
+            }
+        }
+    }
+    assert!(results[7].is_err());
+    assert_eq!(before, after, "a panic must not cost the worker");
+}
+
+/// Task 13 kills its own worker.
+#[multiproc::process]
+fn die_on_13(x: u32) -> u32 {
+    if x == 13 {
+        // SAFETY: raise only signals this process.
+        unsafe { libc::raise(libc::SIGKILL) };
+    }
+    x
+}
+
+#[multiproc::test]
+fn a_killed_worker_fails_only_its_task_and_the_pool_goes_on() {
+    let (results, again) = within(|| {
+        // Four tasks per chunk: the victim's chunk-mates must not fail with it.
+        let pool = Pool::builder().workers(2).chunksize(4).build().unwrap();
+        let results: Vec<_> = pool.imap(die_on_13, 0..40).unwrap().collect();
+        let again = pool.map(square, 0..10).unwrap();
+        (results, again)
+    });
+    for (i, r) in results.iter().enumerate() {
+        if i == 13 {
+            let e = r.as_ref().unwrap_err();
+            assert_eq!(e.signal(), Some(libc::SIGKILL), "{e}");
+        } else {
+            assert_eq!(*r.as_ref().unwrap() as usize, i, "task {i}");
+        }
+    }
+    assert_eq!(again, (0..10).map(|x| x * x).collect::<Vec<_>>());
+}
+
+#[multiproc::process]
+fn end_badly(how: String) -> u32 {
+    match how.as_str() {
+        // SAFETY: abort and _exit end only this process.
+        "abort" => unsafe { libc::abort() },
+        "exit" => unsafe { libc::_exit(3) },
+        _ => 0,
+    }
+}
+
+#[multiproc::test]
+fn an_aborting_or_exiting_worker_is_reported_with_its_signal_or_code() {
+    let results = within(|| {
+        let pool = Pool::builder().workers(2).build().unwrap();
+        let hows = ["fine", "abort", "fine", "exit", "fine"].map(String::from);
+        pool.imap(end_badly, hows).unwrap().collect::<Vec<_>>()
+    });
+    assert_eq!(
+        results[1].as_ref().unwrap_err().signal(),
+        Some(libc::SIGABRT)
+    );
+    assert_eq!(results[3].as_ref().unwrap_err().exit_code(), Some(3));
+    for i in [0, 2, 4] {
+        assert_eq!(*results[i].as_ref().unwrap(), 0);
+    }
+}
+
+#[multiproc::process]
+fn nap(ms: u64) -> u64 {
+    std::thread::sleep(Duration::from_millis(ms));
+    ms
+}
+
+#[multiproc::test]
+fn a_task_past_its_timeout_is_killed_with_its_worker_and_reported() {
+    let (results, after) = within(|| {
+        let pool = Pool::builder()
+            .workers(2)
+            .timeout(Duration::from_millis(300))
+            .build()
+            .unwrap();
+        let results: Vec<_> = pool.imap(nap, [1, 60_000, 2, 3]).unwrap().collect();
+        let after = pool.map(square, 0..4).unwrap();
+        (results, after)
+    });
+    let e = results[1].as_ref().unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Timeout, "{e}");
+    assert!(e.to_string().contains("task 1"), "{e}");
+    for (i, ms) in [(0, 1), (2, 2), (3, 3)] {
+        assert_eq!(*results[i].as_ref().unwrap(), ms);
+    }
+    assert_eq!(after, [0, 1, 4, 9]);
+}
+
+#[multiproc::test]
+fn max_tasks_per_child_replaces_workers_and_loses_nothing() {
+    let pids = within(|| {
+        let pool = Pool::builder()
+            .workers(2)
+            .max_tasks_per_child(3)
+            .chunksize(2)
+            .build()
+            .unwrap();
+        pool.map(pid_of, 0..30).unwrap()
+    });
+    assert_eq!(pids.len(), 30);
+    let distinct: BTreeSet<u32> = pids.iter().copied().collect();
+    assert!(
+        distinct.len() >= 10,
+        "each worker runs at most 3 tasks: {distinct:?}"
+    );
+}
+
+static GREETING: std::sync::Mutex<String> = std::sync::Mutex::new(String::new());
+
+#[multiproc::process]
+fn set_greeting(word: String) {
+    *GREETING.lock().unwrap() = word;
+}
+
+#[multiproc::process]
+fn greet(name: String) -> String {
+    format!("{} {name}", GREETING.lock().unwrap())
+}
+
+#[multiproc::process]
+fn refuse_to_start() {
+    panic!("no config file");
+}
+
+#[multiproc::test]
+fn the_initializer_runs_in_each_worker_first_and_a_failing_one_breaks_the_pool() {
+    let (greetings, broken) = within(|| {
+        let pool = Pool::builder()
+            .workers(2)
+            .initializer(set_greeting, ("hello".to_string(),))
+            .build()
+            .unwrap();
+        let greetings = pool.map(greet, ["ann", "bob"].map(String::from)).unwrap();
+        let bad = Pool::builder()
+            .workers(1)
+            .initializer(refuse_to_start, ())
+            .build()
+            .unwrap();
+        let broken = bad.apply(greet, ("x".to_string(),)).unwrap_err();
+        (greetings, broken)
+    });
+    assert_eq!(greetings, ["hello ann", "hello bob"]);
+    assert!(broken.to_string().contains("no config file"), "{broken}");
+}
+
+#[multiproc::process]
+fn forever(_: u32) -> u32 {
+    loop {
+        std::thread::park();
+    }
+}
+
+#[multiproc::test]
+fn close_join_terminate_and_drop_leave_no_worker_behind() {
+    within(|| {
+        let pool = Pool::new(2).unwrap();
+        let pids: Vec<u32> = pool.map(pid_of, 0..8).unwrap();
+        let e = pool.join().unwrap_err();
+        assert!(e.to_string().contains("close()"), "{e}");
+        let later = pool.apply_async(square, (9,)).unwrap();
+        pool.close();
+        assert!(
+            pool.apply_async(square, (1,)).is_err(),
+            "a closed pool takes no tasks"
+        );
+        pool.join().unwrap();
+        assert_eq!(later.get().unwrap(), 81);
+        for pid in &pids {
+            assert!(!exists(*pid), "worker {pid} outlived join");
+        }
+
+        let pool = Pool::new(2).unwrap();
+        let stuck = pool.apply_async(forever, (0,)).unwrap();
+        let pids: Vec<u32> = pool.map(pid_of, 0..8).unwrap();
+        pool.terminate();
+        assert!(stuck.get().is_err());
+
+        let pool = Pool::new(2).unwrap();
+        let _stuck = pool.apply_async(forever, (0,)).unwrap();
+        let more: Vec<u32> = pool.map(pid_of, 0..8).unwrap();
+        drop(pool);
+        for pid in pids.iter().chain(&more) {
+            assert!(!exists(*pid), "worker {pid} outlived its pool");
+        }
+    });
+}
+
+#[multiproc::test]
+fn a_plain_fn_is_an_error_before_any_task_runs() {
+    fn not_a_process(x: u32) -> u32 {
+        x
+    }
+    let pool = Pool::new(1).unwrap();
+    let e = pool.map(not_a_process, [1]).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::EntryNotFound);
+    let _ = DEADLINE;
+}
