@@ -179,3 +179,38 @@ fn work_queue() {
         )
     );
 }
+
+#[test]
+fn pool_map() {
+    let out = run(env!("CARGO_BIN_EXE_pool_map"));
+    let lines: Vec<&str> = out.stdout.lines().collect();
+    assert_eq!(lines.len(), 21, "{}", out.stdout);
+    let pids: std::collections::BTreeSet<&str> = lines[..20]
+        .iter()
+        .enumerate()
+        .map(|(i, l)| {
+            let rest = l
+                .strip_prefix(&format!("task {i:2} ran in pid "))
+                .unwrap_or_else(|| panic!("line {i}: {l}"));
+            rest
+        })
+        .collect();
+    assert!((2..=5).contains(&pids.len()), "{pids:?}");
+    assert_eq!(lines[20], format!("20 tasks, {} workers", pids.len()));
+}
+
+#[test]
+fn pool_crash() {
+    let out = run(env!("CARGO_BIN_EXE_pool_crash"));
+    let lines: Vec<&str> = out.stdout.lines().collect();
+    assert_eq!(lines.len(), 13, "{}", out.stdout);
+    for (task, line) in lines[..12].iter().enumerate() {
+        if task == 7 {
+            assert!(line.starts_with("task 7: failed: child `crash-demo-"), "{line}");
+            assert!(line.contains("killed by signal 9 (SIGKILL)"), "{line}");
+        } else {
+            assert_eq!(*line, format!("task {task}: {}", task * 10));
+        }
+    }
+    assert_eq!(lines[12], "again: [10, 20, 30]");
+}
