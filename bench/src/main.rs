@@ -181,7 +181,136 @@ fn main() -> multiproc::Result<()> {
         SharedMemory::from_bytes(&vec![1_u8; mib]).expect("a fresh region")
     })?);
     rate("1 MiB one-way, fresh SharedMemory (GB/s)", ours, raw);
+
+    println!();
+    pools(quick, trips)?;
     Ok(())
+}
+
+#[multiproc::process]
+fn double(x: u64) -> u64 {
+    x * 2
+}
+
+/// About `iterations` additions that the optimizer cannot fold: the CPU-bound task.
+#[multiproc::process]
+fn burn(iterations: u64) -> u64 {
+    let mut x = 0_u64;
+    for i in 0..iterations {
+        x = std::hint::black_box(x.wrapping_add(i));
+    }
+    x
+}
+
+/// The pool rows, each beside Python's `multiprocessing.Pool(2)` measured by
+/// ../shared/bench/mp_bench.py in the same run (when `python3` and the script are there).
+fn pools(quick: bool, trips: usize) -> multiproc::Result<()> {
+    let pool = multiproc::Pool::new(2)?;
+    pool.map(double, 0..2_000)?; // warm-up
+    let python = Python::find();
+
+    let mut i = 0_u64;
+    let ours = measure(trips / 4, || {
+        assert_eq!(pool.apply(double, (i,)).expect("apply"), 2 * i);
+        i += 1;
+    });
+    let py = python.get("pool_apply", "py.pool_apply_roundtrip.median");
+    versus("warm Pool(2), one trivial task (µs)", ours.median() * 1e6, py, false);
+
+    let n = if quick { 20_000 } else { 100_000 };
+    let unchunked = multiproc::Pool::builder().workers(2).chunksize(1).build()?;
+    unchunked.map(double, 0..2_000)?;
+    let t = Instant::now();
+    let out = unchunked.map(double, 0..n)?;
+    let ours = n as f64 / t.elapsed().as_secs_f64();
+    assert_eq!(out[n as usize - 1], 2 * (n - 1));
+    let py = python.get("pool_map_c1", "py.pool_map_trivial_chunksize1.msgs_per_s");
+    versus("Pool(2) trivial tasks, chunksize 1 (/s)", ours, py, true);
+
+    let n = 200_000_u64;
+    let t = Instant::now();
+    let out = pool.map(double, 0..n)?;
+    let ours = n as f64 / t.elapsed().as_secs_f64();
+    assert_eq!(out.len(), n as usize);
+    let py = python.get("pool_map", "py.pool_map_trivial_default_chunks.msgs_per_s");
+    versus("Pool(2).map, 200k trivial, auto chunks (/s)", ours, py, true);
+
+    // ~5 ms of CPU per task, calibrated here; 200 tasks on 2 workers.
+    let mut iterations = 100_000_u64;
+    let per = |iterations: u64| {
+        let t = Instant::now();
+        std::hint::black_box(burn(iterations));
+        t.elapsed().as_secs_f64()
+    };
+    while per(iterations) < 0.02 {
+        iterations *= 2;
+    }
+    iterations = (iterations as f64 * 0.005 / per(iterations)) as u64;
+    let serial = || {
+        let mut ts: Vec<f64> = (0..20).map(|_| per(iterations)).collect();
+        ts.sort_by(f64::total_cmp);
+        ts[10]
+    };
+    let before = serial();
+    let t = Instant::now();
+    pool.map(burn, vec![iterations; 200])?;
+    let wall = t.elapsed().as_secs_f64();
+    let per_task = before.min(serial());
+    let efficiency = 200.0 * per_task / 2.0 / wall;
+    let py = python.get("pool_cpu", "py.pool_cpu.efficiency");
+    versus("Pool(2), 200 x 5 ms CPU, efficiency", efficiency, py, true);
+    Ok(())
+}
+
+/// One row against Python's figure; `higher` says which way is better.
+fn versus(name: &str, ours: f64, python: Option<f64>, higher: bool) {
+    match python {
+        Some(py) => {
+            let better = if higher { ours / py } else { py / ours };
+            println!(
+                "{name:<44} {ours:>10.3e} {py:>10.3e} {better:>6.2}x  Python multiprocessing (x = times better)"
+            );
+        }
+        None => println!("{name:<44} {ours:>10.3e} {:>10}         (python3 or mp_bench.py missing)", "-"),
+    }
+}
+
+/// Runs ../shared/bench/mp_bench.py tests, when the interpreter and the script are there.
+struct Python {
+    script: Option<PathBuf>,
+}
+
+impl Python {
+    fn find() -> Python {
+        let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/bench/mp_bench.py");
+        let works = script.exists()
+            && Command::new("python3")
+                .arg("--version")
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success());
+        Python {
+            script: works.then_some(script),
+        }
+    }
+
+    /// The value of `key` printed by `mp_bench.py test`.
+    fn get(&self, test: &str, key: &str) -> Option<f64> {
+        let script = self.script.as_ref()?;
+        let out = Command::new("python3")
+            .arg(script)
+            .arg(test)
+            .stderr(Stdio::null())
+            .output()
+            .ok()?;
+        String::from_utf8_lossy(&out.stdout).lines().find_map(|line| {
+            let mut words = line.split_whitespace();
+            (words.next() == Some("RESULT") && words.next() == Some(key))
+                .then(|| words.next()?.parse().ok())
+                .flatten()
+        })
+    }
 }
 
 /// Seconds to send `n` messages made by `make` to a child running `sink`, until it has
