@@ -1,7 +1,8 @@
 //! multiproc's bench binary: each figure printed side by side with its floor, measured in the
 //! same run on the same machine, so only the ratios are meant to be compared across machines.
 //!
-//! Run: `cargo run --release -p multiproc-bench` (add `-- --quick` for a short run).
+//! Run: `cargo run --release -p multiproc-bench` (add `-- --quick` for a short run, `--pools`
+//! for the pool rows alone).
 //!
 //! - spawn + join of a no-op `#[process]` vs a bare re-exec of this binary that exits at the
 //!   top of `main` (the floor for any re-exec design);
@@ -86,6 +87,10 @@ fn main() -> multiproc::Result<()> {
     multiproc::init();
 
     let quick = std::env::args().any(|a| a == "--quick");
+    if std::env::args().any(|a| a == "--pools") {
+        // Only the pool rows: for profiling them.
+        return pools(quick, if quick { 2_000 } else { 20_000 });
+    }
     let (spawns, trips) = if quick { (50, 2_000) } else { (300, 20_000) };
     println!(
         "multiproc bench ({} mode): {} spawns, {} round trips; median (mean) per operation\n",
@@ -215,7 +220,12 @@ fn pools(quick: bool, trips: usize) -> multiproc::Result<()> {
         i += 1;
     });
     let py = python.get("pool_apply", "py.pool_apply_roundtrip.median");
-    versus("warm Pool(2), one trivial task (µs)", ours.median() * 1e6, py, false);
+    versus(
+        "warm Pool(2), one trivial task (µs)",
+        ours.median() * 1e6,
+        py,
+        false,
+    );
 
     let n = if quick { 20_000 } else { 100_000 };
     let unchunked = multiproc::Pool::builder().workers(2).chunksize(1).build()?;
@@ -233,7 +243,12 @@ fn pools(quick: bool, trips: usize) -> multiproc::Result<()> {
     let ours = n as f64 / t.elapsed().as_secs_f64();
     assert_eq!(out.len(), n as usize);
     let py = python.get("pool_map", "py.pool_map_trivial_default_chunks.msgs_per_s");
-    versus("Pool(2).map, 200k trivial, auto chunks (/s)", ours, py, true);
+    versus(
+        "Pool(2).map, 200k trivial, auto chunks (/s)",
+        ours,
+        py,
+        true,
+    );
 
     // ~5 ms of CPU per task, calibrated here; 200 tasks on 2 workers.
     let mut iterations = 100_000_u64;
@@ -271,7 +286,10 @@ fn versus(name: &str, ours: f64, python: Option<f64>, higher: bool) {
                 "{name:<44} {ours:>10.3e} {py:>10.3e} {better:>6.2}x  Python multiprocessing (x = times better)"
             );
         }
-        None => println!("{name:<44} {ours:>10.3e} {:>10}         (python3 or mp_bench.py missing)", "-"),
+        None => println!(
+            "{name:<44} {ours:>10.3e} {:>10}         (python3 or mp_bench.py missing)",
+            "-"
+        ),
     }
 }
 
@@ -282,7 +300,8 @@ struct Python {
 
 impl Python {
     fn find() -> Python {
-        let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/bench/mp_bench.py");
+        let script =
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/bench/mp_bench.py");
         let works = script.exists()
             && Command::new("python3")
                 .arg("--version")
@@ -304,12 +323,14 @@ impl Python {
             .stderr(Stdio::null())
             .output()
             .ok()?;
-        String::from_utf8_lossy(&out.stdout).lines().find_map(|line| {
-            let mut words = line.split_whitespace();
-            (words.next() == Some("RESULT") && words.next() == Some(key))
-                .then(|| words.next()?.parse().ok())
-                .flatten()
-        })
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .find_map(|line| {
+                let mut words = line.split_whitespace();
+                (words.next() == Some("RESULT") && words.next() == Some(key))
+                    .then(|| words.next()?.parse().ok())
+                    .flatten()
+            })
     }
 }
 

@@ -206,7 +206,10 @@ fn pool_crash() {
     assert_eq!(lines.len(), 13, "{}", out.stdout);
     for (task, line) in lines[..12].iter().enumerate() {
         if task == 7 {
-            assert!(line.starts_with("task 7: failed: child `crash-demo-"), "{line}");
+            assert!(
+                line.starts_with("task 7: failed: child `crash-demo-"),
+                "{line}"
+            );
             assert!(line.contains("killed by signal 9 (SIGKILL)"), "{line}");
         } else {
             assert_eq!(*line, format!("task {task}: {}", task * 10));
