@@ -189,10 +189,8 @@ fn pool_map() {
         .iter()
         .enumerate()
         .map(|(i, l)| {
-            let rest = l
-                .strip_prefix(&format!("task {i:2} ran in pid "))
-                .unwrap_or_else(|| panic!("line {i}: {l}"));
-            rest
+            l.strip_prefix(&format!("task {i:2} ran in pid "))
+                .unwrap_or_else(|| panic!("line {i}: {l}"))
         })
         .collect();
     assert!((2..=5).contains(&pids.len()), "{pids:?}");
