@@ -484,7 +484,6 @@ impl Pool {
     /// # Examples
     ///
     /// ```no_run
-    /// use multiproc::Process;
     /// use serde::{Deserialize, Serialize};
     ///
     /// #[derive(Serialize, Deserialize)]
