@@ -8,9 +8,7 @@ mod worker;
 use std::any::type_name;
 use std::collections::HashMap;
 use std::fmt;
-use std::marker::PhantomData;
 use std::os::fd::OwnedFd;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, mpsc};
 use std::time::Duration;
 
@@ -20,7 +18,7 @@ use serde::de::DeserializeOwned;
 pub use self::worker::TaskInput;
 pub(crate) use self::worker::run_task;
 
-use self::scheduler::{Config, Done, Encoded, Shared, Task};
+use self::scheduler::{Call, Config, Done, Encoded, Shared, Task};
 use crate::bootstrap::Outcome;
 use crate::error::{Error, Repr, Result};
 use crate::registry;
@@ -59,7 +57,6 @@ pub struct Pool {
     workers: usize,
     name: String,
     chunksize: Option<usize>,
-    calls: AtomicU64,
 }
 
 /// Configures a [`Pool`]; see [`Pool::builder`].
@@ -206,7 +203,6 @@ impl PoolBuilder {
             workers,
             name,
             chunksize: self.chunksize,
-            calls: AtomicU64::new(0),
         })
     }
 }
@@ -275,9 +271,8 @@ impl Pool {
     {
         let _ = f;
         let key = fn_key::<F, (A,)>()?;
-        let items: Vec<(A,)> = items.into_iter().map(|a| (a,)).collect();
-        let chunk = self.auto_chunksize(items.len());
-        let (rx, n) = self.submit_all(key, items, chunk)?;
+        let items = items.into_iter().map(|a| (a,));
+        let (rx, n) = self.submit_all(key, items, |n| self.auto_chunksize(n))?;
         collect_in_order::<F::Output>(rx, n).into_iter().collect()
     }
 
@@ -312,9 +307,7 @@ impl Pool {
     {
         let _ = f;
         let key = fn_key::<F, A>()?;
-        let items: Vec<A> = items.into_iter().collect();
-        let chunk = self.auto_chunksize(items.len());
-        let (rx, n) = self.submit_all(key, items, chunk)?;
+        let (rx, n) = self.submit_all(key, items, |n| self.auto_chunksize(n))?;
         collect_in_order::<F::Output>(rx, n).into_iter().collect()
     }
 
@@ -353,14 +346,13 @@ impl Pool {
     {
         let _ = f;
         let key = fn_key::<F, (A,)>()?;
-        let items: Vec<(A,)> = items.into_iter().map(|a| (a,)).collect();
-        let (rx, n) = self.submit_all(key, items, self.chunksize.unwrap_or(1))?;
+        let items = items.into_iter().map(|a| (a,));
+        let (rx, n) = self.submit_all(key, items, |_| self.chunksize.unwrap_or(1))?;
         Ok(Imap {
             rx,
             len: n,
             next: 0,
             early: HashMap::new(),
-            _output: PhantomData,
         })
     }
 
@@ -400,12 +392,12 @@ impl Pool {
     {
         let _ = f;
         let key = fn_key::<F, (A,)>()?;
-        let items: Vec<(A,)> = items.into_iter().map(|a| (a,)).collect();
-        let (rx, n) = self.submit_all(key, items, self.chunksize.unwrap_or(1))?;
+        let items = items.into_iter().map(|a| (a,));
+        let (rx, n) = self.submit_all(key, items, |_| self.chunksize.unwrap_or(1))?;
         Ok(ImapUnordered {
             rx,
             left: n,
-            _output: PhantomData,
+            ready: std::collections::VecDeque::new(),
         })
     }
 
@@ -475,7 +467,7 @@ impl Pool {
     {
         let _ = f;
         let key = fn_key::<F, A>()?;
-        let (rx, _) = self.submit_all(key, vec![args], 1)?;
+        let (rx, _) = self.submit_all(key, [args], |_| 1)?;
         Ok(AsyncResult::new(rx))
     }
 
@@ -515,7 +507,7 @@ impl Pool {
         P::Output: Serialize + DeserializeOwned,
     {
         let key = registry::resolve_key(P::__KEY)?;
-        let (rx, _) = self.submit_all(key, vec![process], 1)?;
+        let (rx, _) = self.submit_all(key, [process], |_| 1)?;
         Ok(AsyncResult::new(rx))
     }
 
@@ -602,26 +594,51 @@ impl Pool {
     fn submit_all<A: Serialize>(
         &self,
         key: &'static str,
-        items: Vec<A>,
-        chunk: usize,
-    ) -> Result<(mpsc::Receiver<(usize, Done)>, usize)> {
+        items: impl IntoIterator<Item = A>,
+        chunk: impl FnOnce(usize) -> usize,
+    ) -> Result<(mpsc::Receiver<Done>, usize)> {
         let (sink, rx) = mpsc::channel();
-        let call = self.calls.fetch_add(1, Ordering::Relaxed);
-        let key: Arc<str> = Arc::from(key);
-        let n = items.len();
-        let mut tasks = Vec::with_capacity(n);
-        for (index, item) in items.iter().enumerate() {
-            let (args, fds) = encode(item)?;
-            tasks.push(Task {
-                key: Arc::clone(&key),
+        let items = items.into_iter();
+        let mut args = Vec::new();
+        let mut spans = Vec::with_capacity(items.size_hint().0);
+        for item in items {
+            let item = &item;
+            let start = args.len();
+            let fds = wire::with_encoded(item, |bytes, fds| {
+                args.extend_from_slice(bytes);
+                if fds.is_empty() {
+                    return Ok(Vec::new());
+                }
+                fds.iter()
+                    .map(|fd| fd.try_clone())
+                    .collect::<std::io::Result<Vec<_>>>()
+            })
+            .map_err(|message| {
+                Error::new(Repr::Serialize {
+                    type_name: type_name::<A>(),
+                    message,
+                })
+            })?
+            .map_err(|e| Error::io("cannot copy a task's descriptors", e))?;
+            spans.push((start..args.len(), fds));
+        }
+        let n = spans.len();
+        let call = Arc::new(Call {
+            key: key.to_string(),
+            args,
+            sink,
+            chunk: chunk(n),
+        });
+        let tasks = spans
+            .into_iter()
+            .enumerate()
+            .map(|(index, (args, fds))| Task {
+                call: Arc::clone(&call),
+                index,
                 args,
                 fds,
-                sink: sink.clone(),
-                call,
-                index,
-                chunk,
-            });
-        }
+            })
+            .collect();
         self.shared.submit(tasks)?;
         Ok((rx, n))
     }
@@ -672,15 +689,45 @@ fn encode<A: Serialize>(value: &A) -> Result<(Vec<u8>, Vec<OwnedFd>)> {
     }
 }
 
-/// A task's result, decoded.
-fn settle<R: DeserializeOwned>(done: Done) -> Result<R> {
-    let (frame, who) = match done {
-        Done::Failed(e) => return Err(e),
-        Done::Outcome { frame, who } => (frame, who),
-    };
-    match crate::channel::decode::<Outcome<R>>(frame)? {
+/// Decodes a delivery: hands `each` every task's index and result.
+fn settle<R: DeserializeOwned>(done: Done, mut each: impl FnMut(usize, Result<R>)) {
+    match done {
+        Done::Failed { index, error } => each(index, Err(error)),
+        Done::Outcomes {
+            indices,
+            outcomes,
+            who,
+        } => {
+            let mut entries = outcomes.into_entries();
+            for index in indices {
+                let result = match entries.next_entry() {
+                    Some((bytes, fds)) => outcome(bytes, fds, &who),
+                    None => Err(lost()),
+                };
+                each(index, result);
+            }
+        }
+    }
+}
+
+/// One task's encoded outcome, decoded.
+fn outcome<R: DeserializeOwned>(
+    bytes: &[u8],
+    fds: Vec<OwnedFd>,
+    who: &crate::error::Who,
+) -> Result<R> {
+    let decoded = wire::decode_slice::<Outcome<R>>(bytes, fds).map_err(|message| {
+        Error::new(Repr::Deserialize {
+            type_name: type_name::<R>(),
+            message,
+        })
+    })?;
+    match decoded {
         Outcome::Returned(value) => Ok(value),
-        Outcome::Panicked(panic) => Err(Error::new(Repr::Panicked { who, panic })),
+        Outcome::Panicked(panic) => Err(Error::new(Repr::Panicked {
+            who: who.clone(),
+            panic,
+        })),
         Outcome::OutputNotSerializable { message, .. } => Err(Error::new(Repr::Serialize {
             type_name: type_name::<R>(),
             message,
@@ -697,20 +744,23 @@ fn lost() -> Error {
 }
 
 /// Receives `n` outcomes and decodes them in input order.
-fn collect_in_order<R: DeserializeOwned>(
-    rx: mpsc::Receiver<(usize, Done)>,
-    n: usize,
-) -> Vec<Result<R>> {
-    let mut slots: Vec<Option<Done>> = (0..n).map(|_| None).collect();
-    for _ in 0..n {
-        match rx.recv() {
-            Ok((index, done)) => slots[index] = Some(done),
-            Err(_) => break,
-        }
+fn collect_in_order<R: DeserializeOwned>(rx: mpsc::Receiver<Done>, n: usize) -> Vec<Result<R>> {
+    let mut slots: Vec<Option<Result<R>>> = (0..n).map(|_| None).collect();
+    let mut got = 0;
+    while got < n {
+        let Ok(done) = rx.recv() else {
+            break;
+        };
+        settle(done, |index, result| {
+            if let Some(slot) = slots.get_mut(index) {
+                got += usize::from(slot.is_none());
+                *slot = Some(result);
+            }
+        });
     }
     slots
         .into_iter()
-        .map(|slot| slot.map_or_else(|| Err(lost()), settle))
+        .map(|slot| slot.unwrap_or_else(|| Err(lost())))
         .collect()
 }
 
@@ -720,11 +770,10 @@ fn collect_in_order<R: DeserializeOwned>(
 ///
 /// See [`Pool::imap`].
 pub struct Imap<R> {
-    rx: mpsc::Receiver<(usize, Done)>,
+    rx: mpsc::Receiver<Done>,
     len: usize,
     next: usize,
-    early: HashMap<usize, Done>,
-    _output: PhantomData<fn() -> R>,
+    early: HashMap<usize, Result<R>>,
 }
 
 impl<R: DeserializeOwned> Iterator for Imap<R> {
@@ -737,14 +786,13 @@ impl<R: DeserializeOwned> Iterator for Imap<R> {
         let index = self.next;
         self.next += 1;
         loop {
-            if let Some(done) = self.early.remove(&index) {
-                return Some(settle(done));
+            if let Some(result) = self.early.remove(&index) {
+                return Some(result);
             }
             match self.rx.recv() {
-                Ok((i, done)) if i == index => return Some(settle(done)),
-                Ok((i, done)) => {
-                    self.early.insert(i, done);
-                }
+                Ok(done) => settle(done, |i, result| {
+                    self.early.insert(i, result);
+                }),
                 Err(_) => return Some(Err(lost())),
             }
         }
@@ -770,9 +818,9 @@ impl<R> fmt::Debug for Imap<R> {
 ///
 /// See [`Pool::imap_unordered`].
 pub struct ImapUnordered<R> {
-    rx: mpsc::Receiver<(usize, Done)>,
+    rx: mpsc::Receiver<Done>,
     left: usize,
-    _output: PhantomData<fn() -> R>,
+    ready: std::collections::VecDeque<(usize, Result<R>)>,
 }
 
 impl<R: DeserializeOwned> Iterator for ImapUnordered<R> {
@@ -783,11 +831,16 @@ impl<R: DeserializeOwned> Iterator for ImapUnordered<R> {
             return None;
         }
         self.left -= 1;
-        match self.rx.recv() {
-            Ok((index, done)) => Some((index, settle(done))),
-            Err(_) => {
-                self.left = 0;
-                Some((usize::MAX, Err(lost())))
+        loop {
+            if let Some(next) = self.ready.pop_front() {
+                return Some(next);
+            }
+            match self.rx.recv() {
+                Ok(done) => settle(done, |index, result| self.ready.push_back((index, result))),
+                Err(_) => {
+                    self.left = 0;
+                    return Some((usize::MAX, Err(lost())));
+                }
             }
         }
     }
@@ -811,19 +864,17 @@ impl<R> fmt::Debug for ImapUnordered<R> {
 ///
 /// See [`Pool::apply_async`].
 pub struct AsyncResult<R> {
-    rx: mpsc::Receiver<(usize, Done)>,
-    done: Option<Done>,
+    rx: mpsc::Receiver<Done>,
+    done: Option<Result<R>>,
     taken: bool,
-    _output: PhantomData<fn() -> R>,
 }
 
 impl<R: DeserializeOwned> AsyncResult<R> {
-    fn new(rx: mpsc::Receiver<(usize, Done)>) -> Self {
+    fn new(rx: mpsc::Receiver<Done>) -> Self {
         AsyncResult {
             rx,
             done: None,
             taken: false,
-            _output: PhantomData,
         }
     }
 
@@ -921,13 +972,13 @@ impl<R: DeserializeOwned> AsyncResult<R> {
             return true;
         }
         match self.rx.recv_timeout(timeout) {
-            Ok((_, done)) => {
-                self.done = Some(done);
+            Ok(done) => {
+                settle(done, |_, result| self.done = Some(result));
                 true
             }
             Err(mpsc::RecvTimeoutError::Timeout) => false,
             Err(mpsc::RecvTimeoutError::Disconnected) => {
-                self.done = Some(Done::Failed(lost()));
+                self.done = Some(Err(lost()));
                 true
             }
         }
@@ -935,9 +986,9 @@ impl<R: DeserializeOwned> AsyncResult<R> {
 
     fn take(&mut self) -> Result<R> {
         match self.done.take() {
-            Some(done) => {
+            Some(result) => {
                 self.taken = true;
-                settle(done)
+                result
             }
             None => Err(Error::other("this task's result was already taken")),
         }

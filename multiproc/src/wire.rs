@@ -457,7 +457,8 @@ thread_local! {
     /// Descriptors of the message being decoded, `None` outside of [`decode`].
     static INCOMING: RefCell<Option<Vec<Option<OwnedFd>>>> = const { RefCell::new(None) };
     /// The text of the last custom error raised by multiproc's own (de)serializers: postcard
-    /// keeps only the fact that there was one.
+    /// keeps only the fact that there was one. Set right before the error is returned and
+    /// taken by `describe`, so it never outlives its error.
     static CUSTOM: RefCell<Option<String>> = const { RefCell::new(None) };
     /// Each thread's encoding buffer.
     static SCRATCH: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
@@ -471,7 +472,6 @@ pub(crate) fn with_encoded<T: Serialize + ?Sized, R>(
 ) -> Result<R, String> {
     let mut buf = SCRATCH.with(|s| std::mem::take(&mut *s.borrow_mut()));
     buf.clear();
-    CUSTOM.with(|c| c.borrow_mut().take());
     let saved = OUTGOING.with(|o| o.replace(Some(Vec::new())));
     let encoded = postcard::to_extend(value, buf);
     let fds = OUTGOING.with(|o| o.replace(saved)).unwrap_or_default();

@@ -23,6 +23,11 @@ impl Packed {
         Packed::default()
     }
 
+    /// The number of entries.
+    pub(crate) fn len(&self) -> usize {
+        self.len
+    }
+
     /// Appends one encoded value and (copies of) its descriptors.
     pub(crate) fn push(&mut self, bytes: &[u8], fds: &[OwnedFd]) -> std::io::Result<()> {
         let mut copies = Vec::with_capacity(fds.len());

@@ -13,40 +13,59 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::Duration;
 
 use super::packed::Packed;
-use super::worker::{Call, FromWorker, Progress, ToWorker, WORKER_KEY, WorkerBoot, monotonic_ns};
+use super::worker::{
+    FromWorker, InitCall, Progress, ToWorker, WORKER_KEY, WorkerBoot, monotonic_ns,
+};
 use crate::channel::{Receiver, Sender};
 use crate::error::{Error, Repr, Result, Who};
 use crate::select::Select;
 use crate::spawn::{Builder, JoinHandle};
-use crate::wire::Frame;
 
 /// Chunks a worker holds at most at once: one running, one waiting, so it never idles while
 /// the next arrives.
 const DEPTH: usize = 2;
 
-/// What a finished task hands to whoever waits for it.
+/// What finished tasks hand to whoever waits for them.
 pub(crate) enum Done {
-    /// The worker's encoded outcome.
-    Outcome { frame: Frame, who: Who },
-    /// The task failed outside its code: its worker died, it timed out, the pool stopped.
-    Failed(Error),
+    /// The encoded outcomes of tasks of one call that ran in one chunk: entry `i` is the
+    /// outcome of the call's task `indices[i]`.
+    Outcomes {
+        indices: Vec<usize>,
+        outcomes: Packed,
+        who: Who,
+    },
+    /// Task `index` failed outside its code: its worker died, it timed out, the pool stopped.
+    Failed { index: usize, error: Error },
 }
 
-/// Where a task's outcome goes: the sender of the call that submitted it, and the task's
-/// index in that call.
-pub(crate) type Sink = mpsc::Sender<(usize, Done)>;
+/// Where the outcomes of one call's tasks go.
+pub(crate) type Sink = mpsc::Sender<Done>;
 
-/// One task.
-pub(crate) struct Task {
-    pub(crate) key: Arc<str>,
+/// Tells `task`'s caller that it failed.
+fn fail(task: Task, error: Error) {
+    let _ = task.call.sink.send(Done::Failed {
+        index: task.index,
+        error,
+    });
+}
+
+/// One call of the pool's API (a `map`, an `apply_async`...): what its tasks share.
+pub(crate) struct Call {
+    pub(crate) key: String,
+    /// The encoded arguments of all its tasks, one after the other.
     pub(crate) args: Vec<u8>,
-    pub(crate) fds: Vec<OwnedFd>,
     pub(crate) sink: Sink,
-    /// Which call submitted it: tasks of one call may share a chunk.
-    pub(crate) call: u64,
-    pub(crate) index: usize,
-    /// The most tasks of its call that may share a chunk.
+    /// The most of its tasks that may share a chunk.
     pub(crate) chunk: usize,
+}
+
+/// One task: its call, its index in the call, where its arguments lie in the call's buffer,
+/// and the descriptors they carry.
+pub(crate) struct Task {
+    pub(crate) call: Arc<Call>,
+    pub(crate) index: usize,
+    pub(crate) args: std::ops::Range<usize>,
+    pub(crate) fds: Vec<OwnedFd>,
 }
 
 /// One call's entry key and encoded arguments.
@@ -225,7 +244,11 @@ impl Scheduler {
     /// Moves submitted tasks into `pending`; returns (closed, terminate).
     fn absorb(&mut self) -> (bool, bool) {
         let mut st = self.shared.lock();
-        self.pending.extend(st.submitted.drain(..));
+        if self.pending.is_empty() {
+            std::mem::swap(&mut self.pending, &mut st.submitted);
+        } else {
+            self.pending.extend(st.submitted.drain(..));
+        }
         (st.closed, st.terminate)
     }
 
@@ -279,12 +302,12 @@ impl Scheduler {
     /// up to the call's chunk size.
     fn take_chunk(&mut self) -> Chunk {
         let first = self.pending.pop_front().expect("a pending task");
-        let limit = first.chunk.max(1);
+        let limit = first.call.chunk.max(1);
         let mut tasks = VecDeque::with_capacity(limit.min(self.pending.len() + 1));
         tasks.push_back(first);
         while tasks.len() < limit {
             let same = match (self.pending.front(), tasks.front()) {
-                (Some(next), Some(head)) => next.call == head.call && next.key == head.key,
+                (Some(next), Some(head)) => Arc::ptr_eq(&next.call, &head.call),
                 _ => false,
             };
             if !same {
@@ -307,11 +330,11 @@ impl Scheduler {
     fn send_chunk(&mut self, w: usize, mut chunk: Chunk) -> bool {
         let mut items = Packed::new();
         for task in &chunk.tasks {
-            if let Err(e) = items.push(&task.args, &task.fds) {
+            if let Err(e) = items.push(&task.call.args[task.args.clone()], &task.fds) {
                 // Out of descriptors: the whole chunk fails rather than runs half-armed.
                 for task in chunk.tasks {
                     let e = Error::io("cannot pass a task's descriptors to a worker", clone_io(&e));
-                    let _ = task.sink.send((task.index, Done::Failed(e)));
+                    fail(task, e);
                 }
                 return true;
             }
@@ -319,7 +342,7 @@ impl Scheduler {
         let key = chunk
             .tasks
             .front()
-            .map(|t| t.key.to_string())
+            .map(|t| t.call.key.clone())
             .unwrap_or_default();
         let worker = &mut self.workers[w];
         chunk.k = worker.sent;
@@ -400,7 +423,7 @@ impl Scheduler {
         }
     }
 
-    /// Routes the outcomes of a chunk's first tasks to their callers.
+    /// Routes the outcomes of a chunk's first tasks to their caller, in one message.
     fn deliver(&mut self, w: usize, first_seq: u64, outcomes: Packed) {
         let who = self.workers[w].handle.who().clone();
         let worker = &mut self.workers[w];
@@ -412,19 +435,14 @@ impl Scheduler {
             return;
         };
         let mut chunk = worker.inflight.remove(pos).expect("position is valid");
-        let mut entries = outcomes.into_entries();
-        while let Some((bytes, fds)) = entries.next_entry() {
-            let Some(task) = chunk.tasks.pop_front() else {
-                break;
-            };
-            let frame = Frame::new(bytes.to_vec(), fds);
-            let _ = task.sink.send((
-                task.index,
-                Done::Outcome {
-                    frame,
-                    who: who.clone(),
-                },
-            ));
+        let done = outcomes.len().min(chunk.tasks.len());
+        if let Some(call) = chunk.tasks.front().map(|t| Arc::clone(&t.call)) {
+            let indices = chunk.tasks.drain(..done).map(|t| t.index).collect();
+            let _ = call.sink.send(Done::Outcomes {
+                indices,
+                outcomes,
+                who,
+            });
         }
         // A worker that retired mid-chunk left the rest: another worker runs them.
         for task in chunk.tasks.into_iter().rev() {
@@ -504,7 +522,7 @@ impl Scheduler {
                             .take()
                             .unwrap_or_else(|| Error::other(format!("{who} exited"))),
                     };
-                    let _ = task.sink.send((task.index, Done::Failed(e)));
+                    fail(task, e);
                 } else {
                     self.pending.push_front(task);
                 }
@@ -542,7 +560,7 @@ impl Scheduler {
                 packed
                     .push(args, fds)
                     .map_err(|e| Error::io("cannot pass the initializer's descriptors", e))?;
-                Some(Call {
+                Some(InitCall {
                     key: key.clone(),
                     args: packed,
                 })
@@ -555,6 +573,7 @@ impl Scheduler {
             progress: progress.clone(),
             initializer,
             max_tasks: self.config.max_tasks,
+            timed: self.config.timeout.is_some(),
         };
         let name = format!("{}-{}", self.config.name, self.spawned);
         self.spawned += 1;
@@ -594,9 +613,7 @@ impl Scheduler {
             }
             for chunk in worker.inflight {
                 for task in chunk.tasks {
-                    let _ = task
-                        .sink
-                        .send((task.index, Done::Failed(Error::other(why))));
+                    fail(task, Error::other(why));
                 }
             }
         }
@@ -607,7 +624,7 @@ impl Scheduler {
     fn fail_all(&mut self, error: impl Fn() -> Error) {
         self.absorb();
         for task in self.pending.drain(..) {
-            let _ = task.sink.send((task.index, Done::Failed(error())));
+            fail(task, error());
         }
     }
 }

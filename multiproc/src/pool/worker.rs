@@ -108,9 +108,9 @@ pub(crate) enum FromWorker {
     InitFailed { message: String },
 }
 
-/// One call: an entry point and its encoded arguments (the pool's initializer).
+/// The pool's initializer: an entry point and its encoded arguments.
 #[derive(Serialize, Deserialize)]
-pub(crate) struct Call {
+pub(crate) struct InitCall {
     pub(crate) key: String,
     pub(crate) args: Packed,
 }
@@ -121,8 +121,10 @@ pub(crate) struct WorkerBoot {
     pub(crate) tasks: Receiver<ToWorker>,
     pub(crate) results: Sender<FromWorker>,
     pub(crate) progress: Progress,
-    pub(crate) initializer: Option<Call>,
+    pub(crate) initializer: Option<InitCall>,
     pub(crate) max_tasks: Option<u64>,
+    /// Whether the pool has a task timeout: only then does a task's start time matter.
+    pub(crate) timed: bool,
 }
 
 /// The memory a worker and its pool share: word 0 is the sequence number of the task it is
@@ -172,8 +174,10 @@ impl Progress {
         (seq != IDLE).then(|| (seq, self.0.word64(1).load(Ordering::Acquire)))
     }
 
-    fn start(&self, seq: u64) {
-        self.0.word64(1).store(monotonic_ns(), Ordering::Release);
+    fn start(&self, seq: u64, timed: bool) {
+        if timed {
+            self.0.word64(1).store(monotonic_ns(), Ordering::Release);
+        }
         self.0.word64(0).store(seq, Ordering::Release);
     }
 
@@ -239,6 +243,7 @@ fn worker_main(boot: WorkerBoot) {
         progress,
         initializer,
         max_tasks,
+        timed,
     } = boot;
     let mut entries: HashMap<String, Option<&'static EntryPoint>> = HashMap::new();
     if let Some(init) = initializer {
@@ -269,7 +274,7 @@ fn worker_main(boot: WorkerBoot) {
         let mut seq = first_seq;
         let mut retire = false;
         while let Some((args, fds)) = items.next_entry() {
-            progress.start(seq);
+            progress.start(seq, timed);
             let input = TaskInput {
                 args,
                 fds,
@@ -305,7 +310,7 @@ fn worker_main(boot: WorkerBoot) {
 
 /// Runs the pool's initializer; the error text if it did not return.
 fn run_initializer(
-    init: Call,
+    init: InitCall,
     entries: &mut HashMap<String, Option<&'static EntryPoint>>,
 ) -> Result<(), String> {
     let Some(entry) = *entries
