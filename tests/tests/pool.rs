@@ -292,3 +292,23 @@ fn a_plain_fn_is_an_error_before_any_task_runs() {
     assert_eq!(e.kind(), ErrorKind::EntryNotFound);
     let _ = DEADLINE;
 }
+
+#[multiproc::process]
+fn crash_on_start() {
+    // SAFETY: abort ends only this process.
+    unsafe { libc::abort() };
+}
+
+#[multiproc::test]
+fn an_initializer_that_crashes_breaks_the_pool_instead_of_respawning_forever() {
+    let e = within(|| {
+        let pool = Pool::builder()
+            .workers(1)
+            .initializer(crash_on_start, ())
+            .build()
+            .unwrap();
+        pool.apply(square, (2,)).unwrap_err()
+    });
+    assert!(e.to_string().contains("died before they were ready"), "{e}");
+    assert!(e.to_string().contains("SIGABRT"), "{e}");
+}

@@ -165,6 +165,8 @@ struct Worker {
     inflight: VecDeque<Chunk>,
     /// Chunks sent to this worker so far.
     sent: u64,
+    /// It said [`FromWorker::Ready`]: its initializer ran.
+    ready: bool,
 }
 
 struct Chunk {
@@ -192,6 +194,7 @@ pub(crate) fn start(config: Config) -> Result<Arc<Shared>> {
         pending: VecDeque::new(),
         next_seq: 0,
         spawned: 0,
+        failed_starts: 0,
     };
     for _ in 0..scheduler.config.workers {
         let worker = scheduler.spawn_worker()?;
@@ -212,7 +215,13 @@ struct Scheduler {
     pending: VecDeque<Task>,
     next_seq: u64,
     spawned: usize,
+    /// Workers in a row that died before they were ready.
+    failed_starts: u32,
 }
+
+/// Workers in a row that may die before they are ready before the pool gives up: an
+/// initializer that crashes would otherwise have the pool start workers forever.
+const MAX_FAILED_STARTS: u32 = 3;
 
 impl Scheduler {
     fn run(mut self) {
@@ -406,6 +415,10 @@ impl Scheduler {
                     first_seq,
                     outcomes,
                 }) => self.deliver(w, first_seq, outcomes),
+                Ok(FromWorker::Ready) => {
+                    self.workers[w].ready = true;
+                    self.failed_starts = 0;
+                }
                 Ok(FromWorker::Skipped { first_seq }) => {
                     self.workers[w]
                         .inflight
@@ -507,6 +520,16 @@ impl Scheduler {
             }
             Err(e) => Some(e),
         };
+        if !worker.ready && exit.is_some() {
+            self.failed_starts += 1;
+            if self.failed_starts >= MAX_FAILED_STARTS {
+                let why = exit.as_ref().map_or_else(String::new, ToString::to_string);
+                self.shared.lock().broken = Some(format!(
+                    "{MAX_FAILED_STARTS} workers in a row died before they were ready \
+                     (the last: {why})"
+                ));
+            }
+        }
         let abnormal = exit.is_some() || timed_out.is_some();
         for chunk in worker.inflight.drain(..).rev() {
             let mut seq = chunk.first_seq + chunk.tasks.len() as u64;
@@ -585,6 +608,7 @@ impl Scheduler {
             progress,
             inflight: VecDeque::new(),
             sent: 0,
+            ready: false,
         })
     }
 

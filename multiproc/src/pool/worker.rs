@@ -104,6 +104,8 @@ pub(crate) enum FromWorker {
     Done { first_seq: u64, outcomes: Packed },
     /// The chunk at `first_seq` was taken back by the pool before it started: not run.
     Skipped { first_seq: u64 },
+    /// The initializer (if any) returned: the worker takes tasks.
+    Ready,
     /// The initializer failed: the worker exits without running tasks.
     InitFailed { message: String },
 }
@@ -251,6 +253,9 @@ fn worker_main(boot: WorkerBoot) {
             let _ = results.send(FromWorker::InitFailed { message });
             return;
         }
+    }
+    if results.send(FromWorker::Ready).is_err() {
+        return;
     }
     let mut done = 0_u64;
     while let Ok(ToWorker::Chunk {
