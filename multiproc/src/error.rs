@@ -36,6 +36,11 @@ pub enum ErrorKind {
     Exited,
     /// The child was killed by a signal before it replied; [`Error::signal`] has the number.
     Signaled,
+    /// The child hit its memory limit ([`Builder::memory_limit`](crate::Builder::memory_limit)):
+    /// an allocation failed and it aborted.
+    MemoryLimit,
+    /// The child used up its CPU time ([`Builder::cpu_time_limit`](crate::Builder::cpu_time_limit)).
+    CpuLimit,
     /// A deadline passed: the child did not start in time, or a receive timed out.
     Timeout,
     /// A non-blocking receive found no message.
@@ -149,6 +154,14 @@ pub(crate) enum Repr {
     Exited { who: Who, code: i32 },
     #[error("{who} was killed by signal {} before replying", signal_name(*.signal))]
     Signaled { who: Who, signal: i32 },
+    #[error(
+        "{who} aborted, most likely out of memory: its address space is limited to {} MiB \
+         (raise `memory_limit`, or make it use less)",
+        .bytes >> 20
+    )]
+    MemoryLimit { who: Who, bytes: u64 },
+    #[error("{who} used up its {seconds} s of CPU time (`cpu_time_limit`) and was stopped")]
+    CpuLimit { who: Who, seconds: u64 },
     #[error("{what} timed out after {after:?}")]
     Timeout {
         what: String,
@@ -301,6 +314,8 @@ impl Error {
             Repr::Panicked { .. } => ErrorKind::Panicked,
             Repr::Exited { .. } => ErrorKind::Exited,
             Repr::Signaled { .. } => ErrorKind::Signaled,
+            Repr::MemoryLimit { .. } => ErrorKind::MemoryLimit,
+            Repr::CpuLimit { .. } => ErrorKind::CpuLimit,
             Repr::Timeout { .. } => ErrorKind::Timeout,
             Repr::Empty => ErrorKind::Empty,
             Repr::Full { .. } => ErrorKind::Full,
@@ -362,6 +377,8 @@ impl Error {
     pub fn signal(&self) -> Option<i32> {
         match &*self.repr {
             Repr::Signaled { signal, .. } => Some(*signal),
+            Repr::MemoryLimit { .. } => Some(libc::SIGABRT),
+            Repr::CpuLimit { .. } => Some(libc::SIGXCPU),
             _ => None,
         }
     }
@@ -378,6 +395,8 @@ impl Error {
             Repr::Panicked { who, .. }
             | Repr::Exited { who, .. }
             | Repr::Signaled { who, .. }
+            | Repr::MemoryLimit { who, .. }
+            | Repr::CpuLimit { who, .. }
             | Repr::NoEntryHook { who, .. }
             | Repr::BuildMismatch { who, .. }
             | Repr::AlreadyJoined { who } => who.pid,

@@ -91,9 +91,52 @@ pub struct PoolBuilder {
     max_tasks: Option<u64>,
     timeout: Option<Duration>,
     chunksize: Option<usize>,
+    memory_limit: Option<u64>,
+    cpu_time_limit: Option<Duration>,
 }
 
 impl PoolBuilder {
+    /// Limits each worker's address space (see [`Builder::memory_limit`](crate::Builder::memory_limit)): a task that
+    /// allocates past it fails with [`ErrorKind::MemoryLimit`](crate::ErrorKind::MemoryLimit)
+    /// and its worker is replaced.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # #[multiproc::main]
+    /// # fn main() -> multiproc::Result<()> {
+    /// let pool = multiproc::Pool::builder().memory_limit(1 << 30).build()?;
+    /// # drop(pool);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn memory_limit(mut self, bytes: u64) -> Self {
+        self.memory_limit = Some(bytes);
+        self
+    }
+
+    /// Limits the CPU time of each worker over its whole life (see
+    /// [`Builder::cpu_time_limit`](crate::Builder::cpu_time_limit)); combine with
+    /// [`max_tasks_per_child`](PoolBuilder::max_tasks_per_child). For a limit per task, see
+    /// [`timeout`](PoolBuilder::timeout).
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # #[multiproc::main]
+    /// # fn main() -> multiproc::Result<()> {
+    /// let pool = multiproc::Pool::builder()
+    ///     .cpu_time_limit(std::time::Duration::from_secs(60))
+    ///     .build()?;
+    /// # drop(pool);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn cpu_time_limit(mut self, limit: Duration) -> Self {
+        self.cpu_time_limit = Some(limit);
+        self
+    }
+
     /// The number of worker processes; 0 (the default) means the machine's available
     /// parallelism.
     ///
@@ -197,6 +240,8 @@ impl PoolBuilder {
             initializer,
             max_tasks: self.max_tasks,
             timeout: self.timeout,
+            memory_limit: self.memory_limit,
+            cpu_time_limit: self.cpu_time_limit,
         })?;
         Ok(Pool {
             shared,
@@ -234,6 +279,8 @@ impl Pool {
             max_tasks: None,
             timeout: None,
             chunksize: None,
+            memory_limit: None,
+            cpu_time_limit: None,
         }
     }
 

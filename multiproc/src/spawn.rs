@@ -262,6 +262,44 @@ pub struct Builder {
     stdout: Stdio,
     stderr: Stdio,
     start_timeout: Option<Duration>,
+    limits: Limits,
+}
+
+/// Resource limits applied to a child before it runs (`setrlimit(2)`), and remembered to
+/// name the failure when it hits one.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct Limits {
+    /// `RLIMIT_AS`, in bytes.
+    pub(crate) memory: Option<u64>,
+    /// `RLIMIT_CPU`, in seconds (rounded up).
+    pub(crate) cpu_seconds: Option<u64>,
+    /// `RLIMIT_NOFILE`.
+    pub(crate) open_files: Option<u64>,
+}
+
+impl Limits {
+    /// The error for a child that ended with `signal`, when a limit explains it.
+    pub(crate) fn explain(&self, who: &Who, signal: i32) -> Option<Error> {
+        if signal == libc::SIGXCPU {
+            if let Some(seconds) = self.cpu_seconds {
+                return Some(Error::new(Repr::CpuLimit {
+                    who: who.clone(),
+                    seconds,
+                }));
+            }
+        }
+        // Rust aborts when an allocation fails; under an address-space limit that is by far
+        // the likeliest cause.
+        if signal == libc::SIGABRT {
+            if let Some(bytes) = self.memory {
+                return Some(Error::new(Repr::MemoryLimit {
+                    who: who.clone(),
+                    bytes,
+                }));
+            }
+        }
+        None
+    }
 }
 
 /// How long a child may take from exec to its entry point, unless [`Builder::start_timeout`]
@@ -358,6 +396,50 @@ impl Builder {
     /// ```
     pub fn stderr(&mut self, stdio: Stdio) -> &mut Self {
         self.stderr = stdio;
+        self
+    }
+
+    /// Limits the child's address space to `bytes` (`RLIMIT_AS`): an allocation beyond it
+    /// fails, the child aborts, and joining it reports
+    /// [`ErrorKind::MemoryLimit`](crate::ErrorKind::MemoryLimit). The address space counts
+    /// reservations, not only memory in use (the binary, thread stacks, allocator arenas): a
+    /// Rust program needs some tens of MiB of it before doing anything.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// multiproc::Builder::new().memory_limit(512 << 20);
+    /// ```
+    pub fn memory_limit(&mut self, bytes: u64) -> &mut Self {
+        self.limits.memory = Some(bytes);
+        self
+    }
+
+    /// Limits the CPU time the child may use (`RLIMIT_CPU`, rounded up to whole seconds):
+    /// past it the kernel stops the child, and joining it reports
+    /// [`ErrorKind::CpuLimit`](crate::ErrorKind::CpuLimit).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// multiproc::Builder::new().cpu_time_limit(std::time::Duration::from_secs(10));
+    /// ```
+    pub fn cpu_time_limit(&mut self, limit: Duration) -> &mut Self {
+        let seconds = limit.as_secs() + u64::from(limit.subsec_nanos() > 0);
+        self.limits.cpu_seconds = Some(seconds.max(1));
+        self
+    }
+
+    /// Limits how many files the child may have open at once (`RLIMIT_NOFILE`): past it,
+    /// opening one fails with `EMFILE` in the child.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// multiproc::Builder::new().open_files_limit(64);
+    /// ```
+    pub fn open_files_limit(&mut self, files: u64) -> &mut Self {
+        self.limits.open_files = Some(files);
         self
     }
 
@@ -503,7 +585,7 @@ impl Builder {
             wire::send(mine.as_fd(), None, bytes, fds, wait)
         });
         match sent {
-            Ok(Ok(())) => Ok(JoinHandle::new(child, who, mine)),
+            Ok(Ok(())) => Ok(JoinHandle::new(child, who, mine, self.limits)),
             Err(message) => {
                 reap(&mut child);
                 Err(Error::new(Repr::Serialize {
@@ -565,6 +647,7 @@ impl Builder {
             };
         }
         crate::sys::inherit_fd(&mut cmd, sock);
+        crate::sys::set_limits(&mut cmd, self.limits);
         cmd.env(bootstrap::ENV_SOCKET, sock.to_string())
             .env(bootstrap::ENV_ENTRY, key)
             .env(bootstrap::ENV_PARENT, std::process::id().to_string())

@@ -133,6 +133,41 @@ pub(crate) fn inherit_fd(cmd: &mut std::process::Command, fd: i32) {
     }
 }
 
+/// Applies the child's resource limits between fork and exec.
+pub(crate) fn set_limits(cmd: &mut std::process::Command, limits: crate::spawn::Limits) {
+    use std::os::unix::process::CommandExt;
+    if limits.memory.is_none() && limits.cpu_seconds.is_none() && limits.open_files.is_none() {
+        return;
+    }
+    // SAFETY: the closure runs between fork and exec and only calls setrlimit, which is
+    // async-signal-safe; it allocates nothing.
+    unsafe {
+        cmd.pre_exec(move || {
+            let set = |resource, soft: u64, hard: u64| {
+                let limit = libc::rlimit {
+                    rlim_cur: soft as libc::rlim_t,
+                    rlim_max: hard as libc::rlim_t,
+                };
+                if libc::setrlimit(resource, &limit) < 0 {
+                    return Err(io::Error::last_os_error());
+                }
+                Ok(())
+            };
+            if let Some(bytes) = limits.memory {
+                set(libc::RLIMIT_AS, bytes, bytes)?;
+            }
+            if let Some(seconds) = limits.cpu_seconds {
+                // SIGXCPU at the soft limit; SIGKILL a second later if it is ignored.
+                set(libc::RLIMIT_CPU, seconds, seconds + 1)?;
+            }
+            if let Some(files) = limits.open_files {
+                set(libc::RLIMIT_NOFILE, files, files)?;
+            }
+            Ok(())
+        });
+    }
+}
+
 /// Puts back the stdout parked by [`park_stdout`].
 pub(crate) fn unpark_stdout(parked: i32) {
     use std::io::Write;

@@ -82,6 +82,8 @@ pub(crate) struct Config {
     pub(crate) initializer: Option<Encoded>,
     pub(crate) max_tasks: Option<u64>,
     pub(crate) timeout: Option<Duration>,
+    pub(crate) memory_limit: Option<u64>,
+    pub(crate) cpu_time_limit: Option<Duration>,
 }
 
 /// What the pool's handles and its scheduler share.
@@ -600,7 +602,15 @@ impl Scheduler {
         };
         let name = format!("{}-{}", self.config.name, self.spawned);
         self.spawned += 1;
-        let handle = Builder::new().name(name).spawn_entry(WORKER_KEY, boot)?;
+        let mut builder = Builder::new();
+        builder.name(name);
+        if let Some(bytes) = self.config.memory_limit {
+            builder.memory_limit(bytes);
+        }
+        if let Some(cpu) = self.config.cpu_time_limit {
+            builder.cpu_time_limit(cpu);
+        }
+        let handle = builder.spawn_entry(WORKER_KEY, boot)?;
         Ok(Worker {
             handle,
             tasks,

@@ -44,6 +44,7 @@ pub struct JoinHandle<R> {
     /// The bootstrap socket: the outcome arrives on it, and the child takes its hang-up for
     /// the parent's death, so it stays open until the child is reaped.
     sock: Option<OwnedFd>,
+    limits: super::Limits,
     joined: bool,
     _output: std::marker::PhantomData<fn() -> R>,
 }
@@ -62,12 +63,13 @@ impl<R> JoinHandle<R>
 where
     R: Serialize + DeserializeOwned,
 {
-    pub(super) fn new(child: Child, who: Who, sock: OwnedFd) -> Self {
+    pub(super) fn new(child: Child, who: Who, sock: OwnedFd, limits: super::Limits) -> Self {
         JoinHandle {
             pid: child.id(),
             who,
             child: Some(child),
             sock: Some(sock),
+            limits,
             joined: false,
             _output: std::marker::PhantomData,
         }
@@ -346,7 +348,13 @@ where
             Some(Outcome::StateNotDeserializable { type_name, message }) => Err(Error::other(
                 format!("{who} could not decode its state `{type_name}`: {message}"),
             )),
-            None => Err(super::exit_error(status, who, true)),
+            None => {
+                use std::os::unix::process::ExitStatusExt;
+                let explained = status
+                    .signal()
+                    .and_then(|sig| self.limits.explain(&who, sig));
+                Err(explained.unwrap_or_else(|| super::exit_error(status, who, true)))
+            }
         }
     }
 
