@@ -272,13 +272,36 @@ pub(crate) fn signal_name(signal: i32) -> String {
 /// ```
 pub struct Error {
     repr: Box<Repr>,
+    /// The last lines the child wrote to stderr, when the parent saw them.
+    stderr_tail: Option<Box<[String]>>,
 }
 
 impl Error {
     pub(crate) fn new(repr: Repr) -> Self {
         Error {
             repr: Box::new(repr),
+            stderr_tail: None,
         }
+    }
+
+    /// Attaches the last lines of the child's stderr (shown by `Display` after the message).
+    pub(crate) fn with_stderr_tail(mut self, lines: Vec<String>) -> Self {
+        if !lines.is_empty() {
+            self.stderr_tail = Some(lines.into_boxed_slice());
+        }
+        self
+    }
+
+    /// The last lines the child wrote to its stderr before it failed, when its stderr went
+    /// through the parent ([`Stdio::Prefixed`](crate::Stdio::Prefixed)).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// assert!(multiproc::Error::other("x").stderr_tail().is_none());
+    /// ```
+    pub fn stderr_tail(&self) -> Option<&[String]> {
+        self.stderr_tail.as_deref()
     }
 
     pub(crate) fn io(context: impl Into<String>, source: io::Error) -> Self {
@@ -433,7 +456,14 @@ impl Error {
 
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Display::fmt(&self.repr, f)
+        fmt::Display::fmt(&self.repr, f)?;
+        if let Some(lines) = &self.stderr_tail {
+            write!(f, "; the last lines of its stderr:")?;
+            for line in lines.iter() {
+                write!(f, "\n    | {line}")?;
+            }
+        }
+        Ok(())
     }
 }
 
@@ -444,6 +474,12 @@ impl fmt::Debug for Error {
         write!(f, "{} [{:?}]", self.repr, self.kind())?;
         if let Repr::Io { source, .. } = &*self.repr {
             write!(f, ": {source}")?;
+        }
+        if let Some(lines) = &self.stderr_tail {
+            write!(f, "; the last lines of its stderr:")?;
+            for line in lines.iter() {
+                write!(f, "\n    | {line}")?;
+            }
         }
         Ok(())
     }

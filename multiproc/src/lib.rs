@@ -96,6 +96,7 @@ mod bytes;
 /// Typed channels; the iterator types live here, [`channel()`] and its ends at the root.
 pub mod channel;
 mod error;
+mod output;
 mod panic;
 mod pipe;
 mod pool;

@@ -93,9 +93,44 @@ pub struct PoolBuilder {
     chunksize: Option<usize>,
     memory_limit: Option<u64>,
     cpu_time_limit: Option<Duration>,
+    stdout: crate::Stdio,
+    stderr: crate::Stdio,
 }
 
 impl PoolBuilder {
+    /// Where the workers' standard output goes (default: inherited); with
+    /// [`Stdio::Prefixed`](crate::Stdio::Prefixed) each line shows the worker's name and pid.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # #[multiproc::main]
+    /// # fn main() -> multiproc::Result<()> {
+    /// let pool = multiproc::Pool::builder()
+    ///     .stdout(multiproc::Stdio::Prefixed)
+    ///     .stderr(multiproc::Stdio::Prefixed)
+    ///     .build()?;
+    /// # drop(pool);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn stdout(mut self, stdio: crate::Stdio) -> Self {
+        self.stdout = stdio;
+        self
+    }
+
+    /// Where the workers' standard error goes (default: inherited); with
+    /// [`Stdio::Prefixed`](crate::Stdio::Prefixed), the error of a task whose worker crashed
+    /// also carries the last lines the worker wrote there.
+    ///
+    /// # Examples
+    ///
+    /// See [`PoolBuilder::stdout`].
+    pub fn stderr(mut self, stdio: crate::Stdio) -> Self {
+        self.stderr = stdio;
+        self
+    }
+
     /// Limits each worker's address space (see [`Builder::memory_limit`](crate::Builder::memory_limit)): a task that
     /// allocates past it fails with [`ErrorKind::MemoryLimit`](crate::ErrorKind::MemoryLimit)
     /// and its worker is replaced.
@@ -242,6 +277,8 @@ impl PoolBuilder {
             timeout: self.timeout,
             memory_limit: self.memory_limit,
             cpu_time_limit: self.cpu_time_limit,
+            stdout: self.stdout,
+            stderr: self.stderr,
         })?;
         Ok(Pool {
             shared,
@@ -281,6 +318,8 @@ impl Pool {
             chunksize: None,
             memory_limit: None,
             cpu_time_limit: None,
+            stdout: crate::Stdio::Inherit,
+            stderr: crate::Stdio::Inherit,
         }
     }
 

@@ -220,6 +220,12 @@ pub enum Stdio {
     /// [`JoinHandle::take_stderr`] or [`JoinHandle::take_stdin`]. Read it while the child
     /// runs: a full pipe blocks the child.
     Piped,
+    /// For stdout and stderr: copied to the parent's, line by line, each line prefixed with
+    /// the child's name and pid, like `docker compose logs` (`[worker 4242] starting`). For
+    /// stderr the parent also keeps the last lines, and the error of a child that crashes
+    /// shows them ([`Error::stderr_tail`](crate::Error::stderr_tail)). For stdin: as
+    /// `Inherit`.
+    Prefixed,
 }
 
 impl Stdio {
@@ -228,6 +234,7 @@ impl Stdio {
             Stdio::Inherit => std::process::Stdio::inherit(),
             Stdio::Null => std::process::Stdio::null(),
             Stdio::Piped => std::process::Stdio::piped(),
+            Stdio::Prefixed => std::process::Stdio::piped(),
         }
     }
 }
@@ -529,6 +536,27 @@ impl Builder {
             name,
             pid: Some(child.id()),
         };
+        let prefix = format!("[{} {}] ", who.name, child.id());
+        if self.stdout == Stdio::Prefixed {
+            if let Some(out) = child.stdout.take() {
+                let _ = crate::output::copy_prefixed(
+                    out,
+                    prefix.clone(),
+                    crate::output::Target::Stdout,
+                );
+            }
+        }
+        let tail = match (self.stderr, child.stderr.take()) {
+            (Stdio::Prefixed, Some(err)) => Some(crate::output::copy_prefixed(
+                err,
+                prefix,
+                crate::output::Target::Stderr,
+            )),
+            (_, err) => {
+                child.stderr = err;
+                None
+            }
+        };
         let timeout = self.start_timeout.unwrap_or(DEFAULT_START_TIMEOUT);
         let wait = Wait::timeout(timeout);
 
@@ -585,7 +613,11 @@ impl Builder {
             wire::send(mine.as_fd(), None, bytes, fds, wait)
         });
         match sent {
-            Ok(Ok(())) => Ok(JoinHandle::new(child, who, mine, self.limits)),
+            Ok(Ok(())) => {
+                let mut handle = JoinHandle::new(child, who, mine, self.limits);
+                handle.stderr_tail = tail;
+                Ok(handle)
+            }
             Err(message) => {
                 reap(&mut child);
                 Err(Error::new(Repr::Serialize {
@@ -652,7 +684,10 @@ impl Builder {
             .env(bootstrap::ENV_ENTRY, key)
             .env(bootstrap::ENV_PARENT, std::process::id().to_string())
             .env(bootstrap::ENV_BUILD, bootstrap::fingerprint())
-            .stdin(self.stdin.to_std())
+            .stdin(match self.stdin {
+                Stdio::Prefixed => std::process::Stdio::inherit(),
+                other => other.to_std(),
+            })
             .stdout(self.stdout.to_std())
             .stderr(self.stderr.to_std());
         if let Some(dir) = &self.current_dir {

@@ -89,3 +89,34 @@ fn a_pool_task_past_the_memory_limit_fails_alone() {
     );
     assert_eq!(*results[2].as_ref().unwrap(), 2 << 20);
 }
+
+#[multiproc::process]
+fn say_then_die(words: Vec<String>) {
+    for w in &words {
+        eprintln!("{w}");
+    }
+    println!("done talking");
+    // SAFETY: _exit ends only this process.
+    unsafe { libc::_exit(7) };
+}
+
+#[multiproc::test]
+fn a_crashed_childs_error_carries_the_last_lines_of_its_prefixed_stderr() {
+    let words: Vec<String> = (1..=15).map(|i| format!("line {i}")).collect();
+    let child = Builder::new()
+        .name("talker")
+        .stdout(multiproc::Stdio::Prefixed)
+        .stderr(multiproc::Stdio::Prefixed)
+        .spawn_fn(say_then_die, (words,))
+        .unwrap();
+    let e = join(child).unwrap_err();
+    assert_eq!(e.exit_code(), Some(7));
+    let tail = e.stderr_tail().expect("a tail");
+    let expected: Vec<String> = (6..=15).map(|i| format!("line {i}")).collect();
+    assert_eq!(tail, expected.as_slice());
+    assert!(
+        e.to_string()
+            .contains("the last lines of its stderr:\n    | line 6"),
+        "{e}"
+    );
+}

@@ -84,6 +84,8 @@ pub(crate) struct Config {
     pub(crate) timeout: Option<Duration>,
     pub(crate) memory_limit: Option<u64>,
     pub(crate) cpu_time_limit: Option<Duration>,
+    pub(crate) stdout: crate::Stdio,
+    pub(crate) stderr: crate::Stdio,
 }
 
 /// What the pool's handles and its scheduler share.
@@ -603,7 +605,10 @@ impl Scheduler {
         let name = format!("{}-{}", self.config.name, self.spawned);
         self.spawned += 1;
         let mut builder = Builder::new();
-        builder.name(name);
+        builder
+            .name(name)
+            .stdout(self.config.stdout)
+            .stderr(self.config.stderr);
         if let Some(bytes) = self.config.memory_limit {
             builder.memory_limit(bytes);
         }

@@ -45,6 +45,8 @@ pub struct JoinHandle<R> {
     /// the parent's death, so it stays open until the child is reaped.
     sock: Option<OwnedFd>,
     limits: super::Limits,
+    /// The last lines of a [`Stdio::Prefixed`](crate::Stdio::Prefixed) stderr.
+    pub(super) stderr_tail: Option<crate::output::Tail>,
     joined: bool,
     _output: std::marker::PhantomData<fn() -> R>,
 }
@@ -70,6 +72,7 @@ where
             child: Some(child),
             sock: Some(sock),
             limits,
+            stderr_tail: None,
             joined: false,
             _output: std::marker::PhantomData,
         }
@@ -353,7 +356,11 @@ where
                 let explained = status
                     .signal()
                     .and_then(|sig| self.limits.explain(&who, sig));
-                Err(explained.unwrap_or_else(|| super::exit_error(status, who, true)))
+                let error = explained.unwrap_or_else(|| super::exit_error(status, who, true));
+                match &self.stderr_tail {
+                    Some(tail) => Err(error.with_stderr_tail(tail.lines())),
+                    None => Err(error),
+                }
             }
         }
     }
