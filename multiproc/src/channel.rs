@@ -121,6 +121,7 @@ fn make<T>(capacity: Option<usize>) -> Result<(Sender<T>, Receiver<T>)> {
         inbox: Inbox::new(rx, doorbell, VecDeque::new()),
         slots,
         _type: PhantomData,
+        _not_sync: PhantomData,
     };
     Ok((sender, receiver))
 }
@@ -162,7 +163,10 @@ pub struct Sender<T> {
 pub struct Receiver<T> {
     inbox: Arc<Inbox>,
     slots: Option<Arc<Slots>>,
+    /// `Send`, not `Sync` (like std's): one thread receives at a time; for several consumers
+    /// use a [`Queue`](crate::Queue).
     _type: PhantomData<fn() -> T>,
+    _not_sync: PhantomData<std::cell::Cell<()>>,
 }
 
 impl<T: Serialize> Sender<T> {
@@ -629,7 +633,10 @@ impl<T> Serialize for Receiver<T> {
         };
         // From here on this process no longer reads the socket: the receiver is moving.
         let mut waiting = Vec::new();
-        for (bytes, fds) in self.inbox.detach() {
+        let waiting_frames = self.inbox.detach().map_err(|e| {
+            serde::ser::Error::custom(format!("cannot copy a waiting message's descriptors: {e}"))
+        })?;
+        for (bytes, fds) in waiting_frames {
             let mut indices = Vec::with_capacity(fds.len());
             for fd in &fds {
                 indices.push(wire::attach_fd(fd.as_fd(), "Receiver")?);
@@ -667,6 +674,7 @@ impl<'de, T> Deserialize<'de> for Receiver<T> {
             inbox: Inbox::new(sock, doorbell, frames),
             slots,
             _type: PhantomData,
+            _not_sync: PhantomData,
         })
     }
 }

@@ -723,6 +723,7 @@ impl Pool {
                 index,
                 args,
                 fds,
+                attempts: 0,
             })
             .collect();
         self.shared.submit(tasks)?;

@@ -35,9 +35,13 @@ struct State {
     failed: Option<String>,
     /// Threads reading or polling the socket themselves right now.
     readers: usize,
-    /// The doorbell rang while a reader was busy: the last reader to leave rings it again.
+    /// The doorbell rang while a reader was busy (or the inbox was being moved): whoever
+    /// frees it rings it again.
     missed: bool,
     registered: bool,
+    /// Serialized to move to another process: the pump keeps off until it is dropped (the
+    /// move succeeded) or received from again (it did not).
+    moving: bool,
 }
 
 /// What a receive found.
@@ -89,6 +93,10 @@ impl Inbox {
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
                 .insert(inbox.token, Arc::downgrade(&inbox));
+            // Registered before epoll knows it: a doorbell that already rang (the receiver
+            // moved while its senders waited) wakes the pump at once, and must find it so.
+            let mut st = inbox.lock();
+            st.registered = true;
             let mut event = libc::epoll_event {
                 events: libc::EPOLLIN as u32,
                 u64: inbox.token,
@@ -102,7 +110,7 @@ impl Inbox {
                     &mut event,
                 )
             };
-            inbox.lock().registered = rc == 0;
+            st.registered = rc == 0;
         }
         inbox
     }
@@ -122,6 +130,13 @@ impl Inbox {
     /// Receives one message, waiting as `wait` says.
     pub(crate) fn recv(&self, wait: Wait) -> io::Result<Received> {
         let mut st = self.lock();
+        if st.moving {
+            // It stayed here after all (a send handed it back): the pump may drain it again.
+            st.moving = false;
+            if std::mem::take(&mut st.missed) {
+                ring(self.doorbell());
+            }
+        }
         loop {
             if let Some(frame) = st.frames.pop_front() {
                 return Ok(Received::Frame(frame));
@@ -188,8 +203,9 @@ impl Inbox {
         if !st.registered || st.closed || st.failed.is_some() {
             return;
         }
-        if st.readers > 0 {
-            // A reader is taking messages off the socket; if it stops, it rings again.
+        if st.readers > 0 || st.moving {
+            // A reader is taking messages off the socket, or the inbox is on its way out;
+            // whoever frees it rings again.
             st.missed = true;
             return;
         }
@@ -215,18 +231,21 @@ impl Inbox {
         }
     }
 
-    /// Stops the pump reading this socket and hands over what it had read, for moving the
-    /// inbox to another process.
-    pub(crate) fn detach(&self) -> Vec<(Vec<u8>, Vec<OwnedFd>)> {
+    /// Stops the pump reading this socket and copies what it had read, for moving the inbox
+    /// to another process.
+    pub(crate) fn detach(&self) -> io::Result<Vec<(Vec<u8>, Vec<OwnedFd>)>> {
         let mut st = self.lock();
-        self.unregister(&mut st);
-        st.frames
-            .iter()
-            .map(|f| {
-                let fds = f.fds.iter().filter_map(|fd| fd.try_clone().ok()).collect();
-                (f.bytes.clone(), fds)
-            })
-            .collect()
+        st.moving = true;
+        let mut copies = Vec::with_capacity(st.frames.len());
+        for f in &st.frames {
+            let fds = f
+                .fds
+                .iter()
+                .map(|fd| fd.try_clone())
+                .collect::<io::Result<Vec<_>>>()?;
+            copies.push((f.bytes.clone(), fds));
+        }
+        Ok(copies)
     }
 
     fn unregister(&self, st: &mut State) {

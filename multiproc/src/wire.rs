@@ -376,6 +376,12 @@ fn parse(datagram: &[u8], mut fds: Vec<OwnedFd>) -> Result<Frame, WireError> {
             let len = u64::from_le_bytes(rest.try_into().expect("8 bytes"));
             let len = usize::try_from(len).map_err(io::Error::other)?;
             let file = std::fs::File::from(fds.remove(0));
+            if file.metadata()?.len() < len as u64 {
+                return Err(WireError::Io(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    "a received message is shorter than its header says",
+                )));
+            }
             let mut body = vec![0u8; len];
             file.read_exact_at(&mut body, 0)?;
             Ok(Frame::new(body, fds))
@@ -423,7 +429,13 @@ fn recvmsg(sock: RawFd, buf: &mut [u8], flags: libc::c_int) -> io::Result<(usize
             cmsg = libc::CMSG_NXTHDR(&msg, cmsg);
         }
     }
-    if msg.msg_flags & (libc::MSG_TRUNC | libc::MSG_CTRUNC) != 0 {
+    if msg.msg_flags & libc::MSG_CTRUNC != 0 {
+        return Err(io::Error::other(
+            "a received message lost the descriptors it carried: this process is probably \
+             out of file descriptors (see `ulimit -n`)",
+        ));
+    }
+    if msg.msg_flags & libc::MSG_TRUNC != 0 {
         return Err(io::Error::new(
             io::ErrorKind::InvalidData,
             "a received message was truncated (not from multiproc?)",

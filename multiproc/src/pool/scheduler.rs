@@ -66,7 +66,12 @@ pub(crate) struct Task {
     pub(crate) index: usize,
     pub(crate) args: std::ops::Range<usize>,
     pub(crate) fds: Vec<OwnedFd>,
+    /// Workers that died holding it (not running it): past [`MAX_ATTEMPTS`] it fails.
+    pub(crate) attempts: u32,
 }
+
+/// How many workers may die holding one task before it fails instead of going to another.
+const MAX_ATTEMPTS: u32 = 3;
 
 /// One call's entry key and encoded arguments.
 pub(crate) struct Encoded {
@@ -229,6 +234,22 @@ const MAX_FAILED_STARTS: u32 = 3;
 
 impl Scheduler {
     fn run(mut self) {
+        // Set `stopped` however this ends, a panic included, so that `join` and `Drop` return.
+        struct Stopped(Arc<Shared>);
+        impl Drop for Stopped {
+            fn drop(&mut self) {
+                let mut st = self.0.lock();
+                st.stopped = true;
+                if !st.closed {
+                    // Only a panic ends the scheduler of an open pool.
+                    st.broken
+                        .get_or_insert_with(|| "the pool's scheduler stopped".to_string());
+                }
+                drop(st);
+                self.0.stopped.notify_all();
+            }
+        }
+        let _stopped = Stopped(Arc::clone(&self.shared));
         loop {
             let (closed, terminate) = self.absorb();
             if terminate {
@@ -248,10 +269,6 @@ impl Scheduler {
             }
             self.wait();
         }
-        let mut st = self.shared.lock();
-        st.stopped = true;
-        drop(st);
-        self.shared.stopped.notify_all();
     }
 
     /// Moves submitted tasks into `pending`; returns (closed, terminate).
@@ -280,7 +297,9 @@ impl Scheduler {
             return false;
         }
         for worker in &mut self.workers {
-            if worker.inflight.len() < 2 {
+            // A worker still in its initializer holds even its first chunk idle.
+            let held = if worker.ready { 2 } else { 1 };
+            if worker.inflight.len() < held {
                 continue;
             }
             let Some(last) = worker.inflight.back_mut() else {
@@ -299,14 +318,19 @@ impl Scheduler {
         false
     }
 
+    /// Breadth first: one chunk to every ready worker that has none, then a second to each.
     fn dispatch_pending(&mut self) {
-        for w in 0..self.workers.len() {
-            while self.workers[w].inflight.len() < DEPTH && !self.pending.is_empty() {
-                let chunk = self.take_chunk();
-                if !self.send_chunk(w, chunk) {
-                    // Gone: `wait` reads its end and replaces it.
-                    break;
+        for depth in 1..=DEPTH {
+            for w in 0..self.workers.len() {
+                if self.pending.is_empty() {
+                    return;
                 }
+                if !self.workers[w].ready || self.workers[w].inflight.len() >= depth {
+                    continue;
+                }
+                let chunk = self.take_chunk();
+                // A worker that is gone is replaced once `wait` reads its end.
+                self.send_chunk(w, chunk);
             }
         }
     }
@@ -316,17 +340,24 @@ impl Scheduler {
     fn take_chunk(&mut self) -> Chunk {
         let first = self.pending.pop_front().expect("a pending task");
         let limit = first.call.chunk.max(1);
+        let mut fds = first.fds.len();
         let mut tasks = VecDeque::with_capacity(limit.min(self.pending.len() + 1));
         tasks.push_back(first);
         while tasks.len() < limit {
-            let same = match (self.pending.front(), tasks.front()) {
-                (Some(next), Some(head)) => Arc::ptr_eq(&next.call, &head.call),
+            let fits = match (self.pending.front(), tasks.front()) {
+                // One message carries at most MAX_FDS descriptors.
+                (Some(next), Some(head)) => {
+                    Arc::ptr_eq(&next.call, &head.call)
+                        && fds + next.fds.len() <= crate::wire::MAX_FDS
+                }
                 _ => false,
             };
-            if !same {
+            if !fits {
                 break;
             }
-            tasks.push_back(self.pending.pop_front().expect("checked"));
+            let next = self.pending.pop_front().expect("checked");
+            fds += next.fds.len();
+            tasks.push_back(next);
         }
         let first_seq = self.next_seq;
         self.next_seq += tasks.len() as u64;
@@ -359,7 +390,6 @@ impl Scheduler {
             .unwrap_or_default();
         let worker = &mut self.workers[w];
         chunk.k = worker.sent;
-        worker.sent += 1;
         worker.progress.queue(chunk.k);
         let message = ToWorker::Chunk {
             k: chunk.k,
@@ -369,15 +399,28 @@ impl Scheduler {
         };
         match worker.tasks.send(message) {
             Ok(()) => {
+                worker.sent += 1;
                 worker.inflight.push_back(chunk);
                 true
             }
-            // The worker is gone: its results channel reports it; the tasks wait for another.
-            Err(_) => {
-                for task in chunk.tasks.into_iter().rev() {
-                    self.pending.push_front(task);
+            // Not sent: the slot goes back to what it was, and chunk `k` is sent next.
+            Err(e) => {
+                worker.progress.unqueue(chunk.k);
+                if e.is_disconnected() {
+                    // The worker is gone: its results channel reports it; the tasks wait
+                    // for another worker.
+                    for task in chunk.tasks.into_iter().rev() {
+                        self.pending.push_front(task);
+                    }
+                    return false;
                 }
-                false
+                for task in chunk.tasks {
+                    fail(
+                        task,
+                        Error::other(format!("cannot hand a task to a worker: {e}")),
+                    );
+                }
+                true
             }
         }
     }
@@ -432,9 +475,19 @@ impl Scheduler {
                     self.shared.lock().broken = Some(message);
                 }
                 Err(e) if e.kind() == crate::ErrorKind::Empty => return true,
-                Err(_) => {
+                Err(e) if e.is_disconnected() => {
                     self.replace(w, None);
                     return false;
+                }
+                // A message of the worker that cannot be read: the outcomes of its oldest
+                // chunk are lost with it.
+                Err(e) => {
+                    if let Some(chunk) = self.workers[w].inflight.pop_front() {
+                        for task in chunk.tasks {
+                            let error = Error::other(format!("the task's outcome was lost: {e}"));
+                            fail(task, error);
+                        }
+                    }
                 }
             }
         }
@@ -478,9 +531,10 @@ impl Scheduler {
             }
             // A worker that holds tasks but has not started one yet is checked again within
             // a timeout.
+            let limit = nanos(timeout);
             let left = match w.progress.current() {
-                Some((_, started)) => (started + timeout.as_nanos() as u64).saturating_sub(now),
-                None => timeout.as_nanos() as u64,
+                Some((_, started)) => started.saturating_add(limit).saturating_sub(now),
+                None => limit,
             };
             soonest = Some(soonest.map_or(left, |s| s.min(left)));
         }
@@ -496,7 +550,7 @@ impl Scheduler {
         let mut w = 0;
         while w < self.workers.len() {
             let late = match self.workers[w].progress.current() {
-                Some((seq, started)) if now >= started + timeout.as_nanos() as u64 => Some(seq),
+                Some((seq, started)) if now >= started.saturating_add(nanos(timeout)) => Some(seq),
                 _ => None,
             };
             match late {
@@ -512,18 +566,32 @@ impl Scheduler {
     /// Worker `w` is gone (or killed for `timed_out`): reaps it, fails the task it was running,
     /// puts back the others it held, and starts a replacement.
     fn replace(&mut self, w: usize, timed_out: Option<(u64, Duration)>) {
-        let mut worker = self.workers.swap_remove(w);
-        let running = worker.progress.current().map(|(seq, _)| seq);
-        let who = worker.handle.who().clone();
-        let mut exit = match worker.handle.join_timeout(Duration::from_secs(5)) {
+        // The task it ran when it was found late, not whatever it reached since.
+        let running = match timed_out {
+            Some((seq, _)) => Some(seq),
+            None => self.workers[w].progress.current().map(|(seq, _)| seq),
+        };
+        let who = self.workers[w].handle.who().clone();
+        let mut exit = match self.workers[w].handle.join_timeout(Duration::from_secs(5)) {
             Ok(Some(())) => None,
             Ok(None) => {
-                let _ = worker.handle.kill();
-                let _ = worker.handle.join_timeout(Duration::from_secs(5));
+                let _ = self.workers[w].handle.kill();
+                let _ = self.workers[w].handle.join_timeout(Duration::from_secs(5));
                 Some(Error::other(format!("{who} stopped answering")))
             }
             Err(e) => Some(e),
         };
+        // Outcomes it sent before it ended still count.
+        while let Ok(message) = self.workers[w].results.try_recv() {
+            if let FromWorker::Done {
+                first_seq,
+                outcomes,
+            } = message
+            {
+                self.deliver(w, first_seq, outcomes);
+            }
+        }
+        let mut worker = self.workers.swap_remove(w);
         if !worker.ready && exit.is_some() {
             self.failed_starts += 1;
             if self.failed_starts >= MAX_FAILED_STARTS {
@@ -550,7 +618,15 @@ impl Scheduler {
                             .unwrap_or_else(|| Error::other(format!("{who} exited"))),
                     };
                     fail(task, e);
+                } else if abnormal && task.attempts + 1 >= MAX_ATTEMPTS {
+                    let e = Error::other(format!(
+                        "{MAX_ATTEMPTS} workers died holding task {} (the last: {who})",
+                        task.index
+                    ));
+                    fail(task, e);
                 } else {
+                    let mut task = task;
+                    task.attempts += u32::from(abnormal);
                     self.pending.push_front(task);
                 }
             }
@@ -666,6 +742,11 @@ impl Scheduler {
             fail(task, error());
         }
     }
+}
+
+/// A duration in ns, saturated.
+fn nanos(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
 }
 
 fn clone_io(e: &std::io::Error) -> std::io::Error {

@@ -154,6 +154,16 @@ impl Progress {
             .store(k, Ordering::Release);
     }
 
+    /// The pool: chunk `k` was not sent after all.
+    pub(crate) fn unqueue(&self, k: u64) {
+        let _ = self.0.word64(2 + (k % 2) as usize).compare_exchange(
+            k,
+            IDLE,
+            Ordering::AcqRel,
+            Ordering::Acquire,
+        );
+    }
+
     /// The pool: takes chunk `k` back if the worker has not taken it yet.
     pub(crate) fn revoke(&self, k: u64) -> bool {
         self.0
