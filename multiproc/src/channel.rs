@@ -308,14 +308,21 @@ impl<T: Serialize> Sender<T> {
     fn send_wait(&self, value: &T, wait: Wait, timeout: Duration) -> Result<()> {
         let sent = wire::with_encoded(value, |bytes, fds| {
             let doorbell = Some(self.doorbell.as_fd());
-            let Some(slots) = &self.slots else {
-                return wire::send(self.sock.as_fd(), doorbell, bytes, fds, wait);
+            let sent = match &self.slots {
+                None => wire::send(self.sock.as_fd(), doorbell, bytes, fds, wait),
+                // Hang-up on our socket means the receiver is gone: stop waiting for room.
+                Some(slots) => slots
+                    .acquire(Some((self.sock.as_fd(), 0)), wait)
+                    .and_then(|()| {
+                        let sent = wire::send(self.sock.as_fd(), doorbell, bytes, fds, wait);
+                        if sent.is_err() {
+                            slots.release();
+                        }
+                        sent
+                    }),
             };
-            // Hang-up on our socket means the receiver is gone: stop waiting for room.
-            slots.acquire(Some((self.sock.as_fd(), 0)), wait)?;
-            let sent = wire::send(self.sock.as_fd(), doorbell, bytes, fds, wait);
             if sent.is_err() {
-                slots.release();
+                wire::not_sent();
             }
             sent
         })
@@ -633,6 +640,7 @@ impl<T> Serialize for Receiver<T> {
         };
         // From here on this process no longer reads the socket: the receiver is moving.
         let mut waiting = Vec::new();
+        wire::note_move(Arc::clone(&self.inbox));
         let waiting_frames = self.inbox.detach().map_err(|e| {
             serde::ser::Error::custom(format!("cannot copy a waiting message's descriptors: {e}"))
         })?;

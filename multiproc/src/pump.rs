@@ -40,7 +40,7 @@ struct State {
     missed: bool,
     registered: bool,
     /// Serialized to move to another process: the pump keeps off until it is dropped (the
-    /// move succeeded) or received from again (it did not).
+    /// move succeeded) or [`Inbox::stay`]s (it did not).
     moving: bool,
 }
 
@@ -130,13 +130,6 @@ impl Inbox {
     /// Receives one message, waiting as `wait` says.
     pub(crate) fn recv(&self, wait: Wait) -> io::Result<Received> {
         let mut st = self.lock();
-        if st.moving {
-            // It stayed here after all (a send handed it back): the pump may drain it again.
-            st.moving = false;
-            if std::mem::take(&mut st.missed) {
-                ring(self.doorbell());
-            }
-        }
         loop {
             if let Some(frame) = st.frames.pop_front() {
                 return Ok(Received::Frame(frame));
@@ -228,6 +221,15 @@ impl Inbox {
                     return;
                 }
             }
+        }
+    }
+
+    /// The message that was to move this inbox was not sent: the pump may drain it again.
+    pub(crate) fn stay(&self) {
+        let mut st = self.lock();
+        st.moving = false;
+        if st.readers == 0 && std::mem::take(&mut st.missed) {
+            ring(self.doorbell());
         }
     }
 

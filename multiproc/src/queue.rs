@@ -200,13 +200,17 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
         let sent = wire::with_encoded(item, |bytes, fds| {
             if let Some(slots) = &core.slots {
                 // The receiving socket reports read hang-up once the queue is closed.
-                slots.acquire(Some((core.rx.as_fd(), libc::POLLRDHUP)), wait)?;
+                if let Err(e) = slots.acquire(Some((core.rx.as_fd(), libc::POLLRDHUP)), wait) {
+                    wire::not_sent();
+                    return Err(e);
+                }
             }
             if let Some(tasks) = &core.tasks {
                 tasks.word(0).fetch_add(1, Ordering::AcqRel);
             }
             let sent = wire::send(core.tx.as_fd(), None, bytes, fds, wait);
             if sent.is_err() {
+                wire::not_sent();
                 if let Some(slots) = &core.slots {
                     slots.release();
                 }

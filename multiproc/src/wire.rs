@@ -474,10 +474,19 @@ thread_local! {
     static CUSTOM: RefCell<Option<String>> = const { RefCell::new(None) };
     /// Each thread's encoding buffer.
     static SCRATCH: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+    /// Receivers the message being encoded moves, `None` outside of [`with_encoded`].
+    static MOVES: RefCell<Option<Vec<std::sync::Arc<crate::pump::Inbox>>>> =
+        const { RefCell::new(None) };
+    /// Set by [`not_sent`].
+    static NOT_SENT: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
 }
 
 /// Encodes `value` and hands its bytes and descriptors to `use_frame` (the bytes live in a
 /// per-thread buffer, reused from one message to the next).
+///
+/// A receiver inside `value` stops being drained here while it is on its way out (see
+/// `pump::Inbox::detach`); if the message does not go after all and the value stays with the
+/// caller, `use_frame` calls [`not_sent`] and the receiver resumes.
 pub(crate) fn with_encoded<T: Serialize + ?Sized, R>(
     value: &T,
     use_frame: impl FnOnce(&[u8], &[OwnedFd]) -> R,
@@ -485,15 +494,47 @@ pub(crate) fn with_encoded<T: Serialize + ?Sized, R>(
     let mut buf = SCRATCH.with(|s| std::mem::take(&mut *s.borrow_mut()));
     buf.clear();
     let saved = OUTGOING.with(|o| o.replace(Some(Vec::new())));
+    let saved_moves = MOVES.with(|m| m.replace(Some(Vec::new())));
     let encoded = postcard::to_extend(value, buf);
     let fds = OUTGOING.with(|o| o.replace(saved)).unwrap_or_default();
-    match encoded {
+    let result = match encoded {
         Ok(buf) => {
+            let sent = NOT_SENT.with(|n| n.replace(false));
             let result = use_frame(&buf, &fds);
+            if NOT_SENT.with(|n| n.replace(sent)) {
+                resume_moves();
+            }
             SCRATCH.with(|s| *s.borrow_mut() = buf);
             Ok(result)
         }
-        Err(e) => Err(describe(e)),
+        Err(e) => {
+            resume_moves();
+            Err(describe(e))
+        }
+    };
+    MOVES.with(|m| m.replace(saved_moves));
+    result
+}
+
+/// Called inside [`with_encoded`]'s closure: the message was not sent, and the value goes
+/// back to the caller.
+pub(crate) fn not_sent() {
+    NOT_SENT.with(|n| n.set(true));
+}
+
+/// Records a receiver that the message being encoded moves out of this process.
+pub(crate) fn note_move(inbox: std::sync::Arc<crate::pump::Inbox>) {
+    MOVES.with(|m| {
+        if let Some(moves) = m.borrow_mut().as_mut() {
+            moves.push(inbox);
+        }
+    });
+}
+
+fn resume_moves() {
+    let moves = MOVES.with(|m| m.borrow_mut().as_mut().map(std::mem::take));
+    for inbox in moves.into_iter().flatten() {
+        inbox.stay();
     }
 }
 

@@ -312,3 +312,33 @@ fn an_initializer_that_crashes_breaks_the_pool_instead_of_respawning_forever() {
     assert!(e.to_string().contains("died before they were ready"), "{e}");
     assert!(e.to_string().contains("SIGABRT"), "{e}");
 }
+
+#[multiproc::process]
+fn region_len(region: multiproc::SharedMemory) -> usize {
+    region.len()
+}
+
+#[multiproc::test]
+fn a_chunk_never_carries_more_descriptors_than_one_message_can() {
+    let lens = within(|| {
+        let regions: Vec<_> = (1..=300)
+            .map(|n| multiproc::SharedMemory::from_byte(1, n).unwrap())
+            .collect();
+        let pool = Pool::builder().workers(1).chunksize(300).build().unwrap();
+        pool.map(region_len, regions).unwrap()
+    });
+    assert_eq!(lens, (1..=300).collect::<Vec<_>>());
+}
+
+#[multiproc::test]
+fn a_huge_timeout_is_no_timeout() {
+    let out = within(|| {
+        let pool = Pool::builder()
+            .workers(1)
+            .timeout(Duration::MAX)
+            .build()
+            .unwrap();
+        pool.map(square, 0..5).unwrap()
+    });
+    assert_eq!(out, [0, 1, 4, 9, 16]);
+}

@@ -356,3 +356,22 @@ fn select_waits_on_receivers_queues_and_child_exits() {
     assert_eq!(child.join_timeout(Duration::ZERO).unwrap(), Some(7));
 }
 // ANCHOR_END: select
+
+#[test]
+fn a_receiver_handed_back_by_a_failed_send_keeps_draining() {
+    let got = within(|| {
+        let (full_tx, _full_rx) = multiproc::bounded::<Receiver<u64>>(1).unwrap();
+        let (spare_tx, spare_rx) = multiproc::channel::<u64>().unwrap();
+        full_tx.send(spare_rx).unwrap();
+        let (tx, rx) = multiproc::channel::<u64>().unwrap();
+        let rx = full_tx.try_send(rx).unwrap_err().into_inner();
+        // Far more than the kernel buffer holds, from the same thread: only the pump can
+        // make room, so the handed-back receiver must still be pumped.
+        for i in 0..20_000 {
+            tx.send(i).unwrap();
+        }
+        drop((tx, spare_tx));
+        rx.iter().count()
+    });
+    assert_eq!(got, 20_000);
+}
