@@ -328,7 +328,13 @@ fn watch_parent(ctx: &ChildContext) {
             // SAFETY: the socket lives in the ChildContext until the process exits, which
             // outlives this thread.
             let sock = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
-            let _ = wire::poll_one(sock, libc::POLLRDHUP, Wait::Forever);
+            // Control messages until the parent hangs up.
+            while let Ok(frame) = wire::recv(sock, Wait::Forever) {
+                match wire::decode::<crate::shutdown::Control>(frame) {
+                    Ok(crate::shutdown::Control::Shutdown) => crate::shutdown::requested(),
+                    Err(_) => break,
+                }
+            }
             exit_now(EXIT_ORPHANED)
         });
     if spawned.is_err() {

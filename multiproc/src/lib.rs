@@ -106,6 +106,7 @@ mod registry;
 mod select;
 mod service;
 mod shm;
+mod shutdown;
 mod spawn;
 mod sys;
 mod testing;
@@ -124,6 +125,7 @@ pub use self::pool::{AsyncResult, Imap, ImapUnordered, Pool, PoolBuilder};
 pub use self::queue::{JoinableQueue, Queue};
 pub use self::select::{Select, Selectable};
 pub use self::service::{Client, Request, Server, service};
+pub use self::shutdown::{shutdown_on_signals, shutdown_requested};
 pub use self::spawn::{Builder, JoinHandle, Process, ProcessFn, Stdio, spawn};
 
 /// Makes a free `fn` or an `impl` block with `fn run(self) -> R` spawnable in its own process.

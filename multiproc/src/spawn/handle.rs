@@ -43,7 +43,7 @@ pub struct JoinHandle<R> {
     child: Option<Child>,
     /// The bootstrap socket: the outcome arrives on it, and the child takes its hang-up for
     /// the parent's death, so it stays open until the child is reaped.
-    sock: Option<OwnedFd>,
+    sock: Option<std::sync::Arc<OwnedFd>>,
     limits: super::Limits,
     /// The last lines of a [`Stdio::Prefixed`](crate::Stdio::Prefixed) stderr.
     pub(super) stderr_tail: Option<crate::output::Tail>,
@@ -66,6 +66,8 @@ where
     R: Serialize + DeserializeOwned,
 {
     pub(super) fn new(child: Child, who: Who, sock: OwnedFd, limits: super::Limits) -> Self {
+        let sock = std::sync::Arc::new(sock);
+        crate::shutdown::register(child.id(), &sock);
         JoinHandle {
             pid: child.id(),
             who,
@@ -219,6 +221,67 @@ where
     /// [`ErrorKind::Io`](crate::ErrorKind::Io) if the signal cannot be sent.
     pub fn kill(&mut self) -> Result<()> {
         self.signal(libc::SIGKILL)
+    }
+
+    /// Asks the child to stop: [`shutdown_requested`](crate::shutdown_requested) turns `true`
+    /// in it (and in its own children). Returns at once; [`join`](JoinHandle::join) to wait.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// #[multiproc::process]
+    /// fn poll_until_told() -> bool {
+    ///     while !multiproc::shutdown_requested() {
+    ///         std::thread::sleep(std::time::Duration::from_millis(5));
+    ///     }
+    ///     true
+    /// }
+    ///
+    /// #[multiproc::main]
+    /// fn main() -> multiproc::Result<()> {
+    ///     let handle = multiproc::spawn(poll_until_told, ())?;
+    ///     handle.request_shutdown()?;
+    ///     assert!(handle.join()?);
+    ///     Ok(())
+    /// }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::Io`](crate::ErrorKind::Io) when the request cannot be written; a child
+    /// that already ended is not an error.
+    pub fn request_shutdown(&self) -> Result<()> {
+        let Some(sock) = &self.sock else {
+            return Ok(());
+        };
+        match crate::shutdown::request(sock) {
+            Ok(()) | Err(WireError::Closed) => Ok(()),
+            Err(WireError::WouldBlock) => Ok(()), // an earlier request is still unread
+            Err(WireError::Io(e)) => Err(Error::io(
+                format!("cannot ask {} to shut down", self.who),
+                e,
+            )),
+        }
+    }
+
+    /// Asks the child to stop, waits up to `grace` for its result, then kills it: the
+    /// graceful `join`.
+    ///
+    /// # Examples
+    ///
+    /// See [`shutdown_requested`](crate::shutdown_requested).
+    ///
+    /// # Errors
+    ///
+    /// As [`join`](JoinHandle::join); a child killed after `grace` gives
+    /// [`ErrorKind::Signaled`](crate::ErrorKind::Signaled) (SIGKILL).
+    pub fn shutdown(mut self, grace: Duration) -> Result<R> {
+        self.request_shutdown()?;
+        if let Some(value) = self.join_timeout(grace)? {
+            return Ok(value);
+        }
+        self.kill()?;
+        self.join()
     }
 
     /// The write end of the child's stdin, when the builder set it to
@@ -375,6 +438,7 @@ where
         let status = child
             .wait()
             .map_err(|e| Error::io(format!("cannot wait for {}", self.who), e));
+        crate::shutdown::unregister(self.pid);
         self.sock = None;
         status
     }
@@ -390,7 +454,7 @@ impl<R> JoinHandle<R> {
         if self.joined {
             return None;
         }
-        self.sock.as_ref().map(AsFd::as_fd)
+        self.sock.as_deref().map(AsFd::as_fd)
     }
 }
 
@@ -403,6 +467,7 @@ impl<R> Drop for JoinHandle<R> {
             return;
         };
         if let Ok(Some(_)) = child.try_wait() {
+            crate::shutdown::unregister(self.pid);
             return;
         }
         // Pipes nobody will read or write again: close them, so that the child sees EOF or
@@ -413,6 +478,7 @@ impl<R> Drop for JoinHandle<R> {
         // Detach: reap the child when it exits, keeping the bootstrap socket open until then
         // (the child takes its hang-up for the parent's death).
         let sock = self.sock.take();
+        let pid = self.pid;
         let slot = std::sync::Arc::new(std::sync::Mutex::new(Some((child, sock))));
         let theirs = std::sync::Arc::clone(&slot);
         let reaper = std::thread::Builder::new()
@@ -422,6 +488,7 @@ impl<R> Drop for JoinHandle<R> {
                 let taken = theirs.lock().ok().and_then(|mut s| s.take());
                 if let Some((mut child, sock)) = taken {
                     let _ = child.wait();
+                    crate::shutdown::unregister(pid);
                     drop(sock);
                 }
             });
@@ -431,6 +498,7 @@ impl<R> Drop for JoinHandle<R> {
             if let Some((mut child, _sock)) = taken {
                 let _ = child.kill();
                 let _ = child.wait();
+                crate::shutdown::unregister(pid);
             }
         }
     }

@@ -1,0 +1,243 @@
+//! Graceful shutdown: a parent asks its children to stop, they see it with
+//! [`shutdown_requested`], and whatever is still running after a grace period is killed.
+//!
+//! The request travels as a [`Control`] message on each child's bootstrap socket, which a
+//! small thread in the child reads; the child passes it on to its own children. With
+//! [`shutdown_on_signals`], SIGINT (Ctrl-C) or SIGTERM to the parent runs the whole sequence.
+
+use std::os::fd::{AsFd, OwnedFd};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::wire::{self, Wait};
+
+/// Parent → child messages on the bootstrap socket, after the state.
+#[derive(Serialize, Deserialize)]
+pub(crate) enum Control {
+    /// Finish up and return: see [`shutdown_requested`].
+    Shutdown,
+}
+
+static REQUESTED: AtomicBool = AtomicBool::new(false);
+
+/// `true` once this process was asked to shut down: its parent called
+/// [`JoinHandle::request_shutdown`](crate::JoinHandle::request_shutdown) or
+/// [`JoinHandle::shutdown`](crate::JoinHandle::shutdown), or received SIGINT or SIGTERM under
+/// [`shutdown_on_signals`]. A long-running child checks it to stop cleanly before its grace
+/// period runs out. Always `false` in a process nobody asked.
+///
+/// # Examples
+///
+/// ```no_run
+/// use std::time::Duration;
+///
+/// #[multiproc::process]
+/// fn worker() -> u32 {
+///     let mut rounds = 0;
+///     while !multiproc::shutdown_requested() {
+///         std::thread::sleep(Duration::from_millis(10)); // one unit of work
+///         rounds += 1;
+///     }
+///     rounds // returned normally: the parent gets it
+/// }
+///
+/// #[multiproc::main]
+/// fn main() -> multiproc::Result<()> {
+///     let handle = multiproc::spawn(worker, ())?;
+///     let rounds = handle.shutdown(Duration::from_secs(5))?;
+///     println!("stopped after {rounds} rounds");
+///     Ok(())
+/// }
+/// ```
+pub fn shutdown_requested() -> bool {
+    REQUESTED.load(Ordering::Acquire)
+}
+
+/// This process was asked to stop: remember it and pass it on to its children.
+pub(crate) fn requested() {
+    REQUESTED.store(true, Ordering::Release);
+    request_all();
+}
+
+/// A child that has not been reaped yet, its bootstrap socket, and a pidfd to kill it by
+/// (a pidfd never reaches another process that reused the pid).
+struct Live {
+    pid: u32,
+    sock: Weak<OwnedFd>,
+    pidfd: Option<OwnedFd>,
+}
+
+static LIVE: Mutex<Vec<Live>> = Mutex::new(Vec::new());
+
+fn live() -> std::sync::MutexGuard<'static, Vec<Live>> {
+    LIVE.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+pub(crate) fn register(pid: u32, sock: &Arc<OwnedFd>) {
+    let pidfd = crate::sys::pidfd_open(pid).ok();
+    let mut live = live();
+    live.push(Live {
+        pid,
+        sock: Arc::downgrade(sock),
+        pidfd,
+    });
+}
+
+pub(crate) fn unregister(pid: u32) {
+    live().retain(|l| l.pid != pid);
+}
+
+/// Sends the shutdown request on a child's bootstrap socket.
+pub(crate) fn request(sock: &OwnedFd) -> std::result::Result<(), wire::WireError> {
+    match wire::with_encoded(&Control::Shutdown, |bytes, fds| {
+        wire::send(sock.as_fd(), None, bytes, fds, Wait::Now)
+    }) {
+        Ok(sent) => sent,
+        Err(message) => Err(wire::WireError::Io(std::io::Error::other(message))),
+    }
+}
+
+/// Asks every live child to stop; returns their pids.
+fn request_all() -> Vec<u32> {
+    let children: Vec<(u32, Arc<OwnedFd>)> = live()
+        .iter()
+        .filter_map(|l| Some((l.pid, l.sock.upgrade()?)))
+        .collect();
+    for (_, sock) in &children {
+        let _ = request(sock);
+    }
+    children.into_iter().map(|(pid, _)| pid).collect()
+}
+
+/// Makes SIGINT (Ctrl-C) and SIGTERM to this process shut its children down in order: each is
+/// asked to stop ([`shutdown_requested`] turns `true` in it and in its own children), those
+/// still running after `grace` are killed, and then this process ends as the signal would have
+/// ended it. Call it once, after the hook, in the top-level parent.
+///
+/// # Examples
+///
+/// ```no_run
+/// #[multiproc::main]
+/// fn main() -> multiproc::Result<()> {
+///     multiproc::shutdown_on_signals(std::time::Duration::from_secs(10))?;
+///     // ... spawn children; Ctrl-C now stops them cleanly.
+///     Ok(())
+/// }
+/// ```
+///
+/// # Errors
+///
+/// [`ErrorKind::Io`](crate::ErrorKind::Io) if the handlers or their thread cannot be set up.
+pub fn shutdown_on_signals(grace: Duration) -> Result<()> {
+    let (read, write) = pipe().map_err(|e| Error::io("cannot create the signal pipe", e))?;
+    // The handler only writes the signal number to the pipe: all the work happens on a thread.
+    SIGNAL_PIPE.store(
+        std::os::fd::IntoRawFd::into_raw_fd(write),
+        Ordering::Release,
+    );
+    for signal in [libc::SIGINT, libc::SIGTERM] {
+        // SAFETY: installs an async-signal-safe handler (one write(2)); the struct is zeroed
+        // and then filled as sigaction(2) expects.
+        let rc = unsafe {
+            let mut action: libc::sigaction = std::mem::zeroed();
+            action.sa_sigaction = on_signal as *const () as usize;
+            action.sa_flags = libc::SA_RESTART;
+            libc::sigemptyset(&mut action.sa_mask);
+            libc::sigaction(signal, &action, std::ptr::null_mut())
+        };
+        if rc < 0 {
+            return Err(Error::io(
+                "cannot install a signal handler",
+                std::io::Error::last_os_error(),
+            ));
+        }
+    }
+    std::thread::Builder::new()
+        .name("multiproc-shutdown".into())
+        .stack_size(64 * 1024)
+        .spawn(move || {
+            let mut byte = [0u8; 1];
+            let file = std::fs::File::from(read);
+            loop {
+                match std::io::Read::read(&mut &file, &mut byte) {
+                    Ok(1) => break,
+                    Ok(_) => return,
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                    Err(_) => return,
+                }
+            }
+            shut_down(grace);
+            // End as the signal would have: default action, raised again.
+            let signal = i32::from(byte[0]);
+            // SAFETY: restores the default disposition and raises the signal at ourselves.
+            unsafe {
+                libc::signal(signal, libc::SIG_DFL);
+                libc::raise(signal);
+            }
+            crate::bootstrap::exit_now(128 + signal);
+        })
+        .map_err(|e| Error::io("cannot start the shutdown thread", e))?;
+    Ok(())
+}
+
+static SIGNAL_PIPE: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(-1);
+
+extern "C" fn on_signal(signal: libc::c_int) {
+    let fd = SIGNAL_PIPE.load(Ordering::Acquire);
+    let byte = signal as u8;
+    // SAFETY: write(2) is async-signal-safe; a full or closed pipe only fails the write.
+    unsafe {
+        libc::write(fd, (&raw const byte).cast(), 1);
+    }
+}
+
+/// Asks every child to stop, waits up to `grace` for them to exit, then kills the rest.
+fn shut_down(grace: Duration) {
+    REQUESTED.store(true, Ordering::Release);
+    request_all();
+    // A pidfd turns readable when its process exits (reaped or not).
+    let mut pidfds: Vec<OwnedFd> = live()
+        .iter()
+        .filter_map(|l| l.pidfd.as_ref()?.try_clone().ok())
+        .collect();
+    let deadline = Instant::now() + grace;
+    while !pidfds.is_empty() {
+        let mut polls: Vec<libc::pollfd> = pidfds
+            .iter()
+            .map(|fd| libc::pollfd {
+                fd: std::os::fd::AsRawFd::as_raw_fd(fd),
+                events: libc::POLLIN,
+                revents: 0,
+            })
+            .collect();
+        match wire::poll(&mut polls, Wait::Until(deadline)) {
+            Ok(true) => {
+                let mut ready = polls.iter().map(|p| p.revents != 0);
+                pidfds.retain(|_| !ready.next().unwrap_or(false));
+            }
+            _ => break,
+        }
+    }
+    for pidfd in &pidfds {
+        let _ = crate::sys::pidfd_kill(pidfd);
+    }
+}
+
+fn pipe() -> std::io::Result<(OwnedFd, OwnedFd)> {
+    let mut fds = [0; 2];
+    // SAFETY: pipe2 writes two new descriptors into the array.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: both are new and ours.
+    Ok(unsafe {
+        (
+            std::os::fd::FromRawFd::from_raw_fd(fds[0]),
+            std::os::fd::FromRawFd::from_raw_fd(fds[1]),
+        )
+    })
+}

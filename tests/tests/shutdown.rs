@@ -1,0 +1,101 @@
+//! Graceful shutdown: a child sees the request and returns; one that ignores it is killed
+//! after the grace period; the request reaches grandchildren; SIGTERM to a parent under
+//! `shutdown_on_signals` runs the whole sequence.
+
+mod support;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use multiproc::{ErrorKind, Sender};
+use support::{DEADLINE, PidFd};
+
+#[multiproc::process]
+fn count_until_asked() -> u32 {
+    let mut rounds = 0;
+    while !multiproc::shutdown_requested() {
+        std::thread::sleep(Duration::from_millis(2));
+        rounds += 1;
+    }
+    rounds
+}
+
+#[multiproc::test]
+fn a_child_that_checks_the_request_returns_its_result() {
+    let handle = multiproc::spawn(count_until_asked, ()).unwrap();
+    // Returns the child's own result, well within the grace period.
+    let _rounds: u32 = handle.shutdown(DEADLINE).unwrap();
+}
+
+#[multiproc::process]
+fn ignore_it() {
+    std::thread::sleep(Duration::from_secs(600));
+}
+
+#[multiproc::test]
+fn a_child_that_ignores_the_request_is_killed_after_the_grace_period() {
+    let handle = multiproc::spawn(ignore_it, ()).unwrap();
+    let e = handle.shutdown(Duration::from_millis(100)).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Signaled, "{e}");
+    assert_eq!(e.signal(), Some(libc::SIGKILL));
+}
+
+#[multiproc::process]
+fn middle(report: Sender<u32>) -> u32 {
+    let grandchild = multiproc::spawn(count_until_asked, ()).unwrap();
+    report.send(grandchild.pid()).unwrap();
+    // Passed on to the grandchild by the hook's own thread: this one only waits for it.
+    grandchild.join().unwrap()
+}
+
+#[multiproc::test]
+fn the_request_reaches_grandchildren() {
+    let (tx, rx) = multiproc::channel::<u32>().unwrap();
+    let handle = multiproc::spawn(middle, (tx,)).unwrap();
+    let _grandchild = rx.recv_timeout(DEADLINE).unwrap();
+    let _rounds: u32 = handle.shutdown(DEADLINE).unwrap();
+}
+
+#[test]
+fn sigterm_to_the_parent_stops_the_tree_in_order() {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_graceful_parent"));
+    cmd.stdout(Stdio::piped()).stdin(Stdio::null());
+    let mut parent = support::KillOnDrop(cmd.spawn().unwrap());
+    let parent = &mut parent.0;
+    let parent_fd = PidFd::open(parent.id()).unwrap();
+    let mut lines = BufReader::new(parent.stdout.take().unwrap()).lines();
+    let mut pids = Vec::new();
+    for line in lines.by_ref() {
+        let line = line.unwrap();
+        if line == "ready" {
+            break;
+        }
+        pids.push(line.strip_prefix("pid ").unwrap().parse::<u32>().unwrap());
+    }
+    assert_eq!(pids.len(), 4, "helper printed {pids:?}");
+    let fds: Vec<PidFd> = pids.iter().map(|&p| PidFd::open(p).unwrap()).collect();
+
+    // SAFETY: kill takes plain integers; the helper is our unreaped child.
+    unsafe { libc::kill(parent.id() as libc::pid_t, libc::SIGTERM) };
+    assert!(parent_fd.wait_exit(DEADLINE), "the parent did not end");
+    let status = parent.wait().unwrap();
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(status.signal(), Some(libc::SIGTERM), "{status:?}");
+    let mut said: Vec<String> = lines.map_while(Result::ok).collect();
+    said.sort();
+    assert_eq!(
+        said,
+        [
+            "first stopped cleanly",
+            "grandchild stopped cleanly",
+            "middle stopped cleanly"
+        ]
+    );
+    for (pid, fd) in pids.iter().zip(&fds) {
+        assert!(
+            fd.wait_exit(Duration::from_secs(1)),
+            "process {pid} outlived the shutdown"
+        );
+    }
+}
