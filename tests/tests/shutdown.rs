@@ -11,6 +11,7 @@ use std::time::Duration;
 use multiproc::{ErrorKind, Sender};
 use support::{DEADLINE, PidFd};
 
+// ANCHOR: cooperative
 #[multiproc::process]
 fn count_until_asked() -> u32 {
     let mut rounds = 0;
@@ -27,6 +28,7 @@ fn a_child_that_checks_the_request_returns_its_result() {
     // Returns the child's own result, well within the grace period.
     let _rounds: u32 = handle.shutdown(DEADLINE).unwrap();
 }
+// ANCHOR_END: cooperative
 
 #[multiproc::process]
 fn ignore_it() {
