@@ -215,3 +215,22 @@ fn pool_crash() {
     }
     assert_eq!(lines[12], "again: [10, 20, 30]");
 }
+
+#[test]
+fn supervised_restart() {
+    let out = run(env!("CARGO_BIN_EXE_supervised_restart"));
+    let lines: Vec<&str> = out.stdout.lines().collect();
+    let done: Vec<&str> = lines[..12].to_vec();
+    let expected: Vec<String> = [(1, 1..5), (2, 6..10), (3, 11..15)]
+        .into_iter()
+        .flat_map(|(w, jobs)| jobs.map(move |j| format!("worker {w}: job {j}")))
+        .collect();
+    assert_eq!(done, expected);
+    let last = lines[12];
+    assert!(
+        last.starts_with("supervisor `flaky-workers` gave up: more than 2 restarts within 10s"),
+        "{last}"
+    );
+    assert!(last.contains("panicked: 'job 15 is cursed'"), "{last}");
+    assert_eq!(lines.len(), 13);
+}

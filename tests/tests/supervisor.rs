@@ -1,0 +1,184 @@
+//! Supervision: restart types, the three strategies and the intensity limit.
+
+mod support;
+
+use std::time::Duration;
+
+use multiproc::{Receiver, Restart, Sender, Strategy, Supervisor};
+use serde::{Deserialize, Serialize};
+use support::{DEADLINE, within};
+
+/// Reports `(name, incarnation)` when it starts, fails while `incarnation <= failures`, then
+/// either returns (`stay: false`) or runs until asked to stop.
+#[derive(Serialize, Deserialize)]
+struct Child {
+    name: String,
+    incarnation: u32,
+    failures: u32,
+    stay: bool,
+    started: Sender<(String, u32)>,
+}
+
+#[multiproc::process]
+impl Child {
+    fn run(self) {
+        self.started
+            .send((self.name.clone(), self.incarnation))
+            .unwrap();
+        assert!(
+            self.incarnation > self.failures,
+            "{} fails in incarnation {}",
+            self.name,
+            self.incarnation
+        );
+        while self.stay && !multiproc::shutdown_requested() {
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+}
+
+/// A factory for [`Child`] that counts incarnations.
+fn child(
+    name: &str,
+    failures: u32,
+    stay: bool,
+    started: &Sender<(String, u32)>,
+) -> impl FnMut() -> Child + Send + 'static {
+    let (name, started) = (name.to_string(), started.clone());
+    let mut incarnation = 0;
+    move || {
+        incarnation += 1;
+        Child {
+            name: name.clone(),
+            incarnation,
+            failures,
+            stay,
+            started: started.clone(),
+        }
+    }
+}
+
+/// Receives start reports until `until` returns true for the ones so far.
+fn starts_until(
+    rx: &Receiver<(String, u32)>,
+    until: impl Fn(&[(String, u32)]) -> bool,
+) -> Vec<(String, u32)> {
+    let mut seen = Vec::new();
+    while !until(&seen) {
+        seen.push(rx.recv_timeout(DEADLINE).expect("a start report"));
+    }
+    seen
+}
+
+fn count(seen: &[(String, u32)], name: &str) -> usize {
+    seen.iter().filter(|(n, _)| n == name).count()
+}
+
+#[multiproc::test]
+fn a_transient_child_is_restarted_until_it_returns() {
+    let (tx, _rx) = multiproc::channel().unwrap();
+    let report = within(move || {
+        Supervisor::builder()
+            .intensity(5, Duration::from_secs(30))
+            .child("flaky", Restart::Transient, child("flaky", 2, false, &tx))
+            .start()
+            .unwrap()
+            .wait()
+            .unwrap()
+    });
+    assert_eq!(report.starts_of("flaky"), 3);
+}
+
+#[multiproc::test]
+fn a_temporary_child_is_never_restarted() {
+    let (tx, _rx) = multiproc::channel().unwrap();
+    let report = within(move || {
+        Supervisor::builder()
+            .child("once", Restart::Temporary, child("once", 5, false, &tx))
+            .start()
+            .unwrap()
+            .wait()
+            .unwrap()
+    });
+    assert_eq!(report.starts_of("once"), 1);
+}
+
+#[multiproc::test]
+fn too_many_restarts_trip_the_intensity_and_name_the_last_failure() {
+    let (tx, _rx) = multiproc::channel().unwrap();
+    let e = within(move || {
+        Supervisor::builder()
+            .name("strict")
+            .intensity(2, Duration::from_secs(30))
+            .child(
+                "doomed",
+                Restart::Permanent,
+                child("doomed", u32::MAX, false, &tx),
+            )
+            .start()
+            .unwrap()
+            .wait()
+            .unwrap_err()
+    });
+    let text = e.to_string();
+    assert!(
+        text.contains("supervisor `strict` gave up: more than 2 restarts"),
+        "{text}"
+    );
+    assert!(text.contains("doomed fails in incarnation 3"), "{text}");
+}
+
+#[multiproc::test]
+fn one_for_all_restarts_the_siblings_too() {
+    let (tx, rx) = multiproc::channel().unwrap();
+    let sup = Supervisor::builder()
+        .strategy(Strategy::OneForAll)
+        .intensity(3, Duration::from_secs(30))
+        .grace(DEADLINE)
+        .child("a", Restart::Permanent, child("a", 1, true, &tx))
+        .child("b", Restart::Permanent, child("b", 0, true, &tx))
+        .start()
+        .unwrap();
+    starts_until(&rx, |s| count(s, "a") == 2 && count(s, "b") == 2);
+    let report = sup.stop().unwrap();
+    assert_eq!((report.starts_of("a"), report.starts_of("b")), (2, 2));
+}
+
+#[multiproc::test]
+fn rest_for_one_restarts_those_started_after() {
+    let (tx, rx) = multiproc::channel().unwrap();
+    let sup = Supervisor::builder()
+        .strategy(Strategy::RestForOne)
+        .intensity(3, Duration::from_secs(30))
+        .grace(DEADLINE)
+        .child("a", Restart::Permanent, child("a", 0, true, &tx))
+        .child("b", Restart::Permanent, child("b", 1, true, &tx))
+        .child("c", Restart::Permanent, child("c", 0, true, &tx))
+        .start()
+        .unwrap();
+    starts_until(&rx, |s| count(s, "b") == 2 && count(s, "c") == 2);
+    let report = sup.stop().unwrap();
+    assert_eq!(
+        (
+            report.starts_of("a"),
+            report.starts_of("b"),
+            report.starts_of("c")
+        ),
+        (1, 2, 2)
+    );
+}
+
+#[multiproc::test]
+fn one_for_one_leaves_the_siblings_alone() {
+    let (tx, rx) = multiproc::channel().unwrap();
+    let sup = Supervisor::builder()
+        .intensity(3, Duration::from_secs(30))
+        .grace(DEADLINE)
+        .child("a", Restart::Permanent, child("a", 0, true, &tx))
+        .child("b", Restart::Permanent, child("b", 1, true, &tx))
+        .start()
+        .unwrap();
+    starts_until(&rx, |s| count(s, "b") == 2 && count(s, "a") == 1);
+    let report = sup.stop().unwrap();
+    assert_eq!((report.starts_of("a"), report.starts_of("b")), (1, 2));
+}
