@@ -90,6 +90,12 @@ where
 /// restarts within `period` (Erlang's intensity; by default 1 in 5 s).
 ///
 /// Each child comes from a factory that makes its `#[process]` value afresh for every start.
+/// Once this process is asked to shut down ([`shutdown_requested`](crate::shutdown_requested)),
+/// a child that ends is not restarted and the supervisor stops the others.
+///
+/// Supervisors nest: run one inside a `#[process]` function that panics (or exits) when it
+/// gives up, and add that function's process as a child of the outer supervisor, which then
+/// sees an abnormal exit and applies its own strategy.
 /// A restarted child is a new process: give it a [`Queue`](crate::Queue) (or a
 /// [`service`](crate::service)) that the factory clones into every incarnation, and the items
 /// put there while it restarts wait for it; a `Receiver` cannot outlive its process's crash.
@@ -461,6 +467,11 @@ impl State {
             };
             let child = self.running[i].take().expect("a running child");
             let result = child.finish();
+            if crate::shutdown::shutdown_requested() {
+                // This process is shutting down: its children stop, none restarts.
+                self.stop_from(0);
+                return Ok(self.report());
+            }
             let spec = &self.config.specs[i];
             let child_name = spec.name.clone();
             let restart = match spec.restart {

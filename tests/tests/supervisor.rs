@@ -182,3 +182,61 @@ fn one_for_one_leaves_the_siblings_alone() {
     let report = sup.stop().unwrap();
     assert_eq!((report.starts_of("a"), report.starts_of("b")), (1, 2));
 }
+
+/// A supervisor inside a process: when it gives up, the process panics, which its own
+/// supervisor sees as an abnormal exit.
+#[derive(Serialize, Deserialize)]
+struct Inner {
+    started: Sender<(String, u32)>,
+}
+
+#[multiproc::process]
+impl Inner {
+    fn run(self) {
+        Supervisor::builder()
+            .name("inner")
+            .intensity(1, Duration::from_secs(30))
+            .child(
+                "doomed",
+                Restart::Permanent,
+                child("doomed", u32::MAX, false, &self.started),
+            )
+            .start()
+            .unwrap()
+            .wait()
+            .expect("the inner supervisor gave up");
+    }
+}
+
+#[multiproc::test]
+fn a_nested_supervisor_that_gives_up_escalates_to_its_own() {
+    let (tx, rx) = multiproc::channel().unwrap();
+    let e = within(move || {
+        Supervisor::builder()
+            .name("outer")
+            .intensity(1, Duration::from_secs(30))
+            .child("inner", Restart::Permanent, move || Inner {
+                started: tx.clone(),
+            })
+            .start()
+            .unwrap()
+            .wait()
+            .unwrap_err()
+    });
+    let text = e.to_string();
+    assert!(text.contains("supervisor `outer` gave up"), "{text}");
+    assert!(text.contains("the inner supervisor gave up"), "{text}");
+    // Two incarnations of the inner supervisor, each starting its child twice.
+    let seen: Vec<_> = rx.try_iter_all();
+    assert_eq!(seen.len(), 4, "{seen:?}");
+}
+
+trait TryIterAll<T> {
+    fn try_iter_all(&self) -> Vec<T>;
+}
+
+impl<T: serde::de::DeserializeOwned> TryIterAll<T> for Receiver<T> {
+    fn try_iter_all(&self) -> Vec<T> {
+        std::iter::from_fn(|| self.try_recv().ok()).collect()
+    }
+}
