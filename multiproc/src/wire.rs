@@ -638,3 +638,65 @@ pub(crate) fn above_stdio(fd: OwnedFd) -> io::Result<OwnedFd> {
     // SAFETY: copy is new and owned by nobody else.
     Ok(unsafe { OwnedFd::from_raw_fd(copy) })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::fd::AsFd;
+
+    /// Sends raw bytes (and descriptors) as one datagram, bypassing the framing.
+    fn raw(sock: &OwnedFd, bytes: &[u8], fds: &[RawFd]) {
+        sendmsg(sock.as_raw_fd(), bytes, &[], fds).expect("sendmsg");
+    }
+
+    fn is_malformed(got: Result<Frame, WireError>) -> bool {
+        matches!(got, Err(WireError::Io(e)) if e.kind() == io::ErrorKind::InvalidData)
+    }
+
+    #[test]
+    fn garbage_and_truncated_frames_are_errors_and_the_socket_stays_usable() {
+        let (a, b) = socketpair().unwrap();
+        // An unknown tag.
+        raw(&a, &[9, 1, 2, 3], &[]);
+        assert!(is_malformed(recv(b.as_fd(), Wait::Now)));
+        // A large-message header without its memfd.
+        raw(&a, &[TAG_MEMFD, 5, 0, 0, 0, 0, 0, 0, 0], &[]);
+        assert!(is_malformed(recv(b.as_fd(), Wait::Now)));
+        // A truncated header.
+        raw(&a, &[TAG_MEMFD, 5], &[]);
+        assert!(is_malformed(recv(b.as_fd(), Wait::Now)));
+        // A memfd shorter than its header says.
+        let short = memfd_with(b"abc").unwrap();
+        let mut header = vec![TAG_MEMFD];
+        header.extend_from_slice(&1_000_000_u64.to_le_bytes());
+        raw(&a, &header, &[short.as_raw_fd()]);
+        assert!(is_malformed(recv(b.as_fd(), Wait::Now)));
+        // A batch whose entry runs past its end.
+        raw(&a, &[TAG_BATCH, 200, 0, 0, 0, 1, 2], &[]);
+        let batch = recv(b.as_fd(), Wait::Now).ok().unwrap();
+        assert!(batch.batch);
+        assert!(split_batch(&batch.bytes).is_err());
+        // Bytes that are not a `String` followed by a `u64`.
+        raw(&a, &[TAG_INLINE, 0xff, 0xff, 0xff, 0xff, 0xff], &[]);
+        let frame = recv(b.as_fd(), Wait::Now).ok().unwrap();
+        assert!(decode::<(String, u64)>(frame).is_err());
+        // After all that, a good message still gets through.
+        with_encoded(&42_u32, |bytes, fds| {
+            send(a.as_fd(), None, bytes, fds, Wait::Now)
+        })
+        .unwrap()
+        .ok()
+        .unwrap();
+        let frame = recv(b.as_fd(), Wait::Now).ok().unwrap();
+        assert_eq!(decode::<u32>(frame).unwrap(), 42);
+    }
+
+    #[test]
+    fn a_large_message_goes_through_a_memfd_and_back() {
+        let (a, b) = socketpair().unwrap();
+        let big = vec![7_u8; INLINE_MAX * 3];
+        send(a.as_fd(), None, &big, &[], Wait::Now).ok().unwrap();
+        let frame = recv(b.as_fd(), Wait::Now).ok().unwrap();
+        assert_eq!(frame.bytes, big);
+    }
+}

@@ -1,4 +1,4 @@
-//! Spawning and messaging leak nothing: after 500 spawn/join cycles the parent's open-fd
+//! Spawning and messaging leak nothing: after 1,000 spawn/join cycles the parent's open-fd
 //! count and zombie count are back where they started; a process that receives 10,000
 //! channels, or relays 100,000 messages, keeps a flat fd count. Alone in its binary so that no
 //! other test's children or fds blur the counts.
@@ -22,13 +22,13 @@ fn panics() {
 }
 
 #[multiproc::test]
-fn spawn_join_500_leaves_fds_and_zombies_flat() {
+fn spawn_join_1000_leaves_fds_and_zombies_flat() {
     let _alone = ALONE.lock().unwrap_or_else(|e| e.into_inner());
     // Warm up: the first spawn starts lazily created threads and caches.
     support::join(multiproc::spawn(add_one, (0,)).unwrap()).unwrap();
     let fds_before = support::open_fds();
     let zombies_before = support::zombies();
-    for i in 0..500 {
+    for i in 0..1_000 {
         if i % 50 == 0 {
             // Failures must not leak either.
             let quiet = multiproc::Builder::new()
