@@ -105,7 +105,7 @@ where
 /// ```no_run
 /// use std::time::Duration;
 ///
-/// use multiproc::{Process, Queue, Restart, Strategy, Supervisor};
+/// use multiproc::{Queue, Restart, Strategy, Supervisor};
 /// use serde::{Deserialize, Serialize};
 ///
 /// #[derive(Serialize, Deserialize)]
