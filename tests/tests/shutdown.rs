@@ -101,3 +101,27 @@ fn sigterm_to_the_parent_stops_the_tree_in_order() {
         );
     }
 }
+
+#[multiproc::process]
+fn deaf_to_sigterm(deaf: Sender<()>) {
+    // SAFETY: ignoring a signal touches only this process's dispositions.
+    unsafe { libc::signal(libc::SIGTERM, libc::SIG_IGN) };
+    deaf.send(()).unwrap();
+    std::thread::sleep(Duration::from_secs(600));
+}
+
+#[multiproc::test]
+fn a_child_that_ignores_sigterm_is_killed_after_the_grace_period() {
+    let (tx, rx) = multiproc::channel().unwrap();
+    let mut handle = multiproc::spawn(deaf_to_sigterm, (tx,)).unwrap();
+    rx.recv_timeout(DEADLINE).unwrap();
+    // SIGTERM does nothing to it...
+    handle.terminate().unwrap();
+    assert_eq!(
+        handle.join_timeout(Duration::from_millis(100)).unwrap(),
+        None
+    );
+    // ...the graceful shutdown's kill does.
+    let e = handle.shutdown(Duration::from_millis(100)).unwrap_err();
+    assert_eq!(e.signal(), Some(libc::SIGKILL), "{e}");
+}
