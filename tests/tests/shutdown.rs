@@ -9,7 +9,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use multiproc::{ErrorKind, Sender};
-use support::{DEADLINE, PidFd};
+use support::{DEADLINE, PidFd, within};
 
 // ANCHOR: cooperative
 #[multiproc::process]
@@ -38,7 +38,7 @@ fn ignore_it() {
 #[multiproc::test]
 fn a_child_that_ignores_the_request_is_killed_after_the_grace_period() {
     let handle = multiproc::spawn(ignore_it, ()).unwrap();
-    let e = handle.shutdown(Duration::from_millis(100)).unwrap_err();
+    let e = within(move || handle.shutdown(Duration::from_millis(100)).unwrap_err());
     assert_eq!(e.kind(), ErrorKind::Signaled, "{e}");
     assert_eq!(e.signal(), Some(libc::SIGKILL));
 }
@@ -122,6 +122,6 @@ fn a_child_that_ignores_sigterm_is_killed_after_the_grace_period() {
         None
     );
     // ...the graceful shutdown's kill does.
-    let e = handle.shutdown(Duration::from_millis(100)).unwrap_err();
+    let e = within(move || handle.shutdown(Duration::from_millis(100)).unwrap_err());
     assert_eq!(e.signal(), Some(libc::SIGKILL), "{e}");
 }
