@@ -32,7 +32,9 @@ use crate::wire;
 /// task's error and its worker lives on; a worker that dies (killed, aborted, out of memory)
 /// or runs past the pool's [`timeout`](PoolBuilder::timeout) fails only the task it was
 /// running, with an error that says how; a new worker replaces it, and the other tasks it held
-/// run elsewhere. No task is lost or run twice, and the pool stays usable.
+/// run elsewhere. No task is lost, none reports twice, and the pool stays usable. (In a chunk,
+/// the tasks a dying worker had finished but not yet reported run again elsewhere: see
+/// [`PoolBuilder::chunksize`].)
 ///
 /// Dropping the pool [terminates](Pool::terminate) it: call [`close`](Pool::close) and
 /// [`join`](Pool::join) first to let submitted work finish.
@@ -241,7 +243,9 @@ impl PoolBuilder {
 
     /// How many tasks of one `map`, `imap` or `starmap` call a worker gets at once. By default
     /// `map` and `starmap` split their input in about four chunks per worker, and `imap` sends
-    /// one task at a time. A worker that dies still fails only the task it was running.
+    /// one task at a time. A worker that dies still fails only the task it was running; the
+    /// tasks of its chunk it had finished run again elsewhere, because a chunk's outcomes are
+    /// sent together (use 1 for tasks whose side effects must not repeat).
     ///
     /// # Examples
     ///
