@@ -18,11 +18,11 @@ pub(crate) struct Tail {
 }
 
 impl Tail {
-    /// The lines, once the copying thread has read to the end of the stream (waiting at most
-    /// a moment: a grandchild may hold the pipe open).
+    /// The lines, once the copying thread has read to the end of the stream, which comes as
+    /// soon as the child is gone (waiting at most 5 s: a grandchild may hold the pipe open).
     pub(crate) fn lines(&self) -> Vec<String> {
         if let Some(done) = self.done.lock().unwrap_or_else(|e| e.into_inner()).take() {
-            let _ = done.recv_timeout(Duration::from_millis(200));
+            let _ = done.recv_timeout(Duration::from_secs(5));
         }
         let lines = self.lines.lock().unwrap_or_else(|e| e.into_inner());
         lines.iter().cloned().collect()

@@ -66,7 +66,7 @@ pub(crate) fn requested() {
 /// A child that has not been reaped yet, its bootstrap socket, and a pidfd to kill it by
 /// (a pidfd never reaches another process that reused the pid).
 struct Live {
-    pid: u32,
+    id: u64,
     sock: Weak<OwnedFd>,
     pidfd: Option<OwnedFd>,
 }
@@ -77,18 +77,27 @@ fn live() -> std::sync::MutexGuard<'static, Vec<Live>> {
     LIVE.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-pub(crate) fn register(pid: u32, sock: &Arc<OwnedFd>) {
+/// Registers a child; returns the id to [`unregister`] it by once reaped. A child that
+/// starts while this process is already shutting down is asked to stop at once.
+pub(crate) fn register(pid: u32, sock: &Arc<OwnedFd>) -> u64 {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+    let id = NEXT.fetch_add(1, Ordering::Relaxed);
     let pidfd = crate::sys::pidfd_open(pid).ok();
-    let mut live = live();
-    live.push(Live {
-        pid,
+    live().push(Live {
+        id,
         sock: Arc::downgrade(sock),
         pidfd,
     });
+    // `requested` sets the flag before it reads the registry: either it saw this entry, or
+    // this sees the flag.
+    if REQUESTED.load(Ordering::Acquire) {
+        let _ = request(sock);
+    }
+    id
 }
 
-pub(crate) fn unregister(pid: u32) {
-    live().retain(|l| l.pid != pid);
+pub(crate) fn unregister(id: u64) {
+    live().retain(|l| l.id != id);
 }
 
 /// Sends the shutdown request on a child's bootstrap socket.
@@ -101,16 +110,12 @@ pub(crate) fn request(sock: &OwnedFd) -> std::result::Result<(), wire::WireError
     }
 }
 
-/// Asks every live child to stop; returns their pids.
-fn request_all() -> Vec<u32> {
-    let children: Vec<(u32, Arc<OwnedFd>)> = live()
-        .iter()
-        .filter_map(|l| Some((l.pid, l.sock.upgrade()?)))
-        .collect();
-    for (_, sock) in &children {
+/// Asks every live child to stop.
+fn request_all() {
+    let children: Vec<Arc<OwnedFd>> = live().iter().filter_map(|l| l.sock.upgrade()).collect();
+    for sock in &children {
         let _ = request(sock);
     }
-    children.into_iter().map(|(pid, _)| pid).collect()
 }
 
 /// Makes SIGINT (Ctrl-C) and SIGTERM to this process shut its children down in order: each is
@@ -133,6 +138,12 @@ fn request_all() -> Vec<u32> {
 ///
 /// [`ErrorKind::Io`](crate::ErrorKind::Io) if the handlers or their thread cannot be set up.
 pub fn shutdown_on_signals(grace: Duration) -> Result<()> {
+    static INSTALLED: AtomicBool = AtomicBool::new(false);
+    if INSTALLED.swap(true, Ordering::AcqRel) {
+        return Err(Error::other(
+            "shutdown_on_signals was already called in this process",
+        ));
+    }
     let (read, write) = pipe().map_err(|e| Error::io("cannot create the signal pipe", e))?;
     // The handler only writes the signal number to the pipe: all the work happens on a thread.
     SIGNAL_PIPE.store(
@@ -170,7 +181,7 @@ pub fn shutdown_on_signals(grace: Duration) -> Result<()> {
                     Err(_) => return,
                 }
             }
-            shut_down(grace);
+            shut_down(grace, &file);
             // End as the signal would have: default action, raised again.
             let signal = i32::from(byte[0]);
             // SAFETY: restores the default disposition and raises the signal at ourselves.
@@ -189,14 +200,18 @@ static SIGNAL_PIPE: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32:
 extern "C" fn on_signal(signal: libc::c_int) {
     let fd = SIGNAL_PIPE.load(Ordering::Acquire);
     let byte = signal as u8;
-    // SAFETY: write(2) is async-signal-safe; a full or closed pipe only fails the write.
+    // SAFETY: write(2) is async-signal-safe and the pipe is non-blocking, so a full pipe only
+    // fails the write; errno is saved and restored around it for the interrupted code.
     unsafe {
+        let errno = *libc::__errno_location();
         libc::write(fd, (&raw const byte).cast(), 1);
+        *libc::__errno_location() = errno;
     }
 }
 
-/// Asks every child to stop, waits up to `grace` for them to exit, then kills the rest.
-fn shut_down(grace: Duration) {
+/// Asks every child to stop, waits up to `grace` for them to exit (or for a second signal on
+/// `signals`), then kills the rest.
+fn shut_down(grace: Duration, signals: &std::fs::File) {
     REQUESTED.store(true, Ordering::Release);
     request_all();
     // A pidfd turns readable when its process exits (reaped or not).
@@ -204,17 +219,22 @@ fn shut_down(grace: Duration) {
         .iter()
         .filter_map(|l| l.pidfd.as_ref()?.try_clone().ok())
         .collect();
-    let deadline = Instant::now() + grace;
+    let deadline = Instant::now().checked_add(grace);
+    let wait = deadline.map_or(Wait::Forever, Wait::Until);
     while !pidfds.is_empty() {
+        // The signal pipe last: a second Ctrl-C skips the rest of the grace.
         let mut polls: Vec<libc::pollfd> = pidfds
             .iter()
+            .map(std::os::fd::AsRawFd::as_raw_fd)
+            .chain([std::os::fd::AsRawFd::as_raw_fd(signals)])
             .map(|fd| libc::pollfd {
-                fd: std::os::fd::AsRawFd::as_raw_fd(fd),
+                fd,
                 events: libc::POLLIN,
                 revents: 0,
             })
             .collect();
-        match wire::poll(&mut polls, Wait::Until(deadline)) {
+        match wire::poll(&mut polls, wait) {
+            Ok(true) if polls.last().is_some_and(|p| p.revents != 0) => break,
             Ok(true) => {
                 let mut ready = polls.iter().map(|p| p.revents != 0);
                 pidfds.retain(|_| !ready.next().unwrap_or(false));
@@ -229,9 +249,13 @@ fn shut_down(grace: Duration) {
 
 fn pipe() -> std::io::Result<(OwnedFd, OwnedFd)> {
     let mut fds = [0; 2];
-    // SAFETY: pipe2 writes two new descriptors into the array.
-    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } < 0 {
-        return Err(std::io::Error::last_os_error());
+    // SAFETY: pipe2 writes two new descriptors into the array; fcntl sets a flag on one.
+    unsafe {
+        if libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        // The signal handler must never block on a full pipe.
+        libc::fcntl(fds[1], libc::F_SETFL, libc::O_NONBLOCK);
     }
     // SAFETY: both are new and ours.
     Ok(unsafe {

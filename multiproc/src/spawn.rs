@@ -432,7 +432,9 @@ impl Builder {
     /// multiproc::Builder::new().cpu_time_limit(std::time::Duration::from_secs(10));
     /// ```
     pub fn cpu_time_limit(&mut self, limit: Duration) -> &mut Self {
-        let seconds = limit.as_secs() + u64::from(limit.subsec_nanos() > 0);
+        let seconds = limit
+            .as_secs()
+            .saturating_add(u64::from(limit.subsec_nanos() > 0));
         self.limits.cpu_seconds = Some(seconds.max(1));
         self
     }

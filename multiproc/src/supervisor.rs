@@ -403,6 +403,13 @@ struct State {
     starts: Vec<usize>,
 }
 
+impl Drop for State {
+    /// However the supervisor ends (a factory that panics included), its children end too.
+    fn drop(&mut self) {
+        self.stop_from(0);
+    }
+}
+
 impl State {
     fn start(&mut self, i: usize) -> Result<()> {
         let spec = &mut self.config.specs[i];
@@ -419,6 +426,34 @@ impl State {
                 child.stop(self.config.grace);
             }
         }
+    }
+
+    /// Counts one restart against the intensity; the supervisor's error once it is exceeded.
+    fn count_restart(
+        &self,
+        restarts: &mut VecDeque<Instant>,
+        why: &Result<()>,
+        child: &str,
+    ) -> Result<()> {
+        let now = Instant::now();
+        restarts.push_back(now);
+        while restarts
+            .front()
+            .is_some_and(|t| now.duration_since(*t) > self.config.period)
+        {
+            restarts.pop_front();
+        }
+        if restarts.len() <= self.config.max_restarts {
+            return Ok(());
+        }
+        let last = match why {
+            Err(e) => e.to_string(),
+            Ok(()) => format!("`{child}` returned"),
+        };
+        Err(Error::other(format!(
+            "supervisor `{}` gave up: more than {} restarts within {:?}; the last because {last}",
+            self.config.name, self.config.max_restarts, self.config.period
+        )))
     }
 
     fn report(&self) -> Report {
@@ -482,25 +517,9 @@ impl State {
             if !restart {
                 continue;
             }
-            let now = Instant::now();
-            restarts.push_back(now);
-            while restarts
-                .front()
-                .is_some_and(|t| now.duration_since(*t) > self.config.period)
-            {
-                restarts.pop_front();
-            }
-            if restarts.len() > self.config.max_restarts {
+            if let Err(e) = self.count_restart(&mut restarts, &result, &child_name) {
                 self.stop_from(0);
-                let last = match &result {
-                    Err(e) => e.to_string(),
-                    Ok(()) => format!("`{child_name}` returned"),
-                };
-                return Err(Error::other(format!(
-                    "supervisor `{}` gave up: more than {} restarts within {:?}; the last \
-                     because {last}",
-                    self.config.name, self.config.max_restarts, self.config.period
-                )));
+                return Err(e);
             }
             // The children to start again: that one, or it and its siblings (stopped first,
             // last started first).
@@ -514,9 +533,14 @@ impl State {
                 // A temporary child stopped by a sibling's restart stays stopped.
                 let restartable = j == i || self.config.specs[j].restart != Restart::Temporary;
                 if self.running[j].is_none() && restartable {
-                    if let Err(e) = self.start(j) {
-                        self.stop_from(0);
-                        return Err(e);
+                    // A start that fails is one more failure of that child: retried until
+                    // the intensity gives up, as in OTP.
+                    while let Err(e) = self.start(j) {
+                        let name = self.config.specs[j].name.clone();
+                        if let Err(gave_up) = self.count_restart(&mut restarts, &Err(e), &name) {
+                            self.stop_from(0);
+                            return Err(gave_up);
+                        }
                     }
                 }
             }

@@ -158,7 +158,7 @@ pub(crate) fn set_limits(cmd: &mut std::process::Command, limits: crate::spawn::
             }
             if let Some(seconds) = limits.cpu_seconds {
                 // SIGXCPU at the soft limit; SIGKILL a second later if it is ignored.
-                set(libc::RLIMIT_CPU, seconds, seconds + 1)?;
+                set(libc::RLIMIT_CPU, seconds, seconds.saturating_add(1))?;
             }
             if let Some(files) = limits.open_files {
                 set(libc::RLIMIT_NOFILE, files, files)?;

@@ -3,7 +3,7 @@
 //! Spawns a cooperative child, a child with a cooperative grandchild, and a stubborn child
 //! that ignores the request; prints `pid <n>` for each of the four, then `ready`, and blocks.
 //! On SIGTERM the cooperative ones print `<name> stopped cleanly` and return; the stubborn
-//! one is killed after the grace period (500 ms), then the parent ends by SIGTERM.
+//! one is killed after the grace period (3 s), then the parent ends by SIGTERM.
 use std::time::Duration;
 
 use multiproc::Sender;
@@ -37,7 +37,7 @@ fn stubborn() {
 
 #[multiproc::main]
 fn main() -> multiproc::Result<()> {
-    multiproc::shutdown_on_signals(Duration::from_millis(500))?;
+    multiproc::shutdown_on_signals(Duration::from_secs(3))?;
     let a = multiproc::spawn(cooperative, ("first".to_string(),))?;
     let (tx, rx) = multiproc::channel()?;
     let b = multiproc::spawn(with_grandchild, (tx,))?;

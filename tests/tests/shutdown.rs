@@ -66,10 +66,22 @@ fn sigterm_to_the_parent_stops_the_tree_in_order() {
     let mut parent = support::KillOnDrop(cmd.spawn().unwrap());
     let parent = &mut parent.0;
     let parent_fd = PidFd::open(parent.id()).unwrap();
-    let mut lines = BufReader::new(parent.stdout.take().unwrap()).lines();
+    // Its lines, read on a thread, so that every wait below has a deadline.
+    let (line_tx, lines) = std::sync::mpsc::channel::<String>();
+    let stdout = parent.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = line_tx.send(line);
+        }
+    });
+    let next = || {
+        lines
+            .recv_timeout(DEADLINE)
+            .expect("a line from the helper")
+    };
     let mut pids = Vec::new();
-    for line in lines.by_ref() {
-        let line = line.unwrap();
+    loop {
+        let line = next();
         if line == "ready" {
             break;
         }
@@ -84,7 +96,13 @@ fn sigterm_to_the_parent_stops_the_tree_in_order() {
     let status = parent.wait().unwrap();
     use std::os::unix::process::ExitStatusExt;
     assert_eq!(status.signal(), Some(libc::SIGTERM), "{status:?}");
-    let mut said: Vec<String> = lines.map_while(Result::ok).collect();
+    for (pid, fd) in pids.iter().zip(&fds) {
+        assert!(
+            fd.wait_exit(Duration::from_secs(1)),
+            "process {pid} outlived the shutdown"
+        );
+    }
+    let mut said: Vec<String> = (0..3).map(|_| next()).collect();
     said.sort();
     assert_eq!(
         said,
@@ -124,4 +142,20 @@ fn a_child_that_ignores_sigterm_is_killed_after_the_grace_period() {
     // ...the graceful shutdown's kill does.
     let e = within(move || handle.shutdown(Duration::from_millis(100)).unwrap_err());
     assert_eq!(e.signal(), Some(libc::SIGKILL), "{e}");
+}
+
+#[multiproc::process]
+fn spawn_after_the_request() -> u32 {
+    while !multiproc::shutdown_requested() {
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    // Started once this process is already shutting down: asked to stop at once.
+    let late = multiproc::spawn(count_until_asked, ()).unwrap();
+    late.join().unwrap()
+}
+
+#[multiproc::test]
+fn a_child_started_during_a_shutdown_is_asked_to_stop_too() {
+    let handle = multiproc::spawn(spawn_after_the_request, ()).unwrap();
+    let _rounds = within(move || handle.shutdown(DEADLINE).unwrap());
 }

@@ -140,7 +140,7 @@ fn one_for_all_restarts_the_siblings_too() {
         .start()
         .unwrap();
     starts_until(&rx, |s| count(s, "a") == 2 && count(s, "b") == 2);
-    let report = sup.stop().unwrap();
+    let report = within(move || sup.stop().unwrap());
     assert_eq!((report.starts_of("a"), report.starts_of("b")), (2, 2));
 }
 
@@ -157,7 +157,7 @@ fn rest_for_one_restarts_those_started_after() {
         .start()
         .unwrap();
     starts_until(&rx, |s| count(s, "b") == 2 && count(s, "c") == 2);
-    let report = sup.stop().unwrap();
+    let report = within(move || sup.stop().unwrap());
     assert_eq!(
         (
             report.starts_of("a"),
@@ -179,7 +179,7 @@ fn one_for_one_leaves_the_siblings_alone() {
         .start()
         .unwrap();
     starts_until(&rx, |s| count(s, "b") == 2 && count(s, "a") == 1);
-    let report = sup.stop().unwrap();
+    let report = within(move || sup.stop().unwrap());
     assert_eq!((report.starts_of("a"), report.starts_of("b")), (1, 2));
 }
 

@@ -44,6 +44,8 @@ pub struct JoinHandle<R> {
     /// The bootstrap socket: the outcome arrives on it, and the child takes its hang-up for
     /// the parent's death, so it stays open until the child is reaped.
     sock: Option<std::sync::Arc<OwnedFd>>,
+    /// Its entry in the registry of live children (for graceful shutdown).
+    registered: u64,
     limits: super::Limits,
     /// The last lines of a [`Stdio::Prefixed`](crate::Stdio::Prefixed) stderr.
     pub(super) stderr_tail: Option<crate::output::Tail>,
@@ -67,12 +69,13 @@ where
 {
     pub(super) fn new(child: Child, who: Who, sock: OwnedFd, limits: super::Limits) -> Self {
         let sock = std::sync::Arc::new(sock);
-        crate::shutdown::register(child.id(), &sock);
+        let registered = crate::shutdown::register(child.id(), &sock);
         JoinHandle {
             pid: child.id(),
             who,
             child: Some(child),
             sock: Some(sock),
+            registered,
             limits,
             stderr_tail: None,
             joined: false,
@@ -276,12 +279,16 @@ where
     /// As [`join`](JoinHandle::join); a child killed after `grace` gives
     /// [`ErrorKind::Signaled`](crate::ErrorKind::Signaled) (SIGKILL).
     pub fn shutdown(mut self, grace: Duration) -> Result<R> {
-        self.request_shutdown()?;
-        if let Some(value) = self.join_timeout(grace)? {
-            return Ok(value);
+        // Whatever fails on the way, the child ends up killed and reaped, not detached.
+        let asked = self.request_shutdown();
+        if asked.is_ok() {
+            if let Some(value) = self.join_timeout(grace)? {
+                return Ok(value);
+            }
         }
-        self.kill()?;
-        self.join()
+        let _ = self.kill();
+        let joined = self.join();
+        asked.and(joined)
     }
 
     /// The write end of the child's stdin, when the builder set it to
@@ -438,7 +445,7 @@ where
         let status = child
             .wait()
             .map_err(|e| Error::io(format!("cannot wait for {}", self.who), e));
-        crate::shutdown::unregister(self.pid);
+        crate::shutdown::unregister(self.registered);
         self.sock = None;
         status
     }
@@ -467,7 +474,7 @@ impl<R> Drop for JoinHandle<R> {
             return;
         };
         if let Ok(Some(_)) = child.try_wait() {
-            crate::shutdown::unregister(self.pid);
+            crate::shutdown::unregister(self.registered);
             return;
         }
         // Pipes nobody will read or write again: close them, so that the child sees EOF or
@@ -478,7 +485,7 @@ impl<R> Drop for JoinHandle<R> {
         // Detach: reap the child when it exits, keeping the bootstrap socket open until then
         // (the child takes its hang-up for the parent's death).
         let sock = self.sock.take();
-        let pid = self.pid;
+        let registered = self.registered;
         let slot = std::sync::Arc::new(std::sync::Mutex::new(Some((child, sock))));
         let theirs = std::sync::Arc::clone(&slot);
         let reaper = std::thread::Builder::new()
@@ -488,7 +495,7 @@ impl<R> Drop for JoinHandle<R> {
                 let taken = theirs.lock().ok().and_then(|mut s| s.take());
                 if let Some((mut child, sock)) = taken {
                     let _ = child.wait();
-                    crate::shutdown::unregister(pid);
+                    crate::shutdown::unregister(registered);
                     drop(sock);
                 }
             });
@@ -498,7 +505,7 @@ impl<R> Drop for JoinHandle<R> {
             if let Some((mut child, _sock)) = taken {
                 let _ = child.kill();
                 let _ = child.wait();
-                crate::shutdown::unregister(pid);
+                crate::shutdown::unregister(registered);
             }
         }
     }
