@@ -2,7 +2,8 @@
 //! same run on the same machine, so only the ratios are meant to be compared across machines.
 //!
 //! Run: `cargo run --release -p multiproc-bench` (add `-- --quick` for a short run, `--pools`
-//! for the pool rows alone).
+//! for the pool rows alone, `--curves` to add the scaling curves to a quick run; a full run
+//! always prints them).
 //!
 //! - spawn + join of a no-op `#[process]` vs a bare re-exec of this binary that exits at the
 //!   top of `main` (the floor for any re-exec design);
@@ -189,6 +190,118 @@ fn main() -> multiproc::Result<()> {
 
     println!();
     pools(quick, trips)?;
+    if !quick || std::env::args().any(|a| a == "--curves") {
+        println!();
+        curves()?;
+    }
+    Ok(())
+}
+
+#[multiproc::process]
+fn echo_bytes(inbox: Receiver<Bytes>, outbox: Sender<Bytes>) {
+    for v in inbox {
+        if outbox.send(v).is_err() {
+            break;
+        }
+    }
+}
+
+#[multiproc::process]
+fn hold(until: Receiver<()>) {
+    let _ = until.recv();
+}
+
+/// How costs grow: pool throughput by workers, round trip by payload size, spawn time by the
+/// number of live children.
+fn curves() -> multiproc::Result<()> {
+    println!(
+        "scaling curves (this machine has {} cores)",
+        std::thread::available_parallelism().map_or(1, |n| n.get())
+    );
+    println!(
+        "{:<44} {:>14} {:>14}",
+        "pool workers", "trivial /s", "0.5 ms CPU /s"
+    );
+    let per_task = 100_000_u64; // iterations of `burn`, calibrated below to ~0.5 ms
+    let t = Instant::now();
+    std::hint::black_box(burn(per_task));
+    let iterations = (per_task as f64 * 0.0005 / t.elapsed().as_secs_f64().max(1e-9)) as u64;
+    for workers in [1, 2, 4, 8] {
+        let pool = multiproc::Pool::new(workers)?;
+        pool.map(double, 0..1_000)?;
+        let t = Instant::now();
+        pool.map(double, 0..100_000)?;
+        let trivial = 100_000.0 / t.elapsed().as_secs_f64();
+        let t = Instant::now();
+        pool.map(burn, vec![iterations; 400])?;
+        let cpu = 400.0 / t.elapsed().as_secs_f64();
+        println!(
+            "{:<44} {trivial:>14.3e} {cpu:>14.1}",
+            format!("{workers} workers")
+        );
+    }
+
+    println!(
+        "{:<44} {:>14} {:>14}",
+        "round trip by payload (Bytes)", "µs median", "GB/s"
+    );
+    let (tx, inbox) = multiproc::channel::<Bytes>()?;
+    let (outbox, rx) = multiproc::channel::<Bytes>()?;
+    let child = multiproc::spawn(echo_bytes, (inbox, outbox))?;
+    for (size, n) in [
+        (8, 2_000),
+        (1 << 10, 2_000),
+        (64 << 10, 500),
+        (1 << 20, 100),
+        (16 << 20, 10),
+        (64 << 20, 4),
+    ] {
+        let payload = Bytes::from(vec![1_u8; size]);
+        let samples = measure(n, || {
+            tx.send(payload.clone()).expect("send");
+            assert_eq!(rx.recv().expect("recv").len(), size);
+        });
+        let secs = samples.median();
+        println!(
+            "{:<44} {:>14.1} {:>14.3}",
+            format!("{size} B"),
+            secs * 1e6,
+            2.0 * size as f64 / secs / 1e9
+        );
+    }
+    drop(tx);
+    child.join()?;
+
+    println!(
+        "{:<44} {:>14}",
+        "spawn + join with live children", "ms median"
+    );
+    let (stop, until) = multiproc::channel::<()>()?;
+    let _ = stop;
+    let mut live = Vec::new();
+    let mut stops = Vec::new();
+    for target in [1, 10, 100] {
+        while live.len() < target {
+            let (tx, rx) = multiproc::channel::<()>()?;
+            live.push(multiproc::spawn(hold, (rx,))?);
+            stops.push(tx);
+        }
+        let samples = measure(20, || {
+            multiproc::spawn(noop, ())
+                .and_then(|h| h.join())
+                .expect("spawn + join");
+        });
+        println!(
+            "{:<44} {:>14.2}",
+            format!("{target} live"),
+            samples.median() * 1e3
+        );
+    }
+    drop(stops);
+    drop(until);
+    for h in live {
+        h.join()?;
+    }
     Ok(())
 }
 
