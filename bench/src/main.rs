@@ -454,17 +454,7 @@ where
     T: serde::Serialize + serde::de::DeserializeOwned,
     F: multiproc::ProcessFn<(Receiver<T>,), Output = usize>,
 {
-    let (tx, rx) = multiproc::channel::<T>()?;
-    let child = multiproc::spawn(sink, (rx,))?;
-    let t = Instant::now();
-    for _ in 0..n {
-        tx.send(make())?;
-    }
-    drop(tx);
-    let received = child.join()?;
-    let secs = t.elapsed().as_secs_f64();
-    assert!(received > 0);
-    Ok(secs)
+    stream_to(sink, |tx| (0..n).try_for_each(|_| tx.send(make())))
 }
 
 /// As [`one_way`], handing the messages to `send_many` in groups of `group`.
@@ -478,12 +468,24 @@ where
     T: serde::Serialize + serde::de::DeserializeOwned,
     F: multiproc::ProcessFn<(Receiver<T>,), Output = usize>,
 {
+    stream_to(sink, |tx| {
+        (0..n / group).try_for_each(|_| tx.send_many((0..group).map(|_| make())))
+    })
+}
+
+/// Seconds for `feed` to send to a child running `sink`, until the child has received all.
+fn stream_to<T, F>(
+    sink: F,
+    feed: impl FnOnce(&Sender<T>) -> multiproc::Result<()>,
+) -> multiproc::Result<f64>
+where
+    T: serde::Serialize + serde::de::DeserializeOwned,
+    F: multiproc::ProcessFn<(Receiver<T>,), Output = usize>,
+{
     let (tx, rx) = multiproc::channel::<T>()?;
     let child = multiproc::spawn(sink, (rx,))?;
     let t = Instant::now();
-    for _ in 0..n / group {
-        tx.send_many((0..group).map(|_| make()))?;
-    }
+    feed(&tx)?;
     drop(tx);
     let received = child.join()?;
     let secs = t.elapsed().as_secs_f64();

@@ -209,10 +209,8 @@ impl<T: Serialize> Sender<T> {
     ///
     /// As [`send`](Sender::send), plus `Full`; every error carries the message.
     pub fn try_send(&self, value: T) -> std::result::Result<(), TrySendError<T>> {
-        match self.send_wait(&value, Wait::Now, Duration::ZERO) {
-            Ok(()) => Ok(()),
-            Err(e) => Err(TrySendError::new(e, value)),
-        }
+        self.send_wait(&value, Wait::Now, Duration::ZERO)
+            .map_err(|e| TrySendError::new(e, value))
     }
 
     /// Sends a message, waiting at most `timeout` for room.
@@ -239,10 +237,8 @@ impl<T: Serialize> Sender<T> {
         value: T,
         timeout: Duration,
     ) -> std::result::Result<(), TrySendError<T>> {
-        match self.send_wait(&value, Wait::timeout(timeout), timeout) {
-            Ok(()) => Ok(()),
-            Err(e) => Err(TrySendError::new(e, value)),
-        }
+        self.send_wait(&value, Wait::timeout(timeout), timeout)
+            .map_err(|e| TrySendError::new(e, value))
     }
 
     /// Sends every item of `items`, packing small ones into as few datagrams as fit (up to

@@ -208,7 +208,7 @@ impl PoolBuilder {
         A: Serialize + DeserializeOwned,
     {
         let _ = f;
-        let encoded = registry::resolve_fn(type_name::<F>(), type_name::<A>()).and_then(|key| {
+        let encoded = registry::resolve_fn::<F, A>().and_then(|key| {
             encode(&args).map(|(args, fds)| Encoded {
                 key: key.to_string(),
                 args,
@@ -360,9 +360,8 @@ impl Pool {
         I: IntoIterator<Item = A>,
     {
         let _ = f;
-        let key = fn_key::<F, (A,)>()?;
         let items = items.into_iter().map(|a| (a,));
-        let (rx, n) = self.submit_all(key, items, |n| self.auto_chunksize(n))?;
+        let (rx, n) = self.submit_fn::<F, _>(items, |n| self.auto_chunksize(n))?;
         collect_in_order::<F::Output>(rx, n).into_iter().collect()
     }
 
@@ -396,8 +395,7 @@ impl Pool {
         I: IntoIterator<Item = A>,
     {
         let _ = f;
-        let key = fn_key::<F, A>()?;
-        let (rx, n) = self.submit_all(key, items, |n| self.auto_chunksize(n))?;
+        let (rx, n) = self.submit_fn::<F, _>(items, |n| self.auto_chunksize(n))?;
         collect_in_order::<F::Output>(rx, n).into_iter().collect()
     }
 
@@ -435,9 +433,8 @@ impl Pool {
         I: IntoIterator<Item = A>,
     {
         let _ = f;
-        let key = fn_key::<F, (A,)>()?;
         let items = items.into_iter().map(|a| (a,));
-        let (rx, n) = self.submit_all(key, items, |_| self.chunksize.unwrap_or(1))?;
+        let (rx, n) = self.submit_fn::<F, _>(items, |_| self.chunksize.unwrap_or(1))?;
         Ok(Imap {
             rx,
             len: n,
@@ -481,9 +478,8 @@ impl Pool {
         I: IntoIterator<Item = A>,
     {
         let _ = f;
-        let key = fn_key::<F, (A,)>()?;
         let items = items.into_iter().map(|a| (a,));
-        let (rx, n) = self.submit_all(key, items, |_| self.chunksize.unwrap_or(1))?;
+        let (rx, n) = self.submit_fn::<F, _>(items, |_| self.chunksize.unwrap_or(1))?;
         Ok(ImapUnordered {
             rx,
             left: n,
@@ -556,8 +552,7 @@ impl Pool {
         F::Output: Serialize + DeserializeOwned,
     {
         let _ = f;
-        let key = fn_key::<F, A>()?;
-        let (rx, _) = self.submit_all(key, [args], |_| 1)?;
+        let (rx, _) = self.submit_fn::<F, _>([args], |_| 1)?;
         Ok(AsyncResult::new(rx))
     }
 
@@ -679,6 +674,15 @@ impl Pool {
             .unwrap_or_else(|| n.div_ceil(self.workers * 4).max(1))
     }
 
+    /// Submits a call of the `#[process]` fn `F` for each argument tuple.
+    fn submit_fn<F, A: Serialize>(
+        &self,
+        items: impl IntoIterator<Item = A>,
+        chunk: impl FnOnce(usize) -> usize,
+    ) -> Result<(mpsc::Receiver<Done>, usize)> {
+        self.submit_all(registry::resolve_fn::<F, A>()?, items, chunk)
+    }
+
     /// Encodes every item as a task of one call and submits them; returns the receiver of
     /// their outcomes and their number.
     fn submit_all<A: Serialize>(
@@ -759,25 +763,31 @@ impl fmt::Debug for PoolBuilder {
     }
 }
 
-/// The key a worker finds the `#[process]` fn `F` by.
-fn fn_key<F, A>() -> Result<&'static str> {
-    registry::resolve_fn(type_name::<F>(), type_name::<A>())
-}
-
 /// A value encoded for a task: its bytes and (copies of) its descriptors.
 fn encode<A: Serialize>(value: &A) -> Result<(Vec<u8>, Vec<OwnedFd>)> {
-    let encoded = wire::with_encoded(value, |bytes, fds| {
-        let copies: std::io::Result<Vec<OwnedFd>> = fds.iter().map(|fd| fd.try_clone()).collect();
-        copies.map(|fds| (bytes.to_vec(), fds))
-    });
-    match encoded {
-        Ok(Ok(done)) => Ok(done),
-        Ok(Err(e)) => Err(Error::io("cannot copy a task's descriptors", e)),
-        Err(message) => Err(Error::new(Repr::Serialize {
+    let mut bytes = Vec::new();
+    let fds = encode_into(value, &mut bytes)?;
+    Ok((bytes, fds))
+}
+
+/// Encodes `value` at the end of `out`; returns (copies of) the descriptors it carries.
+fn encode_into<A: Serialize>(value: &A, out: &mut Vec<u8>) -> Result<Vec<OwnedFd>> {
+    wire::with_encoded(value, |bytes, fds| {
+        out.extend_from_slice(bytes);
+        if fds.is_empty() {
+            return Ok(Vec::new());
+        }
+        fds.iter()
+            .map(|fd| fd.try_clone())
+            .collect::<std::io::Result<Vec<_>>>()
+    })
+    .map_err(|message| {
+        Error::new(Repr::Serialize {
             type_name: type_name::<A>(),
             message,
-        })),
-    }
+        })
+    })?
+    .map_err(|e| Error::io("cannot copy a task's descriptors", e))
 }
 
 /// Decodes a delivery: hands `each` every task's index and result.

@@ -55,23 +55,13 @@ pub(crate) enum Received {
 
 /// A new doorbell for a channel: a non-blocking eventfd.
 pub(crate) fn doorbell() -> io::Result<OwnedFd> {
-    // SAFETY: eventfd returns a new descriptor or -1.
-    let fd = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: fd is new and owned by nobody else.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+    crate::sys::eventfd(0)
 }
 
 /// Rings a doorbell: asks the receiving process to drain the socket.
 pub(crate) fn ring(doorbell: BorrowedFd<'_>) {
-    let one = 1u64;
-    // SAFETY: writes 8 bytes from a u64 to an eventfd; a full counter fails with EAGAIN,
-    // which still leaves it readable.
-    unsafe {
-        libc::write(doorbell.as_raw_fd(), (&raw const one).cast(), 8);
-    }
+    // A full counter fails with EAGAIN, which still leaves it readable.
+    let _ = crate::sys::eventfd_add(doorbell, 1);
 }
 
 impl Inbox {
@@ -187,11 +177,8 @@ impl Inbox {
 
     /// Called by the pump when the doorbell rang: a sender found the socket full.
     fn on_ring(&self) {
-        let mut value = 0u64;
-        // SAFETY: reads 8 bytes into a u64 from our eventfd, which resets it.
-        unsafe {
-            libc::read(self.doorbell.as_raw_fd(), (&raw mut value).cast(), 8);
-        }
+        // Resets the doorbell; an empty one (another ring already taken) is fine.
+        let _ = crate::sys::eventfd_take(self.doorbell());
         let mut st = self.lock();
         if !st.registered || st.closed || st.failed.is_some() {
             return;

@@ -160,10 +160,8 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
     ///
     /// As [`put`](Queue::put), plus `Full`; every error carries the item.
     pub fn try_put(&self, item: T) -> std::result::Result<(), TrySendError<T>> {
-        match self.put_wait(&item, Wait::Now, Duration::ZERO) {
-            Ok(()) => Ok(()),
-            Err(e) => Err(TrySendError::new(e, item)),
-        }
+        self.put_wait(&item, Wait::Now, Duration::ZERO)
+            .map_err(|e| TrySendError::new(e, item))
     }
 
     /// Puts an item, waiting at most `timeout` for room.
@@ -189,10 +187,8 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
         item: T,
         timeout: Duration,
     ) -> std::result::Result<(), TrySendError<T>> {
-        match self.put_wait(&item, Wait::timeout(timeout), timeout) {
-            Ok(()) => Ok(()),
-            Err(e) => Err(TrySendError::new(e, item)),
-        }
+        self.put_wait(&item, Wait::timeout(timeout), timeout)
+            .map_err(|e| TrySendError::new(e, item))
     }
 
     fn put_wait(&self, item: &T, wait: Wait, timeout: Duration) -> Result<()> {

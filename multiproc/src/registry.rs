@@ -91,7 +91,8 @@ fn duplicate(key: &str, n: usize) -> Error {
 ///
 /// The macro registers each fn with the `type_name` of its item, so this is an exact match: a
 /// function without the attribute never resolves to another one of the same name.
-pub(crate) fn resolve_fn(fn_type: &'static str, args_type: &str) -> Result<&'static str> {
+pub(crate) fn resolve_fn<F, A>() -> Result<&'static str> {
+    let (fn_type, args_type) = (std::any::type_name::<F>(), std::any::type_name::<A>());
     match find(fn_type) {
         Ok(entry) if entry.fn_type.is_some() => {
             return check_args(entry, fn_type, args_type).map(|()| fn_type);

@@ -2,7 +2,7 @@
 //! process can wait on (futex), and counting semaphores (eventfd).
 
 use std::io;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::ptr::NonNull;
 use std::sync::atomic::AtomicU32;
 
@@ -172,18 +172,7 @@ pub(crate) struct Slots(OwnedFd);
 
 impl Slots {
     pub(crate) fn new(count: usize) -> io::Result<Slots> {
-        // SAFETY: eventfd returns a new descriptor or -1.
-        let fd = unsafe {
-            libc::eventfd(
-                0,
-                libc::EFD_SEMAPHORE | libc::EFD_NONBLOCK | libc::EFD_CLOEXEC,
-            )
-        };
-        if fd < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        // SAFETY: fd is new and owned by nobody else.
-        let slots = Slots(unsafe { OwnedFd::from_raw_fd(fd) });
+        let slots = Slots(crate::sys::eventfd(libc::EFD_SEMAPHORE)?);
         slots.add(count as u64)?;
         Ok(slots)
     }
@@ -204,13 +193,10 @@ impl Slots {
         wait: Wait,
     ) -> Result<(), WireError> {
         loop {
-            let mut value = 0u64;
-            // SAFETY: reads 8 bytes into a u64 from an eventfd we own.
-            let n = unsafe { libc::read(self.0.as_raw_fd(), (&raw mut value).cast(), 8) };
-            if n == 8 {
-                return Ok(());
-            }
-            let e = io::Error::last_os_error();
+            let e = match crate::sys::eventfd_take(self.fd()) {
+                Ok(_) => return Ok(()),
+                Err(e) => e,
+            };
             match e.raw_os_error() {
                 Some(libc::EAGAIN) => {}
                 Some(libc::EINTR) => continue,
@@ -246,12 +232,6 @@ impl Slots {
         if count == 0 {
             return Ok(());
         }
-        // SAFETY: writes 8 bytes from a u64 to an eventfd we own.
-        let n = unsafe { libc::write(self.0.as_raw_fd(), (&raw const count).cast(), 8) };
-        if n == 8 {
-            Ok(())
-        } else {
-            Err(io::Error::last_os_error())
-        }
+        crate::sys::eventfd_add(self.fd(), count)
     }
 }

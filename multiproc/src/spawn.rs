@@ -510,7 +510,7 @@ impl Builder {
         F::Output: Serialize + DeserializeOwned,
     {
         let _ = f;
-        let key = registry::resolve_fn(std::any::type_name::<F>(), type_name::<A>())?;
+        let key = registry::resolve_fn::<F, A>()?;
         self.spawn_entry(key, args)
     }
 

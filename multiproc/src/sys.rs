@@ -223,3 +223,41 @@ pub(crate) fn pidfd_kill(pidfd: &std::os::fd::OwnedFd) -> io::Result<()> {
         Ok(())
     }
 }
+
+/// A new non-blocking, close-on-exec eventfd, with `flags` added (`EFD_SEMAPHORE`).
+pub(crate) fn eventfd(flags: libc::c_int) -> io::Result<std::os::fd::OwnedFd> {
+    use std::os::fd::FromRawFd;
+    // SAFETY: eventfd returns a new descriptor or -1.
+    let fd = unsafe { libc::eventfd(0, flags | libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: fd is new and owned by nobody else.
+    Ok(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) })
+}
+
+/// Adds `count` to an eventfd's counter.
+pub(crate) fn eventfd_add(fd: std::os::fd::BorrowedFd<'_>, count: u64) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: writes 8 bytes from a u64 to an eventfd.
+    let n = unsafe { libc::write(fd.as_raw_fd(), (&raw const count).cast(), 8) };
+    if n == 8 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// Takes from an eventfd's counter (all of it, or one in semaphore mode); `EAGAIN` when it is
+/// zero.
+pub(crate) fn eventfd_take(fd: std::os::fd::BorrowedFd<'_>) -> io::Result<u64> {
+    use std::os::fd::AsRawFd;
+    let mut value = 0u64;
+    // SAFETY: reads 8 bytes into a u64 from an eventfd.
+    let n = unsafe { libc::read(fd.as_raw_fd(), (&raw mut value).cast(), 8) };
+    if n == 8 {
+        Ok(value)
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}

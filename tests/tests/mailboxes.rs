@@ -5,7 +5,7 @@ mod support;
 use std::time::Duration;
 
 use multiproc::{Bytes, Client, ErrorKind, PipeEnd, Server, SharedMemory};
-use support::{DEADLINE, join};
+use support::{DEADLINE, Odd, join};
 
 // ANCHOR: pipe
 #[multiproc::process]
@@ -131,27 +131,6 @@ fn large_payloads_cross_as_bytes_and_shared_memory() {
     assert_eq!(join(b).unwrap(), expected);
 }
 // ANCHOR_END: payloads
-
-/// Deserializes only odd numbers: a message that cannot be decoded on arrival.
-#[derive(Debug, PartialEq)]
-struct Odd(u8);
-
-impl serde::Serialize for Odd {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_u8(self.0)
-    }
-}
-
-impl<'de> serde::Deserialize<'de> for Odd {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let n = <u8 as serde::Deserialize>::deserialize(d)?;
-        if n % 2 == 1 {
-            Ok(Odd(n))
-        } else {
-            Err(serde::de::Error::custom("even"))
-        }
-    }
-}
 
 #[test]
 fn a_message_that_fails_to_decode_is_an_error_and_the_channel_stays_usable() {

@@ -6,7 +6,7 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use multiproc::{Bytes, ErrorKind, JoinableQueue, Queue, Receiver, Select, Sender, TrySendError};
-use support::{DEADLINE, join, within};
+use support::{DEADLINE, Odd, join, within};
 
 #[multiproc::process]
 fn try_one(tx: Sender<String>, value: String) -> String {
@@ -237,27 +237,6 @@ fn a_killed_consumer_leaves_the_queue_usable_for_the_others() {
     queue.close().unwrap();
     let expected: Vec<u32> = (0..=51).filter(|&i| i != taken).collect();
     assert_eq!(join(survivor).unwrap(), expected);
-}
-
-/// Decodes only odd numbers: an item that cannot be decoded on arrival.
-#[derive(Debug, PartialEq)]
-struct Odd(u8);
-
-impl serde::Serialize for Odd {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_u8(self.0)
-    }
-}
-
-impl<'de> serde::Deserialize<'de> for Odd {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let n = <u8 as serde::Deserialize>::deserialize(d)?;
-        if n % 2 == 1 {
-            Ok(Odd(n))
-        } else {
-            Err(serde::de::Error::custom("even"))
-        }
-    }
 }
 
 #[test]

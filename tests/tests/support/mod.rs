@@ -199,3 +199,24 @@ pub(crate) fn children() -> Vec<(u32, char)> {
 pub(crate) fn zombies() -> usize {
     children().iter().filter(|(_, s)| *s == 'Z').count()
 }
+
+/// Decodes only odd numbers: a message that cannot be decoded on arrival.
+#[derive(Debug, PartialEq)]
+pub(crate) struct Odd(pub(crate) u8);
+
+impl Serialize for Odd {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u8(self.0)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Odd {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let n = <u8 as serde::Deserialize>::deserialize(d)?;
+        if n % 2 == 1 {
+            Ok(Odd(n))
+        } else {
+            Err(serde::de::Error::custom("even"))
+        }
+    }
+}
