@@ -6,7 +6,8 @@
 //! always prints them).
 //!
 //! - spawn + join of a no-op `#[process]` vs a bare re-exec of this binary that exits at the
-//!   top of `main` (the floor for any re-exec design);
+//!   top of `main` (the floor for any re-exec design); the same from a `Zygote` vs a bare
+//!   `fork` + `waitpid` of this process (the floor for any fork design);
 //! - a small-message round trip (one `u64` there and back) to a child over `multiproc`
 //!   channels vs the same ping-pong over a raw `UnixStream` to a child process, and over a raw
 //!   `SOCK_SEQPACKET` pair (the socket type multiproc's transport uses);
@@ -129,6 +130,38 @@ fn main() -> multiproc::Result<()> {
         1e3,
         "bare re-exec of self",
     );
+
+    let zygote = multiproc::Zygote::start()?;
+    let mut forked = multiproc::Builder::new();
+    forked.zygote(&zygote);
+    let faults_before = child_minor_faults();
+    let (ours, bare) = measure_pair(
+        spawns,
+        || {
+            forked
+                .spawn_fn(noop, ())
+                .and_then(|h| h.join())
+                .expect("spawn + join from the zygote");
+        },
+        bare_fork,
+    );
+    row(
+        "same, from a Zygote (ms)",
+        &ours,
+        &bare,
+        1e3,
+        "bare fork + waitpid, no exec",
+    );
+    drop(zygote);
+    println!(
+        "{:<34} {:>18.0}  (both sides; the zygote's children copy what they touch)",
+        "  minor page faults per fork",
+        (child_minor_faults() - faults_before) as f64 / (2 * spawns) as f64
+    );
+    if std::env::args().any(|a| a == "--spawn") {
+        // Only the spawn rows: for profiling them.
+        return Ok(());
+    }
 
     let ours = multiproc_round_trip(trips)?;
     let raw = unix_round_trip(&exe, trips);
@@ -631,6 +664,29 @@ fn multiproc_round_trip(n: usize) -> multiproc::Result<Samples> {
 
 /// Re-runs this binary with `role` set to a socket path, and accepts its connection: the
 /// baseline child. Returns the child, the stream and the temporary directory to remove.
+/// Minor page faults of all reaped children so far.
+fn child_minor_faults() -> i64 {
+    // SAFETY: getrusage fills the struct it is given.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: as above.
+    unsafe { libc::getrusage(libc::RUSAGE_CHILDREN, &mut usage) };
+    usage.ru_minflt
+}
+
+/// The floor of a zygote start: fork a child that exits at once, and reap it.
+fn bare_fork() {
+    // SAFETY: the child only calls `_exit`, which is async-signal-safe.
+    let pid = unsafe { libc::fork() };
+    if pid == 0 {
+        // SAFETY: as above.
+        unsafe { libc::_exit(0) };
+    }
+    assert!(pid > 0, "fork failed");
+    let mut status = 0;
+    // SAFETY: waitpid writes the status of our own child.
+    assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
+}
+
 fn unix_child(exe: &std::path::Path, role: &str) -> (std::process::Child, UnixStream, PathBuf) {
     let dir = std::env::temp_dir().join(format!("multiproc-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("temp dir");

@@ -218,6 +218,9 @@ fn run_child(ctx: ChildContext) -> ! {
         );
         refuse(&ctx, Refusal::BuildMismatch { detail });
     }
+    if ctx.entry == crate::spawn::ZYGOTE_KEY {
+        run_zygote(ctx);
+    }
     match registry::find(&ctx.entry) {
         Ok(entry) => (entry.run)(ctx),
         Err(Lookup::Missing) => {
@@ -230,6 +233,37 @@ fn run_child(ctx: ChildContext) -> ! {
             refuse(&ctx, Refusal::DuplicateEntry { key, count })
         }
     }
+}
+
+/// Becomes a zygote: the usual hello and (empty) state, then fork requests until the parent
+/// hangs up. No watcher thread: the zygote must stay single-threaded to fork safely.
+fn run_zygote(ctx: ChildContext) -> ! {
+    let ready = Hello::Ready {
+        pid: std::process::id(),
+        state_type: type_name::<()>().to_string(),
+        output_type: type_name::<()>().to_string(),
+    };
+    if tell(&ctx, &ready).is_err() || wire::recv(ctx.sock.as_fd(), Wait::Forever).is_err() {
+        exit_now(EXIT_ORPHANED)
+    }
+    crate::spawn::serve_zygote(&ctx.sock)
+}
+
+/// The bootstrap of a child forked by a zygote for the parent `parent`, on its socket `sock`:
+/// as for an exec'd child from here on.
+pub(crate) fn run_forked(sock: OwnedFd, parent: u32, entry: String) -> ! {
+    // The death signal is not inherited across fork; the zygote's parent is ours too.
+    if env::var_os("MULTIPROC_NO_PDEATHSIG").is_none() {
+        sys::set_parent_death_signal();
+    }
+    if sys::parent_pid() != parent {
+        exit_now(EXIT_ORPHANED);
+    }
+    run_child(ChildContext {
+        sock,
+        entry,
+        build: fingerprint().to_string(),
+    })
 }
 
 /// Flushes the standard streams and ends the process at once: no atexit handlers, which

@@ -127,7 +127,7 @@ pub use self::queue::{JoinableQueue, Queue};
 pub use self::select::{Select, Selectable};
 pub use self::service::{Client, Request, Server, service};
 pub use self::shutdown::{shutdown_on_signals, shutdown_requested};
-pub use self::spawn::{Builder, JoinHandle, Process, ProcessFn, Stdio, spawn};
+pub use self::spawn::{Builder, JoinHandle, Process, ProcessFn, Stdio, Zygote, spawn};
 pub use self::supervisor::{Report, Restart, Strategy, Supervisor, SupervisorBuilder};
 
 /// Makes a free `fn` or an `impl` block with `fn run(self) -> R` spawnable in its own process.

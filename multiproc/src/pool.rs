@@ -97,6 +97,7 @@ pub struct PoolBuilder {
     cpu_time_limit: Option<Duration>,
     stdout: crate::Stdio,
     stderr: crate::Stdio,
+    zygote: bool,
 }
 
 impl PoolBuilder {
@@ -130,6 +131,35 @@ impl PoolBuilder {
     /// See [`PoolBuilder::stdout`].
     pub fn stderr(mut self, stdio: crate::Stdio) -> Self {
         self.stderr = stdio;
+        self
+    }
+
+    /// Starts the workers, and the replacements of workers that die, from a
+    /// [`Zygote`](crate::Zygote) owned by the pool: a fork instead of an exec each (default:
+    /// off). Worth it where workers are replaced often (`max_tasks_per_child`, crashing
+    /// tasks) or pools are short-lived.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// #[multiproc::process]
+    /// fn parse(line: String) -> usize {
+    ///     line.len()
+    /// }
+    ///
+    /// #[multiproc::main]
+    /// fn main() -> multiproc::Result<()> {
+    ///     let pool = multiproc::Pool::builder()
+    ///         .zygote(true)
+    ///         .max_tasks_per_child(1)
+    ///         .build()?;
+    ///     let lines = vec!["a".to_string(), "bc".to_string()];
+    ///     assert_eq!(pool.map(parse, lines)?, [1, 2]);
+    ///     Ok(())
+    /// }
+    /// ```
+    pub fn zygote(mut self, on: bool) -> Self {
+        self.zygote = on;
         self
     }
 
@@ -283,6 +313,11 @@ impl PoolBuilder {
             cpu_time_limit: self.cpu_time_limit,
             stdout: self.stdout,
             stderr: self.stderr,
+            zygote: if self.zygote {
+                Some(crate::Zygote::start()?)
+            } else {
+                None
+            },
         })?;
         Ok(Pool {
             shared,
@@ -324,6 +359,7 @@ impl Pool {
             cpu_time_limit: None,
             stdout: crate::Stdio::Inherit,
             stderr: crate::Stdio::Inherit,
+            zygote: false,
         }
     }
 

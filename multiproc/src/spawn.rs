@@ -2,15 +2,22 @@
 //! re-execution of the current executable.
 
 mod handle;
+mod proc;
 mod spawner;
+mod zygote;
 
 use std::any::type_name;
 use std::ffi::{OsStr, OsString};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command};
+use std::process::Command;
+
+use proc::Proc;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
+pub(crate) use zygote::ZYGOTE_KEY;
+pub use zygote::Zygote;
+pub(crate) use zygote::serve as serve_zygote;
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -270,11 +277,12 @@ pub struct Builder {
     stderr: Stdio,
     start_timeout: Option<Duration>,
     limits: Limits,
+    zygote: Option<Zygote>,
 }
 
 /// Resource limits applied to a child before it runs (`setrlimit(2)`), and remembered to
 /// name the failure when it hits one.
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Copy, Debug, Default, Serialize, serde::Deserialize)]
 pub(crate) struct Limits {
     /// `RLIMIT_AS`, in bytes.
     pub(crate) memory: Option<u64>,
@@ -322,6 +330,19 @@ impl Builder {
     /// See [`Builder`].
     pub fn new() -> Self {
         Builder::default()
+    }
+
+    /// Forks the child from `zygote` instead of re-executing this program: a spawn then
+    /// costs a fork of a small process (see [`Zygote`]). The child starts from the
+    /// environment and working directory the zygote started with, plus this builder's
+    /// [`env`](Builder::env) and [`current_dir`](Builder::current_dir).
+    ///
+    /// # Examples
+    ///
+    /// See [`Zygote`].
+    pub fn zygote(&mut self, zygote: &Zygote) -> &mut Self {
+        self.zygote = Some(zygote.clone());
+        self
     }
 
     /// Names the child (shown in errors and by [`JoinHandle::name`]); the default is the
@@ -528,10 +549,16 @@ impl Builder {
         let (mine, theirs) = wire::socketpair()
             .and_then(|(mine, theirs)| Ok((mine, wire::above_stdio(theirs)?)))
             .map_err(|e| Error::io("cannot create the bootstrap socket", e))?;
-        let (cmd, parked) = self.command(&hook, key, theirs.as_raw_fd())?;
-        let mut child = spawner::spawn(cmd)
-            .map_err(|e| Error::io(format!("cannot start child `{name}`"), e))?;
-        drop(parked);
+        let mut child = match &self.zygote {
+            Some(zygote) => zygote.fork(self, key, theirs.as_fd())?,
+            None => {
+                let (cmd, parked) = self.command(&hook, key, theirs.as_raw_fd())?;
+                let child = spawner::spawn(cmd)
+                    .map_err(|e| Error::io(format!("cannot start child `{name}`"), e))?;
+                drop(parked);
+                Proc::exec(child)
+            }
+        };
         // Only the child holds its end now: its death is end-of-file on ours.
         drop(theirs);
         let mut who = Who {
@@ -720,7 +747,7 @@ pub(crate) fn current_exe() -> Result<&'static Path> {
 
 /// The error for a child that closed its end of the bootstrap socket before it was running:
 /// it died (or exec failed to reach the hook); its exit status says how.
-fn died_starting(child: &mut Child, who: &Who) -> Error {
+fn died_starting(child: &mut Proc, who: &Who) -> Error {
     match wait_bounded(child, Duration::from_secs(5)) {
         Some(status) => exit_error(status, who.clone(), false),
         None => Error::other(format!("{who} closed its connection while starting")),
@@ -728,7 +755,7 @@ fn died_starting(child: &mut Child, who: &Who) -> Error {
 }
 
 /// Waits at most `limit` for a child that is expected to exit on its own.
-fn wait_bounded(child: &mut Child, limit: Duration) -> Option<std::process::ExitStatus> {
+fn wait_bounded(child: &mut Proc, limit: Duration) -> Option<std::process::ExitStatus> {
     let deadline = Instant::now() + limit;
     let mut step = Duration::from_micros(200);
     loop {
@@ -742,7 +769,7 @@ fn wait_bounded(child: &mut Child, limit: Duration) -> Option<std::process::Exit
 }
 
 /// Kills and reaps a child that failed to start properly.
-fn reap(child: &mut Child) {
+fn reap(child: &mut Proc) {
     let _ = child.kill();
     let _ = child.wait();
 }

@@ -142,30 +142,34 @@ pub(crate) fn set_limits(cmd: &mut std::process::Command, limits: crate::spawn::
     // SAFETY: the closure runs between fork and exec and only calls setrlimit, which is
     // async-signal-safe; it allocates nothing.
     unsafe {
-        cmd.pre_exec(move || {
-            let set = |resource, soft: u64, hard: u64| {
-                let limit = libc::rlimit {
-                    rlim_cur: soft as libc::rlim_t,
-                    rlim_max: hard as libc::rlim_t,
-                };
-                if libc::setrlimit(resource, &limit) < 0 {
-                    return Err(io::Error::last_os_error());
-                }
-                Ok(())
-            };
-            if let Some(bytes) = limits.memory {
-                set(libc::RLIMIT_AS, bytes, bytes)?;
-            }
-            if let Some(seconds) = limits.cpu_seconds {
-                // SIGXCPU at the soft limit; SIGKILL a second later if it is ignored.
-                set(libc::RLIMIT_CPU, seconds, seconds.saturating_add(1))?;
-            }
-            if let Some(files) = limits.open_files {
-                set(libc::RLIMIT_NOFILE, files, files)?;
-            }
-            Ok(())
-        });
+        cmd.pre_exec(move || apply_limits(limits));
     }
+}
+
+/// Sets this process's resource limits (`setrlimit`, async-signal-safe, no allocation).
+pub(crate) fn apply_limits(limits: crate::spawn::Limits) -> io::Result<()> {
+    let set = |resource, soft: u64, hard: u64| {
+        let limit = libc::rlimit {
+            rlim_cur: soft as libc::rlim_t,
+            rlim_max: hard as libc::rlim_t,
+        };
+        // SAFETY: setrlimit reads the struct it is given.
+        if unsafe { libc::setrlimit(resource, &limit) } < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    };
+    if let Some(bytes) = limits.memory {
+        set(libc::RLIMIT_AS, bytes, bytes)?;
+    }
+    if let Some(seconds) = limits.cpu_seconds {
+        // SIGXCPU at the soft limit; SIGKILL a second later if it is ignored.
+        set(libc::RLIMIT_CPU, seconds, seconds.saturating_add(1))?;
+    }
+    if let Some(files) = limits.open_files {
+        set(libc::RLIMIT_NOFILE, files, files)?;
+    }
+    Ok(())
 }
 
 /// Puts back the stdout parked by [`park_stdout`].

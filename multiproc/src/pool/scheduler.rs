@@ -91,6 +91,8 @@ pub(crate) struct Config {
     pub(crate) cpu_time_limit: Option<Duration>,
     pub(crate) stdout: crate::Stdio,
     pub(crate) stderr: crate::Stdio,
+    /// Workers are forked from it (see [`PoolBuilder::zygote`](crate::PoolBuilder::zygote)).
+    pub(crate) zygote: Option<crate::Zygote>,
 }
 
 /// What the pool's handles and its scheduler share.
@@ -235,9 +237,13 @@ const MAX_FAILED_STARTS: u32 = 3;
 impl Scheduler {
     fn run(mut self) {
         // Set `stopped` however this ends, a panic included, so that `join` and `Drop` return.
-        struct Stopped(Arc<Shared>);
+        struct Stopped(Arc<Shared>, Option<crate::Zygote>);
         impl Drop for Stopped {
             fn drop(&mut self) {
+                // The workers are gone: so goes their zygote, before `join` returns.
+                if let Some(zygote) = &self.1 {
+                    zygote.stop();
+                }
                 let mut st = self.0.lock();
                 st.stopped = true;
                 if !st.closed {
@@ -249,7 +255,7 @@ impl Scheduler {
                 self.0.stopped.notify_all();
             }
         }
-        let _stopped = Stopped(Arc::clone(&self.shared));
+        let _stopped = Stopped(Arc::clone(&self.shared), self.config.zygote.clone());
         loop {
             let (closed, terminate) = self.absorb();
             if terminate {
@@ -690,6 +696,9 @@ impl Scheduler {
         }
         if let Some(cpu) = self.config.cpu_time_limit {
             builder.cpu_time_limit(cpu);
+        }
+        if let Some(zygote) = &self.config.zygote {
+            builder.zygote(zygote);
         }
         let handle = builder.spawn_entry(WORKER_KEY, boot)?;
         Ok(Worker {

@@ -2,7 +2,9 @@
 
 use std::any::type_name;
 use std::fmt;
-use std::process::{Child, ChildStderr, ChildStdin, ChildStdout, ExitStatus};
+use std::process::{ChildStderr, ChildStdin, ChildStdout, ExitStatus};
+
+use super::proc::Proc;
 use std::time::Duration;
 
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
@@ -40,7 +42,7 @@ use crate::wire::{self, Wait, WireError};
 pub struct JoinHandle<R> {
     who: Who,
     pid: u32,
-    child: Option<Child>,
+    child: Option<Proc>,
     /// The bootstrap socket: the outcome arrives on it, and the child takes its hang-up for
     /// the parent's death, so it stays open until the child is reaped.
     sock: Option<std::sync::Arc<OwnedFd>>,
@@ -67,7 +69,7 @@ impl<R> JoinHandle<R>
 where
     R: Serialize + DeserializeOwned,
 {
-    pub(super) fn new(child: Child, who: Who, sock: OwnedFd, limits: super::Limits) -> Self {
+    pub(super) fn new(child: Proc, who: Who, sock: OwnedFd, limits: super::Limits) -> Self {
         let sock = std::sync::Arc::new(sock);
         let registered = crate::shutdown::register(child.id(), &sock);
         JoinHandle {

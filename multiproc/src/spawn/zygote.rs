@@ -1,0 +1,385 @@
+//! [`Zygote`]: a pre-started helper that forks children, so that a spawn costs a fork instead
+//! of an exec (Python's `forkserver`, Android's zygote).
+//!
+//! The zygote is this executable re-run as a child that reached the multiproc hook and then
+//! only waits for requests, on one thread: it never runs user code of its own and starts no
+//! thread, so forking it is safe where forking the (multi-threaded) parent is not. Each child
+//! is forked with `CLONE_PARENT`: the kernel makes it a child of the *parent*, not of the
+//! zygote, so the parent reaps it, signals it through its pidfd and sees its exit status
+//! exactly as for an exec'd child; the zygote keeps nothing of it. The forked child then runs
+//! the same bootstrap as any other (hello, state, outcome over its own socket pair, whose
+//! child end travels in the request), with the same parent-death watch.
+
+use std::ffi::OsString;
+use std::fmt;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use super::{Builder, JoinHandle, Limits, Proc, Stdio};
+use crate::error::{Error, Repr, Result};
+use crate::wire::{self, Wait, WireError};
+
+/// The entry key that makes a child a zygote.
+pub(crate) const ZYGOTE_KEY: &str = "multiproc::__zygote";
+
+/// How long a request may wait for the zygote's answer: a fork takes well under a millisecond,
+/// so this only bounds a zygote that hangs.
+const ANSWER_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A pre-started, single-threaded helper process that forks children on request: with
+/// [`Builder::zygote`], spawning costs a `fork` of a small process instead of an `exec` of the
+/// whole executable (a fraction of a millisecond instead of about one).
+///
+/// The children are the caller's own (the zygote forks them with `CLONE_PARENT`): they are
+/// reaped, killed on drop of a [`Pool`](crate::Pool), told about shutdowns and die with their
+/// parent exactly like exec'd children, and report their return value or panic the same way.
+/// What differs: a child starts from the zygote's memory, so it sees the environment and
+/// working directory as they were when the zygote started (plus what the builder sets), and
+/// statics initialised by code before the hook, but nothing the parent did afterwards.
+///
+/// A zygote that dies (say, killed by hand) is replaced by a new one on the next spawn. It
+/// exits when the last clone of its handle is dropped, or with its parent.
+///
+/// # Examples
+///
+/// ```no_run
+/// #[multiproc::process]
+/// fn square(x: u64) -> u64 {
+///     x * x
+/// }
+///
+/// fn main() -> multiproc::Result<()> {
+///     multiproc::init();
+///     let zygote = multiproc::Zygote::start()?;
+///     let mut builder = multiproc::Builder::new();
+///     builder.zygote(&zygote);
+///     for x in 0..10 {
+///         assert_eq!(builder.spawn_fn(square, (x,))?.join()?, x * x);
+///     }
+///     Ok(())
+/// }
+/// ```
+#[derive(Clone)]
+pub struct Zygote {
+    inner: Arc<Mutex<Option<JoinHandle<()>>>>,
+}
+
+impl fmt::Debug for Zygote {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Zygote").field("pid", &self.pid()).finish()
+    }
+}
+
+/// What the parent asks of the zygote. `Stop` is variant 0 so that the shutdown request
+/// every child may receive (`Control::Shutdown`, also variant 0) reads as "stop".
+#[derive(Serialize, Deserialize)]
+enum Request {
+    Stop,
+    Fork(ForkRequest),
+}
+
+/// One child to fork. Descriptors come with the message, in this order: the child's end of
+/// its bootstrap socket, then its stdin, stdout and stderr where `stdio` says so.
+#[derive(Serialize, Deserialize)]
+struct ForkRequest {
+    entry: String,
+    envs: Vec<(Vec<u8>, Option<Vec<u8>>)>,
+    current_dir: Option<Vec<u8>>,
+    limits: Limits,
+    stdio: [bool; 3],
+}
+
+#[derive(Serialize, Deserialize)]
+enum Answer {
+    Forked(u32),
+    Failed(String),
+}
+
+impl Zygote {
+    /// Starts a zygote now (so that a failure to start shows here, not at the first spawn).
+    ///
+    /// # Examples
+    ///
+    /// See [`Zygote`].
+    ///
+    /// # Errors
+    ///
+    /// As [`Builder::spawn`]: [`ErrorKind::NotInitialized`](crate::ErrorKind::NotInitialized)
+    /// before the hook, [`ErrorKind::Io`](crate::ErrorKind::Io) when the process cannot start.
+    pub fn start() -> Result<Zygote> {
+        let handle = start_one()?;
+        Ok(Zygote {
+            inner: Arc::new(Mutex::new(Some(handle))),
+        })
+    }
+
+    /// The zygote's process id, or `None` if it died and has not been replaced yet.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// fn main() -> multiproc::Result<()> {
+    ///     multiproc::init();
+    ///     let zygote = multiproc::Zygote::start()?;
+    ///     println!("zygote runs as pid {:?}", zygote.pid());
+    ///     Ok(())
+    /// }
+    /// ```
+    pub fn pid(&self) -> Option<u32> {
+        let slot = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        slot.as_ref().map(JoinHandle::pid)
+    }
+
+    /// Forks a child for `builder` that will run entry `key` on the bootstrap socket `sock`.
+    pub(super) fn fork(&self, builder: &Builder, key: &str, sock: BorrowedFd<'_>) -> Result<Proc> {
+        let mut fds = vec![
+            sock.try_clone_to_owned()
+                .map_err(|e| Error::io("cannot pass the bootstrap socket to the zygote", e))?,
+        ];
+        let mut stdio = [false; 3];
+        let mut ours: [Option<OwnedFd>; 3] = [None, None, None];
+        let streams = [
+            (builder.stdin, true),
+            (builder.stdout, false),
+            (builder.stderr, false),
+        ];
+        for (i, (how, is_input)) in streams.into_iter().enumerate() {
+            let theirs = match how {
+                Stdio::Inherit => None,
+                Stdio::Prefixed if is_input => None,
+                Stdio::Null => Some(dev_null()?),
+                Stdio::Piped | Stdio::Prefixed => {
+                    let (read, write) = pipe()?;
+                    if is_input {
+                        ours[i] = Some(write);
+                        Some(read)
+                    } else {
+                        ours[i] = Some(read);
+                        Some(write)
+                    }
+                }
+            };
+            if let Some(fd) = theirs {
+                stdio[i] = true;
+                fds.push(fd);
+            }
+        }
+        let request = Request::Fork(ForkRequest {
+            entry: key.to_string(),
+            envs: builder
+                .envs
+                .iter()
+                .map(|(k, v)| {
+                    (
+                        k.as_bytes().to_vec(),
+                        v.as_ref().map(|v| v.as_bytes().to_vec()),
+                    )
+                })
+                .collect(),
+            current_dir: builder
+                .current_dir
+                .as_ref()
+                .map(|d| d.as_os_str().as_bytes().to_vec()),
+            limits: builder.limits,
+            stdio,
+        });
+        let pid = self.ask(&request, &fds)?;
+        let [stdin, stdout, stderr] = ours;
+        Ok(Proc::forked(
+            pid,
+            stdin.map(Into::into),
+            stdout.map(Into::into),
+            stderr.map(Into::into),
+        ))
+    }
+
+    /// Sends `request` and returns the forked pid; replaces a dead zygote once.
+    fn ask(&self, request: &Request, fds: &[OwnedFd]) -> Result<u32> {
+        let mut slot = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        let mut fresh = false;
+        loop {
+            if slot.is_none() {
+                *slot = Some(start_one()?);
+                fresh = true;
+            }
+            let handle = slot.as_ref().expect("set above");
+            let Some(sock) = handle.ready_fd() else {
+                return Err(Error::other("the zygote's connection is closed"));
+            };
+            match exchange(sock, request, fds) {
+                Ok(Answer::Forked(pid)) => return Ok(pid),
+                Ok(Answer::Failed(why)) => {
+                    return Err(Error::other(format!("the zygote could not fork: {why}")));
+                }
+                Err(e) => {
+                    // Dead or stuck: reap it, and start another once.
+                    if let Some(mut dead) = slot.take() {
+                        let _ = dead.kill();
+                        let _ = dead.join_timeout(Duration::from_secs(5));
+                    }
+                    if fresh {
+                        return Err(e);
+                    }
+                }
+            }
+        }
+    }
+}
+
+impl Zygote {
+    /// Kills and reaps the zygote now, whoever else holds it (the next spawn starts another).
+    pub(crate) fn stop(&self) {
+        let taken = self.inner.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(mut handle) = taken {
+            // It holds nothing worth a grace period.
+            let _ = handle.kill();
+            let _ = handle.join_timeout(Duration::from_secs(5));
+        }
+    }
+}
+
+impl Drop for Zygote {
+    fn drop(&mut self) {
+        if Arc::strong_count(&self.inner) == 1 {
+            self.stop();
+        }
+    }
+}
+
+fn start_one() -> Result<JoinHandle<()>> {
+    let mut builder = Builder::new();
+    builder.name("multiproc-zygote");
+    builder.spawn_entry::<(), ()>(ZYGOTE_KEY, ())
+}
+
+fn exchange(sock: BorrowedFd<'_>, request: &Request, fds: &[OwnedFd]) -> Result<Answer> {
+    let wait = Wait::timeout(ANSWER_TIMEOUT);
+    let lost = |e: WireError| match e {
+        WireError::Closed => Error::other("the zygote exited"),
+        WireError::WouldBlock => Error::new(Repr::Timeout {
+            what: "waiting for the zygote".to_string(),
+            after: ANSWER_TIMEOUT,
+        }),
+        WireError::Io(e) => Error::io("cannot talk to the zygote", e),
+    };
+    wire::with_encoded(request, |bytes, _| wire::send(sock, None, bytes, fds, wait))
+        .map_err(Error::other)?
+        .map_err(lost)?;
+    let frame = wire::recv(sock, wait).map_err(lost)?;
+    wire::decode(frame).map_err(|e| Error::other(format!("the zygote's answer: {e}")))
+}
+
+fn dev_null() -> Result<OwnedFd> {
+    std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/null")
+        .map(OwnedFd::from)
+        .map_err(|e| Error::io("cannot open /dev/null", e))
+}
+
+fn pipe() -> Result<(OwnedFd, OwnedFd)> {
+    let mut fds = [0; 2];
+    // SAFETY: pipe2 writes two new descriptors into `fds`.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } < 0 {
+        return Err(Error::io(
+            "cannot create a pipe for the child",
+            std::io::Error::last_os_error(),
+        ));
+    }
+    // SAFETY: both are new descriptors that nothing else owns.
+    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+}
+
+/// The zygote's side: answers fork requests on `sock` until the parent hangs up or says stop.
+/// Runs on the only thread of the process; each child returns from here into `start_child`.
+pub(crate) fn serve(sock: &OwnedFd) -> ! {
+    let parent = crate::sys::parent_pid();
+    loop {
+        let Ok(mut frame) = wire::recv(sock.as_fd(), Wait::Forever) else {
+            crate::bootstrap::exit_now(0)
+        };
+        let fds = std::mem::take(&mut frame.fds);
+        let answer = match wire::decode::<Request>(frame) {
+            Ok(Request::Stop) => crate::bootstrap::exit_now(0),
+            Ok(Request::Fork(request)) => fork_one(sock.as_raw_fd(), parent, request, fds),
+            Err(e) => Answer::Failed(format!("unreadable request: {e}")),
+        };
+        let sent = wire::with_encoded(&answer, |bytes, fds| {
+            wire::send(sock.as_fd(), None, bytes, fds, Wait::Forever)
+        });
+        if !matches!(sent, Ok(Ok(()))) {
+            crate::bootstrap::exit_now(0)
+        }
+    }
+}
+
+fn fork_one(zygote_sock: RawFd, parent: u32, request: ForkRequest, fds: Vec<OwnedFd>) -> Answer {
+    let wanted = 1 + request.stdio.iter().filter(|s| **s).count();
+    if fds.len() != wanted {
+        return Answer::Failed(format!(
+            "expected {wanted} descriptors with the request, got {}",
+            fds.len()
+        ));
+    }
+    // SAFETY: a raw clone without CLONE_VM behaves as fork (the child gets a copy of this
+    // address space and returns 0 on the same stack); this process has one thread, so no
+    // lock can be held by a thread the child lacks. CLONE_PARENT makes the child our
+    // parent's; its exit signal is ours (SIGCHLD).
+    let pid = unsafe {
+        libc::syscall(
+            libc::SYS_clone,
+            (libc::CLONE_PARENT | libc::SIGCHLD) as libc::c_ulong,
+            0usize,
+            0usize,
+            0usize,
+            0usize,
+        )
+    };
+    match pid {
+        0 => start_child(zygote_sock, parent, request, fds),
+        pid if pid > 0 => Answer::Forked(pid as u32),
+        _ => Answer::Failed(std::io::Error::last_os_error().to_string()),
+    }
+}
+
+/// In the forked child: takes the standard streams, limits, directory and environment from
+/// the request, then runs the ordinary child bootstrap on the socket that came with it.
+fn start_child(zygote_sock: RawFd, parent: u32, request: ForkRequest, fds: Vec<OwnedFd>) -> ! {
+    // SAFETY: the zygote's socket is not ours to use; closing our copy leaves the zygote's.
+    unsafe { libc::close(zygote_sock) };
+    let mut fds = fds.into_iter();
+    let sock = fds.next().expect("counted by fork_one");
+    for (target, wanted) in request.stdio.iter().enumerate() {
+        if *wanted {
+            let fd = fds.next().expect("counted by fork_one");
+            // SAFETY: dup2 onto a standard stream number; the original closes on drop.
+            if unsafe { libc::dup2(fd.as_raw_fd(), target as RawFd) } < 0 {
+                crate::bootstrap::exit_now(crate::bootstrap::EXIT_BOOTSTRAP);
+            }
+        }
+    }
+    if crate::sys::apply_limits(request.limits).is_err() {
+        crate::bootstrap::exit_now(crate::bootstrap::EXIT_BOOTSTRAP);
+    }
+    if let Some(dir) = request.current_dir {
+        if std::env::set_current_dir(OsString::from_vec(dir)).is_err() {
+            crate::bootstrap::exit_now(crate::bootstrap::EXIT_BOOTSTRAP);
+        }
+    }
+    for (key, value) in request.envs {
+        let key = OsString::from_vec(key);
+        // SAFETY: this process has one thread, so nothing reads the environment meanwhile.
+        unsafe {
+            match value {
+                Some(value) => std::env::set_var(key, OsString::from_vec(value)),
+                None => std::env::remove_var(key),
+            }
+        }
+    }
+    crate::bootstrap::run_forked(sock, parent, request.entry)
+}
