@@ -426,6 +426,36 @@ impl<T: DeserializeOwned> Receiver<T> {
         self.recv_wait(Wait::Now, Duration::ZERO)
     }
 
+    /// Waits for a message without blocking the thread: for async code, under any executor
+    /// (a small reactor thread watches the channel and wakes the task). Takes `&mut self` so
+    /// that the future is `Send`, and so can be spawned on a multi-threaded runtime.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// #[tokio::main]
+    /// async fn main() -> multiproc::Result<()> {
+    ///     let (tx, mut rx) = multiproc::channel::<u32>()?;
+    ///     let waiting = tokio::spawn(async move { rx.recv_async().await });
+    ///     tx.send(7)?;
+    ///     assert_eq!(waiting.await.unwrap()?, 7);
+    ///     Ok(())
+    /// }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// As [`recv`](Receiver::recv).
+    pub async fn recv_async(&mut self) -> Result<T> {
+        loop {
+            match self.try_recv() {
+                Err(e) if e.kind() == crate::ErrorKind::Empty => {}
+                other => return other,
+            }
+            crate::reactor::ready(crate::select::Selectable::__source(&*self)).await?;
+        }
+    }
+
     /// Waits at most `timeout` for a message.
     ///
     /// # Examples

@@ -102,6 +102,7 @@ mod pipe;
 mod pool;
 mod pump;
 mod queue;
+mod reactor;
 mod registry;
 mod select;
 mod service;

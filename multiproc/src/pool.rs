@@ -10,6 +10,7 @@ use std::collections::HashMap;
 use std::fmt;
 use std::os::fd::OwnedFd;
 use std::sync::{Arc, mpsc};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use serde::Serialize;
@@ -18,7 +19,7 @@ use serde::de::DeserializeOwned;
 pub use self::worker::TaskInput;
 pub(crate) use self::worker::run_task;
 
-use self::scheduler::{Call, Config, Done, Encoded, Shared, Task};
+use self::scheduler::{Call, Config, Done, Encoded, Results, Shared, Task};
 use crate::bootstrap::Outcome;
 use crate::error::{Error, Repr, Result};
 use crate::registry;
@@ -715,7 +716,7 @@ impl Pool {
         &self,
         items: impl IntoIterator<Item = A>,
         chunk: impl FnOnce(usize) -> usize,
-    ) -> Result<(mpsc::Receiver<Done>, usize)> {
+    ) -> Result<(Results, usize)> {
         self.submit_all(registry::resolve_fn::<F, A>()?, items, chunk)
     }
 
@@ -726,8 +727,8 @@ impl Pool {
         key: &'static str,
         items: impl IntoIterator<Item = A>,
         chunk: impl FnOnce(usize) -> usize,
-    ) -> Result<(mpsc::Receiver<Done>, usize)> {
-        let (sink, rx) = mpsc::channel();
+    ) -> Result<(Results, usize)> {
+        let (sink, rx) = scheduler::sink();
         let items = items.into_iter();
         let mut args = Vec::new();
         let mut spans = Vec::with_capacity(items.size_hint().0);
@@ -881,7 +882,7 @@ fn lost() -> Error {
 }
 
 /// Receives `n` outcomes and decodes them in input order.
-fn collect_in_order<R: DeserializeOwned>(rx: mpsc::Receiver<Done>, n: usize) -> Vec<Result<R>> {
+fn collect_in_order<R: DeserializeOwned>(rx: Results, n: usize) -> Vec<Result<R>> {
     let mut slots: Vec<Option<Result<R>>> = (0..n).map(|_| None).collect();
     let mut got = 0;
     while got < n {
@@ -907,7 +908,7 @@ fn collect_in_order<R: DeserializeOwned>(rx: mpsc::Receiver<Done>, n: usize) -> 
 ///
 /// See [`Pool::imap`].
 pub struct Imap<R> {
-    rx: mpsc::Receiver<Done>,
+    rx: Results,
     len: usize,
     next: usize,
     early: HashMap<usize, Result<R>>,
@@ -955,7 +956,7 @@ impl<R> fmt::Debug for Imap<R> {
 ///
 /// See [`Pool::imap_unordered`].
 pub struct ImapUnordered<R> {
-    rx: mpsc::Receiver<Done>,
+    rx: Results,
     left: usize,
     ready: std::collections::VecDeque<(usize, Result<R>)>,
 }
@@ -1001,13 +1002,13 @@ impl<R> fmt::Debug for ImapUnordered<R> {
 ///
 /// See [`Pool::apply_async`].
 pub struct AsyncResult<R> {
-    rx: mpsc::Receiver<Done>,
+    rx: Results,
     done: Option<Result<R>>,
     taken: bool,
 }
 
 impl<R: DeserializeOwned> AsyncResult<R> {
-    fn new(rx: mpsc::Receiver<Done>) -> Self {
+    fn new(rx: Results) -> Self {
         AsyncResult {
             rx,
             done: None,
@@ -1129,6 +1130,46 @@ impl<R: DeserializeOwned> AsyncResult<R> {
             }
             None => Err(Error::other("this task's result was already taken")),
         }
+    }
+}
+
+/// Awaiting an `AsyncResult` gives what [`get`](AsyncResult::get) would, without blocking the
+/// executor's thread (any executor: the pool's scheduler wakes the task).
+///
+/// # Examples
+///
+/// ```no_run
+/// #[multiproc::process]
+/// fn square(x: u64) -> u64 {
+///     x * x
+/// }
+///
+/// #[tokio::main]
+/// async fn main() -> multiproc::Result<()> {
+///     multiproc::init();
+///     let pool = multiproc::Pool::new(2)?;
+///     let (a, b) = (pool.apply_async(square, (3,))?, pool.apply_async(square, (4,))?);
+///     assert_eq!(a.await? + b.await?, 25);
+///     Ok(())
+/// }
+/// ```
+// Never pinned structurally: the result is only moved out whole.
+impl<R> Unpin for AsyncResult<R> {}
+
+impl<R: DeserializeOwned> std::future::Future for AsyncResult<R> {
+    type Output = Result<R>;
+
+    fn poll(self: std::pin::Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<R>> {
+        let this = self.get_mut();
+        if this.ready() {
+            return Poll::Ready(this.take());
+        }
+        this.rx.wake_on_next(cx.waker());
+        // The outcome may have come before the waker was in place.
+        if this.ready() {
+            return Poll::Ready(this.take());
+        }
+        Poll::Pending
     }
 }
 

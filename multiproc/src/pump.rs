@@ -232,7 +232,7 @@ impl Inbox {
                 .iter()
                 .map(|fd| fd.try_clone())
                 .collect::<io::Result<Vec<_>>>()?;
-            copies.push((f.bytes.clone(), fds));
+            copies.push((f.bytes.to_vec(), fds));
         }
         Ok(copies)
     }

@@ -279,6 +279,36 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
         self.get_wait(Wait::Now, Duration::ZERO)
     }
 
+    /// Takes the next item without blocking the thread: for async code, under any executor.
+    /// Several consumers may await one queue; each item still goes to exactly one.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// #[tokio::main]
+    /// async fn main() -> multiproc::Result<()> {
+    ///     let queue = multiproc::Queue::<String>::new()?;
+    ///     let consumer = queue.clone();
+    ///     let got = tokio::spawn(async move { consumer.get_async().await });
+    ///     queue.put("job".to_string())?;
+    ///     assert_eq!(got.await.unwrap()?, "job");
+    ///     Ok(())
+    /// }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// As [`get`](Queue::get).
+    pub async fn get_async(&self) -> Result<T> {
+        loop {
+            match self.try_get() {
+                Err(e) if e.kind() == crate::ErrorKind::Empty => {}
+                other => return other,
+            }
+            crate::reactor::readable(self.ready_fd()).await?;
+        }
+    }
+
     /// Takes the next item, waiting at most `timeout`.
     ///
     /// # Examples
@@ -590,6 +620,29 @@ impl<T: Serialize + DeserializeOwned> JoinableQueue<T> {
     /// As [`Queue::get`].
     pub fn get(&self) -> Result<T> {
         self.queue.get()
+    }
+
+    /// See [`Queue::get_async`]; call [`task_done`](JoinableQueue::task_done) when finished
+    /// with the item.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// #[tokio::main]
+    /// async fn main() -> multiproc::Result<()> {
+    ///     let queue = multiproc::JoinableQueue::<u8>::new()?;
+    ///     queue.put(1)?;
+    ///     assert_eq!(queue.get_async().await?, 1);
+    ///     queue.task_done()?;
+    ///     Ok(())
+    /// }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// As [`Queue::get`].
+    pub async fn get_async(&self) -> Result<T> {
+        self.queue.get_async().await
     }
 
     /// See [`Queue::try_get`].

@@ -89,6 +89,16 @@ impl<'a> Source<'a> {
     pub(crate) fn now() -> Self {
         Source(Kind::Now)
     }
+
+    /// What to wait on: `None` when ready now, else the inbox (if a channel's) and the
+    /// descriptor that turns readable.
+    pub(crate) fn inbox_or_fd(&self) -> Option<(Option<&'a Inbox>, BorrowedFd<'a>)> {
+        match self.0 {
+            Kind::Inbox(inbox) => Some((Some(inbox), inbox.fd())),
+            Kind::Socket(fd) => Some((None, fd)),
+            Kind::Now => None,
+        }
+    }
 }
 
 impl<'a> Select<'a> {

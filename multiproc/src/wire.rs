@@ -34,16 +34,91 @@ const TAG_BATCH: u8 = 2;
 
 /// One received message: its encoded bytes and the descriptors attached to it.
 pub(crate) struct Frame {
-    pub(crate) bytes: Vec<u8>,
+    pub(crate) bytes: Body,
     pub(crate) fds: Vec<OwnedFd>,
     /// `bytes` holds a [`Batch`] of messages: see [`split_batch`].
     pub(crate) batch: bool,
 }
 
+/// The bytes of a received message: on the heap, or for a large one, the sealed memfd it
+/// came in, mapped read-only (no copy).
+pub(crate) enum Body {
+    Heap(Vec<u8>),
+    Mapped(Mapping),
+}
+
+impl std::ops::Deref for Body {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        match self {
+            Body::Heap(v) => v,
+            Body::Mapped(m) => m.as_slice(),
+        }
+    }
+}
+
+/// A read-only mapping of a sealed memfd (nobody can change or shrink it while it is mapped).
+pub(crate) struct Mapping {
+    ptr: std::ptr::NonNull<u8>,
+    len: usize,
+}
+
+// SAFETY: the mapping is read-only memory owned by this value.
+unsafe impl Send for Mapping {}
+// SAFETY: as above.
+unsafe impl Sync for Mapping {}
+
+impl Mapping {
+    fn as_slice(&self) -> &[u8] {
+        // SAFETY: `ptr` maps `len` readable bytes until drop; the seals keep the file from
+        // shrinking under the mapping (which would fault) or changing.
+        unsafe { std::slice::from_raw_parts(self.ptr.as_ptr(), self.len) }
+    }
+}
+
+impl Drop for Mapping {
+    fn drop(&mut self) {
+        // SAFETY: unmaps exactly the mapping this value owns.
+        unsafe { libc::munmap(self.ptr.as_ptr().cast(), self.len) };
+    }
+}
+
+/// The seals a sender sets on a message's memfd: its size and contents are final.
+const MESSAGE_SEALS: libc::c_int =
+    libc::F_SEAL_SHRINK | libc::F_SEAL_GROW | libc::F_SEAL_WRITE | libc::F_SEAL_SEAL;
+
+/// Maps `len` bytes of a received message's memfd when its seals make that safe, else reads
+/// them (a memfd from elsewhere could shrink under a mapping).
+fn map_message(file: &std::fs::File, len: usize) -> io::Result<Body> {
+    // SAFETY: fcntl on a descriptor we own.
+    let seals = unsafe { libc::fcntl(file.as_raw_fd(), libc::F_GET_SEALS) };
+    if seals >= 0 && seals & MESSAGE_SEALS == MESSAGE_SEALS {
+        // SAFETY: a fresh read-only mapping of an open file; the kernel picks the address.
+        let ptr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ,
+                libc::MAP_SHARED | libc::MAP_POPULATE,
+                file.as_raw_fd(),
+                0,
+            )
+        };
+        if ptr != libc::MAP_FAILED {
+            if let Some(ptr) = std::ptr::NonNull::new(ptr.cast::<u8>()) {
+                return Ok(Body::Mapped(Mapping { ptr, len }));
+            }
+        }
+    }
+    let mut body = vec![0u8; len];
+    file.read_exact_at(&mut body, 0)?;
+    Ok(Body::Heap(body))
+}
+
 impl Frame {
     pub(crate) fn new(bytes: Vec<u8>, fds: Vec<OwnedFd>) -> Frame {
         Frame {
-            bytes,
+            bytes: Body::Heap(bytes),
             fds,
             batch: false,
         }
@@ -368,7 +443,7 @@ fn parse(datagram: &[u8], mut fds: Vec<OwnedFd>) -> Result<Frame, WireError> {
     match tag {
         TAG_INLINE => Ok(Frame::new(rest.to_vec(), fds)),
         TAG_BATCH => Ok(Frame {
-            bytes: rest.to_vec(),
+            bytes: Body::Heap(rest.to_vec()),
             fds,
             batch: true,
         }),
@@ -382,9 +457,11 @@ fn parse(datagram: &[u8], mut fds: Vec<OwnedFd>) -> Result<Frame, WireError> {
                     "a received message is shorter than its header says",
                 )));
             }
-            let mut body = vec![0u8; len];
-            file.read_exact_at(&mut body, 0)?;
-            Ok(Frame::new(body, fds))
+            Ok(Frame {
+                bytes: map_message(&file, len)?,
+                fds,
+                batch: false,
+            })
         }
         _ => Err(WireError::Io(io::Error::new(
             io::ErrorKind::InvalidData,
@@ -444,10 +521,21 @@ fn recvmsg(sock: RawFd, buf: &mut [u8], flags: libc::c_int) -> io::Result<(usize
     Ok((n as usize, fds))
 }
 
-/// A close-on-exec memfd holding `bytes`.
+/// A close-on-exec memfd holding `bytes`, sealed (see [`map_message`]).
 fn memfd_with(bytes: &[u8]) -> io::Result<OwnedFd> {
-    let file = std::fs::File::from(memfd("multiproc-message")?);
+    let name = c"multiproc-message";
+    // SAFETY: name is a valid C string; the result is a new descriptor or -1.
+    let fd =
+        unsafe { libc::memfd_create(name.as_ptr(), libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: fd is new and owned by nobody else.
+    let file = std::fs::File::from(unsafe { OwnedFd::from_raw_fd(fd) });
     file.write_all_at(bytes, 0)?;
+    // SAFETY: fcntl on a descriptor we own. Unsealed, the message is still valid: the
+    // receiver then reads it instead of mapping it.
+    unsafe { libc::fcntl(file.as_raw_fd(), libc::F_ADD_SEALS, MESSAGE_SEALS) };
     Ok(file.into())
 }
 
@@ -697,6 +785,16 @@ mod tests {
         let big = vec![7_u8; INLINE_MAX * 3];
         send(a.as_fd(), None, &big, &[], Wait::Now).ok().unwrap();
         let frame = recv(b.as_fd(), Wait::Now).ok().unwrap();
-        assert_eq!(frame.bytes, big);
+        assert!(matches!(frame.bytes, Body::Mapped(_)), "sealed, so mapped");
+        assert_eq!(&*frame.bytes, &big[..]);
+        // An unsealed memfd from elsewhere is read, not mapped.
+        let plain = std::fs::File::from(memfd("plain").unwrap());
+        plain.write_all_at(&big, 0).unwrap();
+        let mut header = vec![TAG_MEMFD];
+        header.extend_from_slice(&(big.len() as u64).to_le_bytes());
+        sendmsg(a.as_raw_fd(), &header, &[], &[plain.as_raw_fd()]).unwrap();
+        let frame = recv(b.as_fd(), Wait::Now).ok().unwrap();
+        assert!(matches!(frame.bytes, Body::Heap(_)));
+        assert_eq!(&*frame.bytes, &big[..]);
     }
 }

@@ -234,3 +234,16 @@ fn supervised_restart() {
     assert!(last.contains("panicked: 'job 15 is cursed'"), "{last}");
     assert_eq!(lines.len(), 13);
 }
+
+#[test]
+fn async_pipeline() {
+    let out = run(env!("CARGO_BIN_EXE_async_pipeline"));
+    let lines: Vec<&str> = out.stdout.lines().collect();
+    assert_eq!(lines.len(), 7, "{}", out.stdout);
+    for (i, line) in lines[..4].iter().enumerate() {
+        assert!(line.starts_with(&format!("hash(job-{i}) = ")), "{line}");
+    }
+    assert_eq!(lines[4], "pool: 0 1 4 9 16 25 36 49");
+    assert_eq!(lines[5], "stages handled 4 and 4 items");
+    assert_eq!(lines[6], "the runtime's timer ticked while we waited: true");
+}

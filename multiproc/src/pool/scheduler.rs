@@ -38,8 +38,74 @@ pub(crate) enum Done {
     Failed { index: usize, error: Error },
 }
 
-/// Where the outcomes of one call's tasks go.
-pub(crate) type Sink = mpsc::Sender<Done>;
+/// Where the outcomes of one call's tasks go; wakes the caller's future, if it awaits them.
+pub(crate) struct Sink {
+    tx: Option<mpsc::Sender<Done>>,
+    waker: Arc<Mutex<Option<std::task::Waker>>>,
+}
+
+impl Sink {
+    pub(crate) fn send(&self, done: Done) -> std::result::Result<(), mpsc::SendError<Done>> {
+        let sent = match &self.tx {
+            Some(tx) => tx.send(done),
+            None => Err(mpsc::SendError(done)),
+        };
+        self.wake();
+        sent
+    }
+
+    fn wake(&self) {
+        let waker = self.waker.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(waker) = waker {
+            waker.wake();
+        }
+    }
+}
+
+impl Drop for Sink {
+    fn drop(&mut self) {
+        // Disconnected first, so that the woken caller sees it.
+        drop(self.tx.take());
+        self.wake();
+    }
+}
+
+/// The caller's end of a [`Sink`].
+pub(crate) struct Results {
+    rx: mpsc::Receiver<Done>,
+    waker: Arc<Mutex<Option<std::task::Waker>>>,
+}
+
+impl Results {
+    pub(crate) fn recv(&self) -> std::result::Result<Done, mpsc::RecvError> {
+        self.rx.recv()
+    }
+
+    pub(crate) fn recv_timeout(
+        &self,
+        timeout: Duration,
+    ) -> std::result::Result<Done, mpsc::RecvTimeoutError> {
+        self.rx.recv_timeout(timeout)
+    }
+
+    /// Wakes `waker` at the next outcome (or when the sink is gone).
+    pub(crate) fn wake_on_next(&self, waker: &std::task::Waker) {
+        *self.waker.lock().unwrap_or_else(|e| e.into_inner()) = Some(waker.clone());
+    }
+}
+
+/// A sink and its results.
+pub(crate) fn sink() -> (Sink, Results) {
+    let (tx, rx) = mpsc::channel();
+    let waker = Arc::new(Mutex::new(None));
+    (
+        Sink {
+            tx: Some(tx),
+            waker: Arc::clone(&waker),
+        },
+        Results { rx, waker },
+    )
+}
 
 /// Tells `task`'s caller that it failed.
 fn fail(task: Task, error: Error) {

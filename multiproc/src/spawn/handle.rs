@@ -125,6 +125,41 @@ where
         self.settle(received)
     }
 
+    /// Waits for the child to finish without blocking the thread: [`join`](Self::join) for
+    /// async code, under any executor.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// #[multiproc::process]
+    /// fn answer() -> u32 {
+    ///     42
+    /// }
+    ///
+    /// #[tokio::main]
+    /// async fn main() -> multiproc::Result<()> {
+    ///     multiproc::init();
+    ///     let child = multiproc::spawn(answer, ())?;
+    ///     assert_eq!(child.join_async().await?, 42);
+    ///     Ok(())
+    /// }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// As [`join`](Self::join).
+    pub async fn join_async(self) -> Result<R> {
+        // The outcome, or the hang-up of a child that died.
+        if let Some(fd) = self.ready_fd() {
+            crate::reactor::readable(fd).await?;
+        }
+        // Then its exit, so that reaping it does not block either.
+        if let Ok(pidfd) = crate::sys::pidfd_open(self.pid) {
+            crate::reactor::readable(pidfd.as_fd()).await?;
+        }
+        self.join()
+    }
+
     /// Waits at most `timeout` for the child to finish: `Ok(None)` if it is still running (the
     /// handle stays usable), else as [`join`](Self::join).
     ///

@@ -1,0 +1,234 @@
+//! Async waits, for any executor: one small thread per process (started on the first wait
+//! that has to wait) runs an epoll set, and a future waiting for a descriptor to turn
+//! readable registers it there with its waker. No runtime thread ever blocks.
+//!
+//! Each registration watches its own duplicate of the descriptor (epoll refuses the same
+//! descriptor twice, and two futures may wait on one socket), one-shot: the reactor wakes the
+//! future and forgets the registration.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::io;
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::task::{Context, Poll, Waker};
+
+use crate::error::{Error, Result};
+use crate::select::Source;
+
+struct Reactor {
+    epoll: OwnedFd,
+    waiting: Mutex<HashMap<u64, Registration>>,
+    next: AtomicU64,
+}
+
+struct Registration {
+    fd: OwnedFd,
+    shared: Arc<Shared>,
+}
+
+/// What a waiting future and the reactor share.
+struct Shared {
+    fired: AtomicBool,
+    waker: Mutex<Option<Waker>>,
+}
+
+impl Shared {
+    fn fire(&self) {
+        self.fired.store(true, Ordering::Release);
+        let waker = self.waker.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(waker) = waker {
+            waker.wake();
+        }
+    }
+}
+
+fn reactor() -> io::Result<&'static Reactor> {
+    static REACTOR: OnceLock<std::result::Result<Reactor, String>> = OnceLock::new();
+    let reactor = REACTOR.get_or_init(|| start().map_err(|e| e.to_string()));
+    match reactor {
+        Ok(r) => Ok(r),
+        Err(e) => Err(io::Error::other(format!(
+            "cannot start multiproc's async reactor: {e}"
+        ))),
+    }
+}
+
+fn start() -> io::Result<Reactor> {
+    // SAFETY: epoll_create1 returns a new descriptor or -1.
+    let fd = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: new, owned by nobody else.
+    let epoll = unsafe { OwnedFd::from_raw_fd(fd) };
+    let raw = epoll.as_raw_fd();
+    std::thread::Builder::new()
+        .name("multiproc-async".into())
+        .stack_size(64 * 1024)
+        .spawn(move || run(raw))?;
+    Ok(Reactor {
+        epoll,
+        waiting: Mutex::new(HashMap::new()),
+        next: AtomicU64::new(1),
+    })
+}
+
+fn run(epoll: i32) {
+    let mut events = [libc::epoll_event { events: 0, u64: 0 }; 64];
+    loop {
+        // SAFETY: `events` has room for 64 entries; the epoll descriptor lives in a static.
+        let n = unsafe { libc::epoll_wait(epoll, events.as_mut_ptr(), 64, -1) };
+        if n < 0 {
+            if io::Error::last_os_error().raw_os_error() == Some(libc::EINTR) {
+                continue;
+            }
+            return;
+        }
+        let Ok(reactor) = reactor() else { return };
+        for event in &events[..n as usize] {
+            let token = event.u64;
+            let taken = reactor
+                .waiting
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&token);
+            if let Some(registration) = taken {
+                reactor.forget(&registration.fd);
+                registration.shared.fire();
+            }
+        }
+    }
+}
+
+impl Reactor {
+    fn register(&self, fd: BorrowedFd<'_>, shared: Arc<Shared>) -> io::Result<u64> {
+        let fd = fd.try_clone_to_owned()?;
+        let token = self.next.fetch_add(1, Ordering::Relaxed);
+        let mut event = libc::epoll_event {
+            events: (libc::EPOLLIN | libc::EPOLLRDHUP | libc::EPOLLONESHOT) as u32,
+            u64: token,
+        };
+        let raw = fd.as_raw_fd();
+        // In the map before epoll can report it.
+        self.waiting
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(token, Registration { fd, shared });
+        // SAFETY: both descriptors are open; `event` is read during the call.
+        let rc = unsafe {
+            libc::epoll_ctl(self.epoll.as_raw_fd(), libc::EPOLL_CTL_ADD, raw, &mut event)
+        };
+        if rc < 0 {
+            let e = io::Error::last_os_error();
+            self.waiting
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&token);
+            return Err(e);
+        }
+        Ok(token)
+    }
+
+    fn cancel(&self, token: u64) {
+        let taken = self
+            .waiting
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&token);
+        if let Some(registration) = taken {
+            self.forget(&registration.fd);
+        }
+    }
+
+    /// Takes a duplicate out of the epoll set before it is closed (epoll watches the open
+    /// file, which the original keeps alive).
+    fn forget(&self, fd: &OwnedFd) {
+        // SAFETY: both descriptors are open; DEL ignores the event argument.
+        unsafe {
+            libc::epoll_ctl(
+                self.epoll.as_raw_fd(),
+                libc::EPOLL_CTL_DEL,
+                fd.as_raw_fd(),
+                std::ptr::null_mut(),
+            );
+        }
+    }
+}
+
+/// Resolves once `fd` is readable (or hung up).
+struct Readable<'a> {
+    fd: BorrowedFd<'a>,
+    state: Option<(u64, Arc<Shared>)>,
+}
+
+impl Future for Readable<'_> {
+    type Output = Result<()>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<()>> {
+        if let Some((_, shared)) = &self.state {
+            if shared.fired.load(Ordering::Acquire) {
+                self.state = None;
+                return Poll::Ready(Ok(()));
+            }
+            *shared.waker.lock().unwrap_or_else(|e| e.into_inner()) = Some(cx.waker().clone());
+            // It may have fired before the new waker was in place.
+            if shared.fired.load(Ordering::Acquire) {
+                self.state = None;
+                return Poll::Ready(Ok(()));
+            }
+            return Poll::Pending;
+        }
+        let reactor = reactor().map_err(|e| Error::io("cannot wait asynchronously", e))?;
+        let shared = Arc::new(Shared {
+            fired: AtomicBool::new(false),
+            waker: Mutex::new(Some(cx.waker().clone())),
+        });
+        let token = reactor
+            .register(self.fd, Arc::clone(&shared))
+            .map_err(|e| Error::io("cannot wait asynchronously", e))?;
+        self.state = Some((token, shared));
+        Poll::Pending
+    }
+}
+
+impl Drop for Readable<'_> {
+    fn drop(&mut self) {
+        if let Some((token, _)) = self.state.take() {
+            if let Ok(reactor) = reactor() {
+                reactor.cancel(token);
+            }
+        }
+    }
+}
+
+/// Resolves once `fd` is readable or hung up.
+pub(crate) async fn readable(fd: BorrowedFd<'_>) -> Result<()> {
+    Readable { fd, state: None }.await
+}
+
+/// Resolves once `source` has something to take (or is closed), like one [`Select`] wait.
+///
+/// [`Select`]: crate::Select
+pub(crate) async fn ready(source: Source<'_>) -> Result<()> {
+    match source.inbox_or_fd() {
+        None => Ok(()),
+        Some((None, fd)) => readable(fd).await,
+        Some((Some(inbox), fd)) => {
+            // Claim the socket so that the pump does not drain it behind our back.
+            if inbox.begin_wait() {
+                return Ok(());
+            }
+            struct Claim<'a>(&'a crate::pump::Inbox);
+            impl Drop for Claim<'_> {
+                fn drop(&mut self) {
+                    self.0.end_wait();
+                }
+            }
+            let _claim = Claim(inbox);
+            readable(fd).await
+        }
+    }
+}
