@@ -33,6 +33,8 @@ pub(crate) const ENV_ENTRY: &str = "__MULTIPROC_ENTRY";
 pub(crate) const ENV_PARENT: &str = "__MULTIPROC_PARENT";
 pub(crate) const ENV_BUILD: &str = "__MULTIPROC_BUILD";
 pub(crate) const ENV_STDOUT: &str = "__MULTIPROC_STDOUT";
+/// Set (to the parent's most verbose tracing level) when a tracing channel precedes the state.
+pub(crate) const ENV_TRACE: &str = "__MULTIPROC_TRACE";
 
 /// Exit code of a child whose bootstrap failed before it could report to its parent.
 pub(crate) const EXIT_BOOTSTRAP: i32 = 109;
@@ -305,6 +307,16 @@ where
     };
     if tell(&ctx, &ready).is_err() {
         exit_now(EXIT_BOOTSTRAP)
+    }
+    #[cfg(feature = "tracing")]
+    if let Some(level) = env::var(ENV_TRACE).ok().and_then(|v| v.parse().ok()) {
+        let Ok(frame) = wire::recv(ctx.sock.as_fd(), Wait::Forever) else {
+            exit_now(EXIT_ORPHANED)
+        };
+        match wire::decode(frame) {
+            Ok(tx) => crate::trace::install_forwarder(tx, level),
+            Err(_) => exit_now(EXIT_BOOTSTRAP),
+        }
     }
     // The parent is gone or gave up on this child if the receive fails.
     let Ok(frame) = wire::recv(ctx.sock.as_fd(), Wait::Forever) else {

@@ -112,6 +112,7 @@ mod spawn;
 mod supervisor;
 mod sys;
 mod testing;
+mod trace;
 mod wire;
 
 #[doc(hidden)]

@@ -278,6 +278,8 @@ pub struct Builder {
     start_timeout: Option<Duration>,
     limits: Limits,
     zygote: Option<Zygote>,
+    #[cfg(feature = "tracing")]
+    forward_tracing: bool,
 }
 
 /// Resource limits applied to a child before it runs (`setrlimit(2)`), and remembered to
@@ -343,6 +345,45 @@ impl Builder {
     pub fn zygote(&mut self, zygote: &Zygote) -> &mut Self {
         self.zygote = Some(zygote.clone());
         self
+    }
+
+    /// Forwards the child's own `tracing` events to this process's subscriber (feature
+    /// `tracing`; default off): the child gets a subscriber that sends each event, at this
+    /// process's most verbose level or less, over a channel, and a thread here re-emits them
+    /// with target `multiproc::child`, inside a span `child` with the child's name and pid.
+    /// A subscriber the child installed before the hook wins.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// #[multiproc::process]
+    /// fn work() {
+    ///     tracing::info!(step = 1, "working");
+    /// }
+    ///
+    /// fn main() -> multiproc::Result<()> {
+    ///     multiproc::init();
+    ///     // with a subscriber installed here, "working" shows up in it
+    ///     multiproc::Builder::new()
+    ///         .forward_tracing(true)
+    ///         .spawn_fn(work, ())?
+    ///         .join()
+    /// }
+    /// ```
+    #[cfg(feature = "tracing")]
+    pub fn forward_tracing(&mut self, on: bool) -> &mut Self {
+        self.forward_tracing = on;
+        self
+    }
+
+    /// The environment entry that tells a child whether a tracing channel precedes its state.
+    fn trace_env(&self) -> (OsString, Option<OsString>) {
+        #[cfg(feature = "tracing")]
+        if self.forward_tracing {
+            let level = crate::trace::parent_max_level().to_string();
+            return (bootstrap::ENV_TRACE.into(), Some(level.into()));
+        }
+        (bootstrap::ENV_TRACE.into(), None)
     }
 
     /// Names the child (shown in errors and by [`JoinHandle::name`]); the default is the
@@ -638,13 +679,38 @@ impl Builder {
             }
         };
         who.pid = Some(pid);
+        #[allow(unused_mut)]
+        let mut relay = None;
+        #[cfg(feature = "tracing")]
+        if self.forward_tracing {
+            let forwarded = crate::channel::channel().and_then(|(tx, rx)| {
+                let sent = wire::with_encoded(&tx, |bytes, fds| {
+                    wire::send(mine.as_fd(), None, bytes, fds, wait)
+                });
+                match sent {
+                    Ok(Ok(())) => Ok(rx),
+                    _ => Err(Error::other(format!(
+                        "cannot send {who} its tracing channel"
+                    ))),
+                }
+            });
+            match forwarded {
+                Ok(rx) => relay = crate::trace::relay(who.name.clone(), pid, rx),
+                Err(e) => {
+                    reap(&mut child);
+                    return Err(e);
+                }
+            }
+        }
         let sent = wire::with_encoded(&state, |bytes, fds| {
             wire::send(mine.as_fd(), None, bytes, fds, wait)
         });
         match sent {
             Ok(Ok(())) => {
+                crate::trace::spawned(&who.name, pid, self.zygote.is_some());
                 let mut handle = JoinHandle::new(child, who, mine, self.limits);
                 handle.stderr_tail = tail;
+                handle.relay = relay;
                 Ok(handle)
             }
             Err(message) => {
@@ -701,7 +767,7 @@ impl Builder {
             // A stale value inherited from a test-mode ancestor would redirect stdout.
             cmd.env_remove(bootstrap::ENV_STDOUT);
         }
-        for (k, v) in &self.envs {
+        for (k, v) in self.envs.iter().chain([&self.trace_env()]) {
             match v {
                 Some(v) => cmd.env(k, v),
                 None => cmd.env_remove(k),

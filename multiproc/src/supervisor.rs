@@ -444,6 +444,11 @@ impl State {
             restarts.pop_front();
         }
         if restarts.len() <= self.config.max_restarts {
+            let why = match why {
+                Ok(()) => "it returned".to_string(),
+                Err(e) => e.to_string(),
+            };
+            crate::trace::restarting(&self.config.name, child, &why);
             return Ok(());
         }
         let last = match why {

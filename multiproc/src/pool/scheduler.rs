@@ -471,6 +471,11 @@ impl Scheduler {
         };
         match worker.tasks.send(message) {
             Ok(()) => {
+                crate::trace::dispatched(
+                    worker.handle.name(),
+                    worker.handle.pid(),
+                    chunk.tasks.len(),
+                );
                 worker.sent += 1;
                 worker.inflight.push_back(chunk);
                 true

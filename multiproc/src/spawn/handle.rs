@@ -51,6 +51,9 @@ pub struct JoinHandle<R> {
     limits: super::Limits,
     /// The last lines of a [`Stdio::Prefixed`](crate::Stdio::Prefixed) stderr.
     pub(super) stderr_tail: Option<crate::output::Tail>,
+    /// The thread re-emitting the child's tracing events: joined with the child, so that
+    /// its last events are out when `join` returns.
+    pub(super) relay: Option<std::thread::JoinHandle<()>>,
     joined: bool,
     _output: std::marker::PhantomData<fn() -> R>,
 }
@@ -80,6 +83,7 @@ where
             registered,
             limits,
             stderr_tail: None,
+            relay: None,
             joined: false,
             _output: std::marker::PhantomData,
         }
@@ -429,6 +433,18 @@ where
     }
 
     fn settle(&mut self, received: std::result::Result<wire::Frame, WireError>) -> Result<R> {
+        let result = self.settle_outcome(received);
+        if let Some(relay) = self.relay.take() {
+            let _ = relay.join();
+        }
+        crate::trace::exited(&self.who.name, self.pid, result.as_ref().err());
+        result
+    }
+
+    fn settle_outcome(
+        &mut self,
+        received: std::result::Result<wire::Frame, WireError>,
+    ) -> Result<R> {
         self.joined = true;
         let outcome = match received {
             Ok(frame) => match wire::decode::<Outcome<R>>(frame) {

@@ -173,6 +173,7 @@ impl Zygote {
             envs: builder
                 .envs
                 .iter()
+                .chain([&builder.trace_env()])
                 .map(|(k, v)| {
                     (
                         k.as_bytes().to_vec(),
