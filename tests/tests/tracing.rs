@@ -76,6 +76,7 @@ fn seen_with(needle: &str) -> Vec<String> {
         .collect()
 }
 
+// ANCHOR: forward
 #[multiproc::process]
 fn chatty(n: u32) -> u32 {
     tracing::info!(answer = n, "hello from the child");
@@ -93,6 +94,7 @@ fn spawn_exit_and_forwarded_child_events_reach_the_parent() {
         .unwrap();
     let pid = child.pid();
     assert_eq!(support::join(child).unwrap(), 42);
+    // ANCHOR_END: forward
 
     let started = seen_with("child started");
     assert!(

@@ -63,10 +63,13 @@ fn with(zygote: &Zygote) -> Builder {
 #[multiproc::test]
 fn forked_children_are_ours_and_report_back() {
     let _alone = alone();
+    // ANCHOR: zygote
     let zygote = Zygote::start().unwrap();
     let zygote_pid = zygote.pid().unwrap();
     for _ in 0..20 {
-        let child = with(&zygote).spawn_fn(parent_and_self, ()).unwrap();
+        let mut builder = Builder::new();
+        builder.zygote(&zygote); // fork from the zygote instead of exec
+        let child = builder.spawn_fn(parent_and_self, ()).unwrap();
         let pid = child.pid();
         let (parent, own) = join(child).unwrap();
         assert_eq!(
@@ -77,6 +80,7 @@ fn forked_children_are_ours_and_report_back() {
         assert_eq!(own, pid);
         assert_ne!(own, zygote_pid);
     }
+    // ANCHOR_END: zygote
     // Every child was reaped; only the zygote is left.
     let left: Vec<u32> = support::children().iter().map(|(pid, _)| *pid).collect();
     assert_eq!(left, vec![zygote_pid]);
