@@ -166,11 +166,12 @@ fn replace_self(mut ty: Type, self_ty: &Type) -> Type {
     struct ReplaceSelf<'a>(&'a Type);
     impl syn::visit_mut::VisitMut for ReplaceSelf<'_> {
         fn visit_type_mut(&mut self, ty: &mut Type) {
-            if let Type::Path(p) = ty {
-                if p.qself.is_none() && p.path.is_ident("Self") {
-                    *ty = self.0.clone();
-                    return;
-                }
+            if let Type::Path(p) = ty
+                && p.qself.is_none()
+                && p.path.is_ident("Self")
+            {
+                *ty = self.0.clone();
+                return;
             }
             syn::visit_mut::visit_type_mut(self, ty);
         }

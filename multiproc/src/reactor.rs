@@ -196,10 +196,10 @@ impl Future for Readable<'_> {
 
 impl Drop for Readable<'_> {
     fn drop(&mut self) {
-        if let Some((token, _)) = self.state.take() {
-            if let Ok(reactor) = reactor() {
-                reactor.cancel(token);
-            }
+        if let Some((token, _)) = self.state.take()
+            && let Ok(reactor) = reactor()
+        {
+            reactor.cancel(token);
         }
     }
 }

@@ -297,23 +297,23 @@ pub(crate) struct Limits {
 impl Limits {
     /// The error for a child that ended with `signal`, when a limit explains it.
     pub(crate) fn explain(&self, who: &Who, signal: i32) -> Option<Error> {
-        if signal == libc::SIGXCPU {
-            if let Some(seconds) = self.cpu_seconds {
-                return Some(Error::new(Repr::CpuLimit {
-                    who: who.clone(),
-                    seconds,
-                }));
-            }
+        if signal == libc::SIGXCPU
+            && let Some(seconds) = self.cpu_seconds
+        {
+            return Some(Error::new(Repr::CpuLimit {
+                who: who.clone(),
+                seconds,
+            }));
         }
         // Rust aborts when an allocation fails; under an address-space limit that is by far
         // the likeliest cause.
-        if signal == libc::SIGABRT {
-            if let Some(bytes) = self.memory {
-                return Some(Error::new(Repr::MemoryLimit {
-                    who: who.clone(),
-                    bytes,
-                }));
-            }
+        if signal == libc::SIGABRT
+            && let Some(bytes) = self.memory
+        {
+            return Some(Error::new(Repr::MemoryLimit {
+                who: who.clone(),
+                bytes,
+            }));
         }
         None
     }
@@ -607,14 +607,11 @@ impl Builder {
             pid: Some(child.id()),
         };
         let prefix = format!("[{} {}] ", who.name, child.id());
-        if self.stdout == Stdio::Prefixed {
-            if let Some(out) = child.stdout.take() {
-                let _ = crate::output::copy_prefixed(
-                    out,
-                    prefix.clone(),
-                    crate::output::Target::Stdout,
-                );
-            }
+        if self.stdout == Stdio::Prefixed
+            && let Some(out) = child.stdout.take()
+        {
+            let _ =
+                crate::output::copy_prefixed(out, prefix.clone(), crate::output::Target::Stdout);
         }
         let tail = match (self.stderr, child.stderr.take()) {
             (Stdio::Prefixed, Some(err)) => Some(crate::output::copy_prefixed(

@@ -104,10 +104,10 @@ fn map_message(file: &std::fs::File, len: usize) -> io::Result<Body> {
                 0,
             )
         };
-        if ptr != libc::MAP_FAILED {
-            if let Some(ptr) = std::ptr::NonNull::new(ptr.cast::<u8>()) {
-                return Ok(Body::Mapped(Mapping { ptr, len }));
-            }
+        if ptr != libc::MAP_FAILED
+            && let Some(ptr) = std::ptr::NonNull::new(ptr.cast::<u8>())
+        {
+            return Ok(Body::Mapped(Mapping { ptr, len }));
         }
     }
     let mut body = vec![0u8; len];

@@ -258,11 +258,11 @@ fn worker_main(boot: WorkerBoot) {
         timed,
     } = boot;
     let mut entries: HashMap<String, Option<&'static EntryPoint>> = HashMap::new();
-    if let Some(init) = initializer {
-        if let Err(message) = run_initializer(init, &mut entries) {
-            let _ = results.send(FromWorker::InitFailed { message });
-            return;
-        }
+    if let Some(init) = initializer
+        && let Err(message) = run_initializer(init, &mut entries)
+    {
+        let _ = results.send(FromWorker::InitFailed { message });
+        return;
     }
     if results.send(FromWorker::Ready).is_err() {
         return;

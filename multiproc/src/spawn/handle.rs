@@ -322,10 +322,10 @@ where
     pub fn shutdown(mut self, grace: Duration) -> Result<R> {
         // Whatever fails on the way, the child ends up killed and reaped, not detached.
         let asked = self.request_shutdown();
-        if asked.is_ok() {
-            if let Some(value) = self.join_timeout(grace)? {
-                return Ok(value);
-            }
+        if asked.is_ok()
+            && let Some(value) = self.join_timeout(grace)?
+        {
+            return Ok(value);
         }
         let _ = self.kill();
         let joined = self.join();

@@ -367,10 +367,10 @@ fn start_child(zygote_sock: RawFd, parent: u32, request: ForkRequest, fds: Vec<O
     if crate::sys::apply_limits(request.limits).is_err() {
         crate::bootstrap::exit_now(crate::bootstrap::EXIT_BOOTSTRAP);
     }
-    if let Some(dir) = request.current_dir {
-        if std::env::set_current_dir(OsString::from_vec(dir)).is_err() {
-            crate::bootstrap::exit_now(crate::bootstrap::EXIT_BOOTSTRAP);
-        }
+    if let Some(dir) = request.current_dir
+        && std::env::set_current_dir(OsString::from_vec(dir)).is_err()
+    {
+        crate::bootstrap::exit_now(crate::bootstrap::EXIT_BOOTSTRAP);
     }
     for (key, value) in request.envs {
         let key = OsString::from_vec(key);
