@@ -89,6 +89,26 @@ fn main() -> multiproc::Result<()> {
     multiproc::init();
 
     let quick = std::env::args().any(|a| a == "--quick");
+    if std::env::args().any(|a| a == "--map-loop") {
+        // Pool.map of 200k trivial tasks, 20 times: for profiling the pool's per-task path.
+        let pool = multiproc::Pool::new(2)?;
+        for _ in 0..20 {
+            let t = Instant::now();
+            pool.map(double, 0..200_000_u64)?;
+            println!("{:.3e} tasks/s", 200_000.0 / t.elapsed().as_secs_f64());
+        }
+        return Ok(());
+    }
+    if std::env::args().any(|a| a == "--chunksize1-loop") {
+        // The same with one task per chunk: for profiling the per-chunk path.
+        let pool = multiproc::Pool::builder().workers(2).chunksize(1).build()?;
+        for _ in 0..10 {
+            let t = Instant::now();
+            pool.map(double, 0..50_000_u64)?;
+            println!("{:.3e} tasks/s", 50_000.0 / t.elapsed().as_secs_f64());
+        }
+        return Ok(());
+    }
     if std::env::args().any(|a| a == "--pools") {
         // Only the pool rows: for profiling them.
         return pools(quick, if quick { 2_000 } else { 20_000 });

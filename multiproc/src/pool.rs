@@ -399,7 +399,7 @@ impl Pool {
         let _ = f;
         let items = items.into_iter().map(|a| (a,));
         let (rx, n) = self.submit_fn::<F, _>(items, |n| self.auto_chunksize(n))?;
-        collect_in_order::<F::Output>(rx, n).into_iter().collect()
+        collect_in_order::<F::Output>(rx, n)
     }
 
     /// Like [`map`](Pool::map) for functions of several arguments: each item is the tuple of
@@ -433,7 +433,7 @@ impl Pool {
     {
         let _ = f;
         let (rx, n) = self.submit_fn::<F, _>(items, |n| self.auto_chunksize(n))?;
-        collect_in_order::<F::Output>(rx, n).into_iter().collect()
+        collect_in_order::<F::Output>(rx, n)
     }
 
     /// Runs `f` on every item and yields each task's own result, in input order, as soon as
@@ -729,49 +729,59 @@ impl Pool {
         chunk: impl FnOnce(usize) -> usize,
     ) -> Result<(Results, usize)> {
         let (sink, rx) = scheduler::sink();
-        let items = items.into_iter();
-        let mut args = Vec::new();
-        let mut spans = Vec::with_capacity(items.size_hint().0);
-        for item in items {
-            let item = &item;
-            let start = args.len();
-            let fds = wire::with_encoded(item, |bytes, fds| {
-                args.extend_from_slice(bytes);
-                if fds.is_empty() {
-                    return Ok(Vec::new());
-                }
-                fds.iter()
-                    .map(|fd| fd.try_clone())
-                    .collect::<std::io::Result<Vec<_>>>()
-            })
-            .map_err(|message| {
-                Error::new(Repr::Serialize {
-                    type_name: type_name::<A>(),
-                    message,
-                })
-            })?
-            .map_err(|e| Error::io("cannot copy a task's descriptors", e))?;
-            spans.push((start..args.len(), fds));
+        let mut items = items.into_iter().peekable();
+        // With a known count, the chunk size is known now: the tasks go out a chunk at a time
+        // while the rest are still being encoded, so that the workers start at once. Else
+        // they all go when all are encoded.
+        let mut chunk = Some(chunk);
+        let (low, high) = items.size_hint();
+        let per_call = match (high == Some(low), chunk.take()) {
+            (true, Some(chunk)) => Some(chunk(low).max(1)),
+            (_, unused) => {
+                chunk = unused;
+                None
+            }
+        };
+        let mut n = 0;
+        loop {
+            let mut args = Vec::new();
+            let mut spans = Vec::new();
+            let batch = items.by_ref().take(per_call.unwrap_or(usize::MAX));
+            wire::encode_each(batch, &mut args, |range, fds| spans.push((range, fds))).map_err(
+                |message| {
+                    Error::new(Repr::Serialize {
+                        type_name: type_name::<A>(),
+                        message,
+                    })
+                },
+            )?;
+            if !spans.is_empty() {
+                let chunk = per_call.unwrap_or_else(|| chunk.take().map_or(1, |c| c(spans.len())));
+                let call = Arc::new(Call {
+                    key: key.to_string(),
+                    args,
+                    sink: sink.clone(),
+                    chunk,
+                });
+                let first = n;
+                n += spans.len();
+                let tasks = spans
+                    .into_iter()
+                    .enumerate()
+                    .map(|(i, (args, fds))| Task {
+                        call: Arc::clone(&call),
+                        index: first + i,
+                        args,
+                        fds,
+                        attempts: 0,
+                    })
+                    .collect();
+                self.shared.submit(tasks)?;
+            }
+            if items.peek().is_none() {
+                break;
+            }
         }
-        let n = spans.len();
-        let call = Arc::new(Call {
-            key: key.to_string(),
-            args,
-            sink,
-            chunk: chunk(n),
-        });
-        let tasks = spans
-            .into_iter()
-            .enumerate()
-            .map(|(index, (args, fds))| Task {
-                call: Arc::clone(&call),
-                index,
-                args,
-                fds,
-                attempts: 0,
-            })
-            .collect();
-        self.shared.submit(tasks)?;
         Ok((rx, n))
     }
 }
@@ -882,7 +892,8 @@ fn lost() -> Error {
 }
 
 /// Receives `n` outcomes and decodes them in input order.
-fn collect_in_order<R: DeserializeOwned>(rx: Results, n: usize) -> Vec<Result<R>> {
+/// Every result of a call, in input order, or the first error in that order.
+fn collect_in_order<R: DeserializeOwned>(rx: Results, n: usize) -> Result<Vec<R>> {
     let mut slots: Vec<Option<Result<R>>> = (0..n).map(|_| None).collect();
     let mut got = 0;
     while got < n {
@@ -896,10 +907,11 @@ fn collect_in_order<R: DeserializeOwned>(rx: Results, n: usize) -> Vec<Result<R>
             }
         });
     }
-    slots
-        .into_iter()
-        .map(|slot| slot.unwrap_or_else(|| Err(lost())))
-        .collect()
+    let mut values = Vec::with_capacity(n);
+    for slot in slots {
+        values.push(slot.unwrap_or_else(|| Err(lost()))?);
+    }
+    Ok(values)
 }
 
 /// The results of [`Pool::imap`], in input order.

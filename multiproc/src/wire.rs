@@ -604,6 +604,39 @@ pub(crate) fn with_encoded<T: Serialize + ?Sized, R>(
     result
 }
 
+/// Encodes each of `items` at the end of `out`, in one encoding context (no per-item buffer
+/// or thread-local setup): `each` gets the byte range and the descriptors of every item. The
+/// values are handed over for good (as to a message that was sent).
+pub(crate) fn encode_each<T: Serialize>(
+    items: impl IntoIterator<Item = T>,
+    out: &mut Vec<u8>,
+    mut each: impl FnMut(std::ops::Range<usize>, Vec<OwnedFd>),
+) -> Result<(), String> {
+    let saved = OUTGOING.with(|o| o.replace(Some(Vec::new())));
+    let saved_moves = MOVES.with(|m| m.replace(Some(Vec::new())));
+    let mut result = Ok(());
+    for item in items {
+        let start = out.len();
+        match postcard::to_extend(&item, std::mem::take(out)) {
+            Ok(buf) => *out = buf,
+            Err(e) => {
+                result = Err(describe(e));
+                break;
+            }
+        }
+        let fds = OUTGOING
+            .with(|o| o.borrow_mut().as_mut().map(std::mem::take))
+            .unwrap_or_default();
+        each(start..out.len(), fds);
+    }
+    if result.is_err() {
+        resume_moves();
+    }
+    OUTGOING.with(|o| o.replace(saved));
+    MOVES.with(|m| m.replace(saved_moves));
+    result
+}
+
 /// Called inside [`with_encoded`]'s closure: the message was not sent, and the value goes
 /// back to the caller.
 pub(crate) fn not_sent() {

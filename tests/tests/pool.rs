@@ -342,3 +342,60 @@ fn a_huge_timeout_is_no_timeout() {
     });
     assert_eq!(out, [0, 1, 4, 9, 16]);
 }
+
+/// Encodes only values below 1000: an argument that fails to encode part-way through a call.
+struct Small(u64);
+
+impl Serialize for Small {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        if self.0 < 1000 {
+            s.serialize_u64(self.0)
+        } else {
+            Err(serde::ser::Error::custom("too big to send"))
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Small {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        u64::deserialize(d).map(Small)
+    }
+}
+
+#[multiproc::process]
+fn unwrap_small(x: Small) -> u64 {
+    x.0
+}
+
+#[multiproc::test]
+fn calls_sent_a_chunk_at_a_time_keep_their_order_and_their_errors() {
+    within(|| {
+        let pool = Pool::builder().workers(2).chunksize(7).build().unwrap();
+        // A known count goes out in chunks of 7 while the rest is encoded; an unknown one
+        // (filter) all at once: the same results, in input order.
+        assert_eq!(
+            pool.map(square, 0..500).unwrap(),
+            (0..500).map(|x| x * x).collect::<Vec<_>>()
+        );
+        let odd = pool.map(square, (0..500).filter(|x| x % 2 == 1)).unwrap();
+        assert_eq!(
+            odd,
+            (0..500)
+                .filter(|x| x % 2 == 1)
+                .map(|x| x * x)
+                .collect::<Vec<_>>()
+        );
+        let unordered: BTreeSet<(usize, u64)> = pool
+            .imap_unordered(square, 0..100)
+            .unwrap()
+            .map(|(i, r)| (i, r.unwrap()))
+            .collect();
+        assert_eq!(unordered, (0..100).map(|x| (x as usize, x * x)).collect());
+        // An argument that cannot be encoded fails the call, naming its type, even after
+        // earlier chunks went out; the pool goes on.
+        let e = pool.map(unwrap_small, (990..1010).map(Small)).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Serialize);
+        assert!(e.to_string().contains("Small"), "{e}");
+        assert_eq!(pool.map(square, [3]).unwrap(), [9]);
+    });
+}

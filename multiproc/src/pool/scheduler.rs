@@ -62,6 +62,15 @@ impl Sink {
     }
 }
 
+impl Clone for Sink {
+    fn clone(&self) -> Self {
+        Sink {
+            tx: self.tx.clone(),
+            waker: Arc::clone(&self.waker),
+        }
+    }
+}
+
 impl Drop for Sink {
     fn drop(&mut self) {
         // Disconnected first, so that the woken caller sees it.
