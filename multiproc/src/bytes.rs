@@ -169,11 +169,12 @@ impl SharedMemory {
     /// [`ErrorKind::Io`](crate::ErrorKind::Io) when the system refuses the memory (out of
     /// memory or of file descriptors).
     pub fn from_bytes(bytes: &[u8]) -> crate::Result<Self> {
-        let region = Self::region(bytes.len())?;
-        // SAFETY: the region is new, `bytes.len()` long, and not shared with anyone yet.
-        unsafe {
-            std::ptr::copy_nonoverlapping(bytes.as_ptr(), region.as_ptr(), bytes.len());
-        }
+        let region = Region::with_bytes("multiproc-shared", bytes).map_err(|e| {
+            crate::Error::io(
+                format!("cannot create a shared region of {} bytes", bytes.len()),
+                e,
+            )
+        })?;
         Ok(SharedMemory(Arc::new(region)))
     }
 

@@ -742,11 +742,13 @@ impl Pool {
                 None
             }
         };
+        // Small chunks go out several at a time: each submission wakes the scheduler.
+        let batch_size = per_call.map_or(usize::MAX, |c| c.max(SUBMIT_BATCH));
         let mut n = 0;
         loop {
             let mut args = Vec::new();
             let mut spans = Vec::new();
-            let batch = items.by_ref().take(per_call.unwrap_or(usize::MAX));
+            let batch = items.by_ref().take(batch_size);
             wire::encode_each(batch, &mut args, |range, fds| spans.push((range, fds))).map_err(
                 |message| {
                     Error::new(Repr::Serialize {
@@ -785,6 +787,9 @@ impl Pool {
         Ok((rx, n))
     }
 }
+
+/// The fewest tasks a call submits at a time while it encodes the rest (see `submit_all`).
+const SUBMIT_BATCH: usize = 4096;
 
 impl Drop for Pool {
     fn drop(&mut self) {

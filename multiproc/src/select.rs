@@ -222,9 +222,52 @@ impl<'a> Select<'a> {
         result
     }
 
-    fn poll(&self, wait: Wait) -> Result<Option<usize>> {
-        let mut fds: Vec<libc::pollfd> = self
-            .sources
+    /// Which sources are ready, after waiting as `wait` says for one to be: those whose
+    /// pump holds messages if any does (no system call), else all that `poll(2)` reports.
+    pub(crate) fn ready_set(&mut self, wait: Wait) -> Result<Vec<bool>> {
+        let mut ready = vec![false; self.sources.len()];
+        let mut claimed: Vec<&Inbox> = Vec::new();
+        let mut any = false;
+        for (i, source) in self.sources.iter().enumerate() {
+            match source.0 {
+                Kind::Inbox(inbox) => {
+                    if inbox.begin_wait() {
+                        ready[i] = true;
+                        any = true;
+                    } else {
+                        claimed.push(inbox);
+                    }
+                }
+                Kind::Now => {
+                    ready[i] = true;
+                    any = true;
+                }
+                Kind::Socket(_) => {}
+            }
+        }
+        let polled = if any {
+            Ok(())
+        } else {
+            self.poll_all(wait).map(|revents| {
+                for (r, p) in ready.iter_mut().zip(revents) {
+                    *r = p;
+                }
+            })
+        };
+        for inbox in claimed {
+            inbox.end_wait();
+        }
+        polled.map(|()| ready)
+    }
+
+    fn poll_all(&self, wait: Wait) -> Result<Vec<bool>> {
+        let mut fds = self.pollfds();
+        wire::poll(&mut fds, wait).map_err(|e| Error::io("cannot wait on the mailboxes", e))?;
+        Ok(fds.iter().map(|p| p.revents != 0).collect())
+    }
+
+    fn pollfds(&self) -> Vec<libc::pollfd> {
+        self.sources
             .iter()
             .map(|source| libc::pollfd {
                 fd: match source.0 {
@@ -235,7 +278,11 @@ impl<'a> Select<'a> {
                 events: libc::POLLIN,
                 revents: 0,
             })
-            .collect();
+            .collect()
+    }
+
+    fn poll(&self, wait: Wait) -> Result<Option<usize>> {
+        let mut fds = self.pollfds();
         if !wire::poll(&mut fds, wait).map_err(|e| Error::io("cannot wait on the mailboxes", e))? {
             return Ok(None);
         }

@@ -22,6 +22,9 @@ unsafe impl Send for Region {}
 // SAFETY: as above.
 unsafe impl Sync for Region {}
 
+/// Regions up to this size are mapped with their pages in place (`MAP_POPULATE`).
+const POPULATE_MAX: usize = 64 << 20;
+
 impl Region {
     /// A new zero-filled region of `len` bytes.
     pub(crate) fn new(name: &str, len: usize) -> io::Result<Region> {
@@ -34,6 +37,16 @@ impl Region {
         Region::map(fd, len)
     }
 
+    /// A new region holding a copy of `bytes`: written with `pwrite` (the kernel allocates
+    /// the pages in bulk, where copying into a fresh mapping would fault on each one), then
+    /// mapped with its pages in place.
+    pub(crate) fn with_bytes(name: &str, bytes: &[u8]) -> io::Result<Region> {
+        use std::os::unix::fs::FileExt;
+        let file = std::fs::File::from(wire::memfd(name)?);
+        file.write_all_at(bytes, 0)?;
+        Region::map(file.into(), bytes.len())
+    }
+
     /// Maps a region received from another process.
     pub(crate) fn from_fd(fd: OwnedFd) -> io::Result<Region> {
         let len = std::fs::File::from(fd.try_clone()?).metadata()?.len();
@@ -44,13 +57,20 @@ impl Region {
         if len == 0 {
             return Ok(Region { fd, ptr: None, len });
         }
+        // Pages mapped up front (one call instead of a fault per page on first touch), up to
+        // a size where mapping what may never be read would cost more than it saves.
+        let populate = if len <= POPULATE_MAX {
+            libc::MAP_POPULATE
+        } else {
+            0
+        };
         // SAFETY: a fresh shared mapping of a descriptor we own, of its whole length.
         let ptr = unsafe {
             libc::mmap(
                 std::ptr::null_mut(),
                 len,
                 libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_SHARED,
+                libc::MAP_SHARED | populate,
                 fd.as_raw_fd(),
                 0,
             )

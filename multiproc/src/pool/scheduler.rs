@@ -20,6 +20,7 @@ use crate::channel::{Receiver, Sender};
 use crate::error::{Error, Repr, Result, Who};
 use crate::select::Select;
 use crate::spawn::{Builder, JoinHandle};
+use crate::wire::Wait;
 
 /// Chunks a worker holds at most at once: one running, one waiting, so it never idles while
 /// the next arrives.
@@ -521,19 +522,31 @@ impl Scheduler {
             for w in &self.workers {
                 select.add(&w.results);
             }
-            match deadline {
-                Some(after) => select.ready_timeout(after).ok(),
-                None => select.ready().ok(),
-            }
+            let wait = match deadline {
+                Some(after) => Wait::timeout(after),
+                None => Wait::Forever,
+            };
+            // On an error, read everything: whatever failed shows there.
+            select
+                .ready_set(wait)
+                .unwrap_or_else(|_| vec![true; self.workers.len() + 1])
         };
-        if ready == Some(0) {
+        if ready[0] {
             while self.wake.try_recv().is_ok() {}
         }
-        // Read every worker that has something: outcomes, or its end.
+        // Read the workers that have something: outcomes, or their end. A death reorders
+        // the workers (see `replace`): from there on, read them all, as before the poll.
+        let mut shuffled = false;
         let mut w = 0;
         while w < self.workers.len() {
+            if !shuffled && !ready.get(w + 1).copied().unwrap_or(true) {
+                w += 1;
+                continue;
+            }
             if self.drain(w) {
                 w += 1;
+            } else {
+                shuffled = true;
             }
         }
         self.check_timeouts();
