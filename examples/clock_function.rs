@@ -3,9 +3,10 @@
 //! Run: `cargo run --example clock_function`
 //!
 //! Prints five ticks from the child (with its pid), then the value `clock` returned.
-use std::time::Duration;
 
 // ANCHOR: clock
+use std::time::Duration;
+
 #[multiproc::process]
 fn clock(times: u32, interval: Duration) -> u32 {
     for tick in 1..=times {

@@ -4,12 +4,13 @@
 //! Run: `cargo run --example clock_process`
 //!
 //! Prints interleaved lines `clock <id> pid <pid> at <seconds>s`, then `both clocks done: 6`.
+
+// ANCHOR: process
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use multiproc::Process;
 use serde::{Deserialize, Serialize};
 
-// ANCHOR: process
 #[derive(Serialize, Deserialize)]
 struct ClockProcess {
     id: u32,

@@ -5,37 +5,11 @@
 //! Run: `cargo run --example producer_consumer`
 //!
 //! Prints the three messages (from the consumer), then `consumer printed 3 messages`.
-use multiproc::{JoinHandle, Process};
-use serde::{Deserialize, Serialize};
-use std::time::Duration;
-
-// ANCHOR: clock
-#[multiproc::process]
-fn clock(times: u32, interval: Duration) -> u32 {
-    for _ in 0..times {
-        std::thread::sleep(interval);
-    }
-    times
-}
-
-#[derive(Serialize, Deserialize)]
-struct ClockProcess {
-    times: u32,
-    interval: Duration,
-}
-
-#[multiproc::process]
-impl ClockProcess {
-    fn run(self) -> u32 {
-        for _ in 0..self.times {
-            std::thread::sleep(self.interval);
-        }
-        self.times
-    }
-}
-// ANCHOR_END: clock
 
 // ANCHOR: printer
+use multiproc::Process;
+use serde::{Deserialize, Serialize};
+
 #[derive(Serialize, Deserialize)]
 struct Printer {
     inbox: multiproc::Receiver<String>,
@@ -52,12 +26,6 @@ impl Printer {
 // ANCHOR: main
 #[multiproc::main]
 fn main() -> Result<(), multiproc::Error> {
-    let a: JoinHandle<u32> = multiproc::spawn(clock, (5, Duration::from_millis(100)))?;
-    let b: JoinHandle<u32> = ClockProcess {
-        times: 5,
-        interval: Duration::from_millis(100),
-    }
-    .spawn()?;
     let (tx, rx) = multiproc::channel::<String>()?;
     let p = Printer { inbox: rx }.spawn()?;
     for k in ["aa", "bb", "cc"] {
@@ -67,7 +35,6 @@ fn main() -> Result<(), multiproc::Error> {
     let printed = p.join()?;
     println!("consumer printed {printed} messages");
     assert_eq!(printed, 3);
-    assert_eq!(a.join()? + b.join()?, 10);
     Ok(())
 }
 // ANCHOR_END: main

@@ -154,7 +154,6 @@ fn main() -> multiproc::Result<()> {
     let zygote = multiproc::Zygote::start()?;
     let mut forked = multiproc::Builder::new();
     forked.zygote(&zygote);
-    let faults_before = child_minor_faults();
     let (ours, bare) = measure_pair(
         spawns,
         || {
@@ -172,12 +171,25 @@ fn main() -> multiproc::Result<()> {
         1e3,
         "bare fork + waitpid, no exec",
     );
-    drop(zygote);
+    let faults = |op: &mut dyn FnMut()| {
+        let before = child_minor_faults();
+        for _ in 0..20 {
+            op();
+        }
+        (child_minor_faults() - before) as f64 / 20.0
+    };
+    let ours_faults = faults(&mut || {
+        forked
+            .spawn_fn(noop, ())
+            .and_then(|h| h.join())
+            .expect("spawn + join from the zygote");
+    });
+    let bare_faults = faults(&mut bare_fork);
     println!(
-        "{:<34} {:>18.0}  (both sides; the zygote's children copy what they touch)",
-        "  minor page faults per fork",
-        (child_minor_faults() - faults_before) as f64 / (2 * spawns) as f64
+        "{:<34} {:>18.0} {:>18.0}          (each child copies the pages it writes to)",
+        "  minor page faults per child", ours_faults, bare_faults
     );
+    drop(zygote);
     if std::env::args().any(|a| a == "--spawn") {
         // Only the spawn rows: for profiling them.
         return Ok(());
@@ -355,6 +367,39 @@ fn curves() -> multiproc::Result<()> {
     for h in live {
         h.join()?;
     }
+
+    // A fork copies the parent's page tables; posix_spawn (what multiproc uses) and a fork
+    // of the small zygote do not care how big the parent is.
+    println!(
+        "{:<44} {:>14} {:>14} {:>14}",
+        "spawn + join by parent size", "ms spawn", "ms zygote", "ms bare fork"
+    );
+    let zygote = multiproc::Zygote::start()?;
+    let mut forked = multiproc::Builder::new();
+    forked.zygote(&zygote);
+    for mib in [0_usize, 256, 1024] {
+        let ballast = vec![1_u8; mib << 20];
+        let spawn = measure(20, || {
+            multiproc::spawn(noop, ())
+                .and_then(|h| h.join())
+                .expect("spawn + join");
+        });
+        let from_zygote = measure(20, || {
+            forked
+                .spawn_fn(noop, ())
+                .and_then(|h| h.join())
+                .expect("spawn + join from the zygote");
+        });
+        let fork = measure(20, bare_fork);
+        println!(
+            "{:<44} {:>14.2} {:>14.2} {:>14.2}",
+            format!("parent holding {mib} MiB more"),
+            spawn.median() * 1e3,
+            from_zygote.median() * 1e3,
+            fork.median() * 1e3
+        );
+        drop(ballast);
+    }
     Ok(())
 }
 
@@ -374,7 +419,7 @@ fn burn(iterations: u64) -> u64 {
 }
 
 /// The pool rows, each beside Python's `multiprocessing.Pool(2)` measured by
-/// ../shared/bench/mp_bench.py in the same run (when `python3` and the script are there).
+/// bench/mp_bench.py in the same run (when `python3` and the script are there).
 fn pools(quick: bool, trips: usize) -> multiproc::Result<()> {
     let pool = multiproc::Pool::new(2)?;
     pool.map(double, 0..2_000)?; // warm-up
@@ -459,15 +504,14 @@ fn versus(name: &str, ours: f64, python: Option<f64>, higher: bool) {
     }
 }
 
-/// Runs ../shared/bench/mp_bench.py tests, when the interpreter and the script are there.
+/// Runs bench/mp_bench.py tests, when the interpreter and the script are there.
 struct Python {
     script: Option<PathBuf>,
 }
 
 impl Python {
     fn find() -> Python {
-        let script =
-            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/bench/mp_bench.py");
+        let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("mp_bench.py");
         let works = script.exists()
             && Command::new("python3")
                 .arg("--version")

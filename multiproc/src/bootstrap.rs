@@ -33,6 +33,8 @@ pub(crate) const ENV_ENTRY: &str = "__MULTIPROC_ENTRY";
 pub(crate) const ENV_PARENT: &str = "__MULTIPROC_PARENT";
 pub(crate) const ENV_BUILD: &str = "__MULTIPROC_BUILD";
 pub(crate) const ENV_STDOUT: &str = "__MULTIPROC_STDOUT";
+/// The child's resource limits (see `Limits::to_env`), applied at its hook.
+pub(crate) const ENV_LIMITS: &str = "__MULTIPROC_LIMITS";
 /// Set (to the parent's most verbose tracing level) when a tracing channel precedes the state.
 pub(crate) const ENV_TRACE: &str = "__MULTIPROC_TRACE";
 
@@ -193,6 +195,14 @@ fn take_child_role() -> Option<ChildContext> {
     }
     if let Some(parked) = env::var(ENV_STDOUT).ok().and_then(|s| s.parse().ok()) {
         sys::unpark_stdout(parked);
+    }
+    // The limits come before anything of the entry runs. One that cannot be set (a hard limit
+    // below it) would leave the child unlimited: it does not start.
+    if let Ok(value) = env::var(ENV_LIMITS) {
+        match crate::spawn::Limits::from_env(&value) {
+            Some(limits) if sys::apply_limits(limits).is_ok() => {}
+            _ => exit_now(EXIT_BOOTSTRAP),
+        }
     }
     // Our end of the bootstrap socket, inherited without close-on-exec: set it again, so that
     // programs this child starts do not inherit it.

@@ -96,6 +96,7 @@ pub struct PoolBuilder {
     chunksize: Option<usize>,
     memory_limit: Option<u64>,
     cpu_time_limit: Option<Duration>,
+    open_files_limit: Option<u64>,
     stdout: crate::Stdio,
     stderr: crate::Stdio,
     zygote: bool,
@@ -202,6 +203,29 @@ impl PoolBuilder {
     /// ```
     pub fn cpu_time_limit(mut self, limit: Duration) -> Self {
         self.cpu_time_limit = Some(limit);
+        self
+    }
+
+    /// Limits the open files of each worker (see
+    /// [`Builder::open_files_limit`](crate::Builder::open_files_limit)).
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// #[multiproc::process]
+    /// fn open_many(n: usize) -> usize {
+    ///     (0..n).filter_map(|_| std::fs::File::open("/dev/null").ok()).count()
+    /// }
+    ///
+    /// #[multiproc::main]
+    /// fn main() -> multiproc::Result<()> {
+    ///     let pool = multiproc::Pool::builder().open_files_limit(64).build()?;
+    ///     assert!(pool.apply(open_many, (100,))? < 64);
+    ///     Ok(())
+    /// }
+    /// ```
+    pub fn open_files_limit(mut self, files: u64) -> Self {
+        self.open_files_limit = Some(files);
         self
     }
 
@@ -312,6 +336,7 @@ impl PoolBuilder {
             timeout: self.timeout,
             memory_limit: self.memory_limit,
             cpu_time_limit: self.cpu_time_limit,
+            open_files_limit: self.open_files_limit,
             stdout: self.stdout,
             stderr: self.stderr,
             zygote: if self.zygote {
@@ -360,6 +385,7 @@ impl Pool {
             cpu_time_limit: None,
             stdout: crate::Stdio::Inherit,
             stderr: crate::Stdio::Inherit,
+            open_files_limit: None,
             zygote: false,
         }
     }

@@ -33,10 +33,10 @@ pub fn test_hook(module_path: &str, fn_name: &str) {
 #[diagnostic::on_unimplemented(
     message = "`{Self}` cannot be sent to another process",
     label = "not `Serialize + Deserialize`",
-    note = "values cross processes serialized: derive `serde::Serialize` and \
-            `serde::Deserialize` for `{Self}`, or use an owned type that implements them \
-            (`String`, not `&str`; `multiproc::channel` or `multiproc::Queue`, not a \
-            `std::sync::mpsc` channel)"
+    note = "values cross processes serialized: a type of your own needs \
+            `#[derive(serde::Serialize, serde::Deserialize)]`; for a type you do not own, use \
+            an owned type that implements them (`String`, not `&str`; `multiproc::channel` or \
+            `multiproc::Queue`, not a `std::sync::mpsc` channel; a path, not a `File`)"
 )]
 pub trait Transferable: Serialize + DeserializeOwned {}
 

@@ -2,17 +2,16 @@
 //! re-execution of the current executable.
 
 mod handle;
+mod posix;
 mod proc;
 mod spawner;
 mod zygote;
 
+use proc::Proc;
 use std::any::type_name;
 use std::ffi::{OsStr, OsString};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::path::{Path, PathBuf};
-use std::process::Command;
-
-use proc::Proc;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 pub(crate) use zygote::ZYGOTE_KEY;
@@ -235,17 +234,6 @@ pub enum Stdio {
     Prefixed,
 }
 
-impl Stdio {
-    fn to_std(self) -> std::process::Stdio {
-        match self {
-            Stdio::Inherit => std::process::Stdio::inherit(),
-            Stdio::Null => std::process::Stdio::null(),
-            Stdio::Piped => std::process::Stdio::piped(),
-            Stdio::Prefixed => std::process::Stdio::piped(),
-        }
-    }
-}
-
 /// Configures a child process before spawning it, like `std::thread::Builder`.
 ///
 /// # Examples
@@ -295,6 +283,38 @@ pub(crate) struct Limits {
 }
 
 impl Limits {
+    /// The limits as the child reads them from [`bootstrap::ENV_LIMITS`]: `memory:cpu:files`,
+    /// each empty when unset; `None` when there are none.
+    pub(crate) fn to_env(self) -> Option<String> {
+        if self.memory.is_none() && self.cpu_seconds.is_none() && self.open_files.is_none() {
+            return None;
+        }
+        let field = |v: Option<u64>| v.map(|v| v.to_string()).unwrap_or_default();
+        Some(format!(
+            "{}:{}:{}",
+            field(self.memory),
+            field(self.cpu_seconds),
+            field(self.open_files)
+        ))
+    }
+
+    /// The inverse of [`to_env`](Limits::to_env); `None` for a malformed value.
+    pub(crate) fn from_env(value: &str) -> Option<Limits> {
+        let mut parts = value.split(':');
+        let mut field = || -> Option<Option<u64>> {
+            match parts.next()? {
+                "" => Some(None),
+                v => v.parse().ok().map(Some),
+            }
+        };
+        let limits = Limits {
+            memory: field()?,
+            cpu_seconds: field()?,
+            open_files: field()?,
+        };
+        parts.next().is_none().then_some(limits)
+    }
+
     /// The error for a child that ended with `signal`, when a limit explains it.
     pub(crate) fn explain(&self, who: &Who, signal: i32) -> Option<Error> {
         if signal == libc::SIGXCPU
@@ -593,11 +613,11 @@ impl Builder {
         let mut child = match &self.zygote {
             Some(zygote) => zygote.fork(self, key, theirs.as_fd())?,
             None => {
-                let (cmd, parked) = self.command(&hook, key, theirs.as_raw_fd())?;
-                let child = spawner::spawn(cmd)
+                let (spawn, parked) = self.command(&hook, key, theirs.as_raw_fd())?;
+                let child = spawner::spawn(spawn)
                     .map_err(|e| Error::io(format!("cannot start child `{name}`"), e))?;
                 drop(parked);
-                Proc::exec(child)
+                child
             }
         };
         // Only the child holds its end now: its death is end-of-file on ours.
@@ -732,60 +752,76 @@ impl Builder {
         }
     }
 
-    /// The command that re-runs this executable as the child, and the fd number reserved for
-    /// its parked stdout (kept open until the child is started).
-    fn command(&self, hook: &Hook, key: &str, sock: RawFd) -> Result<(Command, Option<OwnedFd>)> {
+    /// How to re-run this executable as the child, and the fd number reserved for its parked
+    /// stdout (kept open until the child is started).
+    fn command(
+        &self,
+        hook: &Hook,
+        key: &str,
+        sock: RawFd,
+    ) -> Result<(posix::Spawn, Option<OwnedFd>)> {
         let exe = current_exe()?;
-        let mut cmd = Command::new(exe);
-        if let Some(arg0) = std::env::args_os().next() {
-            use std::os::unix::process::CommandExt;
-            cmd.arg0(arg0);
-        }
+        let mut argv: Vec<OsString> = vec![
+            std::env::args_os()
+                .next()
+                .unwrap_or_else(|| exe.as_os_str().to_owned()),
+        ];
+        let mut env: Vec<(OsString, Option<OsString>)> = Vec::new();
         let mut parked = None;
         if let Hook::Test(test) = hook {
             // Re-run this test binary filtered to the one test whose hook dispatches to the
             // entry point (procspawn's trick, without a dummy test). libtest prints a banner
             // before the hook runs: park the real stdout until then.
-            cmd.args([
-                test.as_str(),
-                "--exact",
-                // An `#[ignore]`d test run with `--ignored` must reach its hook in the child too.
-                "--include-ignored",
-                "--nocapture",
-                "--test-threads=1",
-                "-q",
-            ]);
+            argv.extend(
+                [
+                    test.as_str(),
+                    "--exact",
+                    // An `#[ignore]`d test run with `--ignored` must reach its hook in the
+                    // child too.
+                    "--include-ignored",
+                    "--nocapture",
+                    "--test-threads=1",
+                    "-q",
+                ]
+                .map(OsString::from),
+            );
             let fd = crate::sys::reserve_fd()
                 .map_err(|e| Error::io("cannot reserve a descriptor for the child", e))?;
-            crate::sys::park_stdout(&mut cmd, fd.as_raw_fd());
-            cmd.env(bootstrap::ENV_STDOUT, fd.as_raw_fd().to_string());
+            env.push((
+                bootstrap::ENV_STDOUT.into(),
+                Some(fd.as_raw_fd().to_string().into()),
+            ));
             parked = Some(fd);
         } else {
             // A stale value inherited from a test-mode ancestor would redirect stdout.
-            cmd.env_remove(bootstrap::ENV_STDOUT);
+            env.push((bootstrap::ENV_STDOUT.into(), None));
         }
-        for (k, v) in self.envs.iter().chain([&self.trace_env()]) {
-            match v {
-                Some(v) => cmd.env(k, v),
-                None => cmd.env_remove(k),
-            };
+        env.extend(self.envs.iter().cloned());
+        env.push(self.trace_env());
+        env.push((
+            bootstrap::ENV_LIMITS.into(),
+            self.limits.to_env().map(OsString::from),
+        ));
+        for (k, v) in [
+            (bootstrap::ENV_SOCKET, sock.to_string()),
+            (bootstrap::ENV_ENTRY, key.to_string()),
+            (bootstrap::ENV_PARENT, std::process::id().to_string()),
+            (bootstrap::ENV_BUILD, bootstrap::fingerprint().to_string()),
+        ] {
+            env.push((k.into(), Some(v.into())));
         }
-        crate::sys::inherit_fd(&mut cmd, sock);
-        crate::sys::set_limits(&mut cmd, self.limits);
-        cmd.env(bootstrap::ENV_SOCKET, sock.to_string())
-            .env(bootstrap::ENV_ENTRY, key)
-            .env(bootstrap::ENV_PARENT, std::process::id().to_string())
-            .env(bootstrap::ENV_BUILD, bootstrap::fingerprint())
-            .stdin(match self.stdin {
-                Stdio::Prefixed => std::process::Stdio::inherit(),
-                other => other.to_std(),
-            })
-            .stdout(self.stdout.to_std())
-            .stderr(self.stderr.to_std());
-        if let Some(dir) = &self.current_dir {
-            cmd.current_dir(dir);
-        }
-        Ok((cmd, parked))
+        let spawn = posix::Spawn {
+            exe: exe.to_path_buf(),
+            argv,
+            env,
+            cwd: self.current_dir.clone(),
+            stdin: self.stdin,
+            stdout: self.stdout,
+            stderr: self.stderr,
+            inherit: sock,
+            park_stdout: parked.as_ref().map(AsRawFd::as_raw_fd),
+        };
+        Ok((spawn, parked))
     }
 }
 

@@ -72,7 +72,7 @@ pub(crate) fn send_signal(pid: u32, signal: i32) -> io::Result<()> {
 }
 
 /// Reserves a file descriptor number (>= 3) in the parent, so that a child can receive a copy
-/// of its stdout there: see [`park_stdout`].
+/// of its stdout there (see `spawn::posix::Spawn::park_stdout`).
 pub(crate) fn reserve_fd() -> io::Result<std::os::fd::OwnedFd> {
     use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
     let null = OwnedFd::from(std::fs::File::open("/dev/null")?);
@@ -86,64 +86,6 @@ pub(crate) fn reserve_fd() -> io::Result<std::os::fd::OwnedFd> {
     }
     // SAFETY: `fd` was just returned by fcntl and is owned by nobody else.
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
-}
-
-/// Makes the child start with stdout on /dev/null and its real stdout parked on `parked`, a
-/// number reserved by [`reserve_fd`]; [`unpark_stdout`] in the child's hook puts it back.
-///
-/// Used for children re-run through libtest, whose banner ("running 1 test") would otherwise
-/// land in the child's output before the hook takes over.
-pub(crate) fn park_stdout(cmd: &mut std::process::Command, parked: i32) {
-    use std::os::unix::process::CommandExt;
-    let null = c"/dev/null";
-    // SAFETY: the closure runs between fork and exec, after std has set up stdio; it only
-    // calls async-signal-safe functions (dup2, open, close) and allocates nothing.
-    unsafe {
-        cmd.pre_exec(move || {
-            // dup2 clears FD_CLOEXEC on the copy, so `parked` survives exec.
-            if libc::dup2(1, parked) < 0 {
-                return Err(io::Error::last_os_error());
-            }
-            let fd = libc::open(null.as_ptr(), libc::O_WRONLY);
-            if fd < 0 {
-                return Err(io::Error::last_os_error());
-            }
-            if libc::dup2(fd, 1) < 0 {
-                return Err(io::Error::last_os_error());
-            }
-            libc::close(fd);
-            Ok(())
-        });
-    }
-}
-
-/// Lets the child inherit `fd` (close-on-exec in the parent, so no other child gets it):
-/// clears the flag between fork and exec.
-pub(crate) fn inherit_fd(cmd: &mut std::process::Command, fd: i32) {
-    use std::os::unix::process::CommandExt;
-    // SAFETY: the closure runs between fork and exec and only calls fcntl, which is
-    // async-signal-safe; it allocates nothing.
-    unsafe {
-        cmd.pre_exec(move || {
-            if libc::fcntl(fd, libc::F_SETFD, 0) < 0 {
-                return Err(io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
-}
-
-/// Applies the child's resource limits between fork and exec.
-pub(crate) fn set_limits(cmd: &mut std::process::Command, limits: crate::spawn::Limits) {
-    use std::os::unix::process::CommandExt;
-    if limits.memory.is_none() && limits.cpu_seconds.is_none() && limits.open_files.is_none() {
-        return;
-    }
-    // SAFETY: the closure runs between fork and exec and only calls setrlimit, which is
-    // async-signal-safe; it allocates nothing.
-    unsafe {
-        cmd.pre_exec(move || apply_limits(limits));
-    }
 }
 
 /// Sets this process's resource limits (`setrlimit`, async-signal-safe, no allocation).
@@ -172,7 +114,7 @@ pub(crate) fn apply_limits(limits: crate::spawn::Limits) -> io::Result<()> {
     Ok(())
 }
 
-/// Puts back the stdout parked by [`park_stdout`].
+/// Puts back the stdout parked at spawn (see `spawn::posix::Spawn::park_stdout`).
 pub(crate) fn unpark_stdout(parked: i32) {
     use std::io::Write;
     // What was written so far (the libtest banner) belongs to /dev/null.

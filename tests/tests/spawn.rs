@@ -186,6 +186,7 @@ fn wait_for_go(go: Receiver<()>) -> u8 {
     7
 }
 
+// ANCHOR: builder
 #[multiproc::process]
 fn env_and_dir(key: String) -> (Option<String>, String) {
     let dir = std::env::current_dir().unwrap().display().to_string();
@@ -206,6 +207,7 @@ fn builder_sets_name_env_and_dir() {
     assert_eq!(value.as_deref(), Some("forty-two"));
     assert_eq!(cwd, dir.display().to_string());
 }
+// ANCHOR_END: builder
 
 #[multiproc::process]
 fn run_program(path: String, arg: String) -> (bool, String) {
@@ -233,6 +235,7 @@ fn a_program_started_by_a_child_is_not_taken_for_a_child() {
     assert!(stdout.contains("ok=7"), "{stdout}");
 }
 
+// ANCHOR: piped
 #[multiproc::process]
 fn shout(words: Vec<String>) {
     for w in words {
@@ -264,6 +267,7 @@ fn stdout_and_stderr_can_be_captured() {
     assert_eq!(out, "A\nB\n");
     assert_eq!(err, "done\n");
 }
+// ANCHOR_END: piped
 
 /// A worker that receives its inbox as an argument and replies on a channel that arrives
 /// inside each message: request/reply without shared state.

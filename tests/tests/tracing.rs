@@ -84,17 +84,24 @@ fn chatty(n: u32) -> u32 {
     n
 }
 
-#[multiproc::test]
-fn spawn_exit_and_forwarded_child_events_reach_the_parent() {
-    collect();
+/// Runs `chatty` in a child whose events this process's subscriber receives; returns its
+/// result and pid.
+fn chatty_forwarded(n: u32) -> (u32, u32) {
     let child = Builder::new()
         .name("chatty-1")
         .forward_tracing(true)
-        .spawn_fn(chatty, (42,))
+        .spawn_fn(chatty, (n,))
         .unwrap();
     let pid = child.pid();
-    assert_eq!(support::join(child).unwrap(), 42);
-    // ANCHOR_END: forward
+    (support::join(child).unwrap(), pid)
+}
+// ANCHOR_END: forward
+
+#[multiproc::test]
+fn spawn_exit_and_forwarded_child_events_reach_the_parent() {
+    collect();
+    let (answer, pid) = chatty_forwarded(42);
+    assert_eq!(answer, 42);
 
     let started = seen_with("child started");
     assert!(

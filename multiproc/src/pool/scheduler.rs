@@ -165,6 +165,7 @@ pub(crate) struct Config {
     pub(crate) timeout: Option<Duration>,
     pub(crate) memory_limit: Option<u64>,
     pub(crate) cpu_time_limit: Option<Duration>,
+    pub(crate) open_files_limit: Option<u64>,
     pub(crate) stdout: crate::Stdio,
     pub(crate) stderr: crate::Stdio,
     /// Workers are forked from it (see [`PoolBuilder::zygote`](crate::PoolBuilder::zygote)).
@@ -789,6 +790,9 @@ impl Scheduler {
         }
         if let Some(cpu) = self.config.cpu_time_limit {
             builder.cpu_time_limit(cpu);
+        }
+        if let Some(files) = self.config.open_files_limit {
+            builder.open_files_limit(files);
         }
         if let Some(zygote) = &self.config.zygote {
             builder.zygote(zygote);

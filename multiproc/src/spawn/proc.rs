@@ -1,40 +1,22 @@
-//! [`Proc`]: a child process of ours, started by exec (a [`std::process::Child`]) or forked by
-//! a [`Zygote`](crate::Zygote) on our behalf (a plain pid that we reap with `waitpid`).
+//! [`Proc`]: a child process of ours, started with `posix_spawn` or forked by a
+//! [`Zygote`](crate::Zygote) on our behalf: a pid that we reap with `waitpid`.
 
 use std::io;
 use std::os::unix::process::ExitStatusExt;
-use std::process::{Child, ChildStderr, ChildStdin, ChildStdout, ExitStatus};
+use std::process::{ChildStderr, ChildStdin, ChildStdout, ExitStatus};
 
-/// One child process: its pid, the parent's ends of its piped standard streams, and how to
-/// wait for it.
+/// One child process: its pid, the parent's ends of its piped standard streams, and its exit
+/// status once reaped (a reaped pid may be reused, so it is never signalled or waited for
+/// again).
 pub(crate) struct Proc {
     pid: u32,
-    kind: Kind,
+    status: Option<ExitStatus>,
     pub(crate) stdin: Option<ChildStdin>,
     pub(crate) stdout: Option<ChildStdout>,
     pub(crate) stderr: Option<ChildStderr>,
 }
 
-enum Kind {
-    Exec(Child),
-    /// Forked by a zygote with `CLONE_PARENT`, so it is our child all the same; `status` once
-    /// reaped (a reaped pid may be reused, so it is never signalled or waited for again).
-    Forked {
-        status: Option<ExitStatus>,
-    },
-}
-
 impl Proc {
-    pub(crate) fn exec(mut child: Child) -> Proc {
-        Proc {
-            pid: child.id(),
-            stdin: child.stdin.take(),
-            stdout: child.stdout.take(),
-            stderr: child.stderr.take(),
-            kind: Kind::Exec(child),
-        }
-    }
-
     pub(crate) fn forked(
         pid: u32,
         stdin: Option<ChildStdin>,
@@ -43,7 +25,7 @@ impl Proc {
     ) -> Proc {
         Proc {
             pid,
-            kind: Kind::Forked { status: None },
+            status: None,
             stdin,
             stdout,
             stderr,
@@ -56,36 +38,27 @@ impl Proc {
 
     /// The exit status if the child has exited (and is now reaped), `None` while it runs.
     pub(crate) fn try_wait(&mut self) -> io::Result<Option<ExitStatus>> {
-        match &mut self.kind {
-            Kind::Exec(child) => child.try_wait(),
-            Kind::Forked { status } => {
-                if status.is_none() {
-                    *status = waitpid(self.pid, libc::WNOHANG)?;
-                }
-                Ok(*status)
-            }
+        if self.status.is_none() {
+            self.status = waitpid(self.pid, libc::WNOHANG)?;
         }
+        Ok(self.status)
     }
 
     /// Waits for the child to exit and reaps it.
     pub(crate) fn wait(&mut self) -> io::Result<ExitStatus> {
-        match &mut self.kind {
-            Kind::Exec(child) => child.wait(),
-            Kind::Forked { status } => loop {
-                if let Some(status) = *status {
-                    return Ok(status);
-                }
-                *status = waitpid(self.pid, 0)?;
-            },
+        loop {
+            if let Some(status) = self.status {
+                return Ok(status);
+            }
+            self.status = waitpid(self.pid, 0)?;
         }
     }
 
     /// SIGKILL, unless the child is already reaped.
     pub(crate) fn kill(&mut self) -> io::Result<()> {
-        match &mut self.kind {
-            Kind::Exec(child) => child.kill(),
-            Kind::Forked { status: Some(_) } => Ok(()),
-            Kind::Forked { status: None } => crate::sys::send_signal(self.pid, libc::SIGKILL),
+        match self.status {
+            Some(_) => Ok(()),
+            None => crate::sys::send_signal(self.pid, libc::SIGKILL),
         }
     }
 }

@@ -6,21 +6,21 @@
 //! spawner thread.
 
 use std::io;
-use std::process::{Child, Command};
 use std::sync::Mutex;
 use std::sync::mpsc;
 
+use super::Proc;
+use super::posix::Spawn;
 use crate::sys;
 
 struct Request {
-    cmd: Command,
-    reply: mpsc::Sender<io::Result<Child>>,
+    spawn: Spawn,
+    reply: mpsc::Sender<io::Result<Proc>>,
 }
 
-pub(super) fn spawn(cmd: Command) -> io::Result<Child> {
-    let mut cmd = cmd;
+pub(super) fn spawn(spawn: Spawn) -> io::Result<Proc> {
     if sys::is_main_thread() {
-        return cmd.spawn();
+        return super::posix::spawn(&spawn);
     }
     // Started on first use; a failed start (say, EAGAIN under a thread limit) is retried by
     // the next spawn instead of being remembered.
@@ -35,8 +35,8 @@ pub(super) fn spawn(cmd: Command) -> io::Result<Child> {
                     .name("multiproc-spawner".into())
                     .stack_size(128 * 1024)
                     .spawn(move || {
-                        for mut req in rx {
-                            let _ = req.reply.send(req.cmd.spawn());
+                        for req in rx {
+                            let _ = req.reply.send(super::posix::spawn(&req.spawn));
                         }
                     })
                     .map_err(|e| {
@@ -49,7 +49,7 @@ pub(super) fn spawn(cmd: Command) -> io::Result<Child> {
     };
     let (reply, answer) = mpsc::channel();
     spawner
-        .send(Request { cmd, reply })
+        .send(Request { spawn, reply })
         .map_err(|_| io::Error::other("the spawner thread is gone"))?;
     answer
         .recv()
