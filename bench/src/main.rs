@@ -27,6 +27,7 @@ const BARE: &str = "MULTIPROC_BENCH_BARE";
 const UNIX_ECHO: &str = "MULTIPROC_BENCH_UNIX_ECHO";
 const UNIX_SINK: &str = "MULTIPROC_BENCH_UNIX_SINK";
 const SEQPACKET_ECHO: &str = "MULTIPROC_BENCH_SEQPACKET_ECHO";
+const SEQPACKET_SINK: &str = "MULTIPROC_BENCH_SEQPACKET_SINK";
 
 #[multiproc::process]
 fn noop() {}
@@ -82,6 +83,13 @@ fn main() -> multiproc::Result<()> {
         seqpacket_echo_child(fd);
         return Ok(());
     }
+    if let Some(fd) = std::env::var(SEQPACKET_SINK)
+        .ok()
+        .and_then(|v| v.parse().ok())
+    {
+        seqpacket_sink_child(fd);
+        return Ok(());
+    }
     if let Some(path) = std::env::var_os(UNIX_SINK) {
         unix_sink_child(std::path::Path::new(&path));
         return Ok(());
@@ -96,6 +104,22 @@ fn main() -> multiproc::Result<()> {
             let t = Instant::now();
             pool.map(double, 0..200_000_u64)?;
             println!("{:.3e} tasks/s", 200_000.0 / t.elapsed().as_secs_f64());
+        }
+        return Ok(());
+    }
+    if std::env::args().any(|a| a == "--small-loop") {
+        // 64 B Bytes one-way, 10 times 200k messages: for profiling small messages.
+        for _ in 0..10 {
+            let secs = one_way(sink_bytes, 200_000, || Bytes::from(vec![0_u8; 64]))?;
+            println!("{:.3e} msg/s", 200_000.0 / secs);
+        }
+        return Ok(());
+    }
+    if std::env::args().any(|a| a == "--bytes-loop") {
+        // 1 MiB Bytes one-way, 10 times 500 messages: for profiling large messages.
+        for _ in 0..10 {
+            let secs = one_way(sink_bytes, 500, || Bytes::from(vec![1_u8; 1 << 20]))?;
+            println!("{:.2} GB/s", (500 << 20) as f64 / secs / 1e9);
         }
         return Ok(());
     }
@@ -227,6 +251,13 @@ fn main() -> multiproc::Result<()> {
         "64 B one-way, Bytes (msg/s)",
         small as f64 / ours,
         small as f64 / raw,
+    );
+    let datagrams = seqpacket_one_way(&exe, 64, small);
+    rate_vs(
+        "64 B one-way, Bytes (msg/s)",
+        small as f64 / ours,
+        small as f64 / datagrams,
+        "raw SOCK_SEQPACKET sends",
     );
     let many = small * 10;
     let buffered = unix_one_way_buffered(&exe, 64, many);
@@ -783,7 +814,12 @@ fn unix_round_trip(exe: &std::path::Path, n: usize) -> Samples {
 }
 
 /// The same ping-pong over a raw `SOCK_SEQPACKET` pair, one `send` and one `recv` per message.
-fn seqpacket_round_trip(exe: &std::path::Path, n: usize) -> Samples {
+/// A child of this binary in `role` (an env var set to the number of its end of a new
+/// `SOCK_SEQPACKET` pair); returns it and our end.
+fn seqpacket_child(
+    exe: &std::path::Path,
+    role: &str,
+) -> (std::process::Child, std::os::fd::OwnedFd) {
     use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
     use std::os::unix::process::CommandExt;
     let mut fds = [0; 2];
@@ -801,7 +837,7 @@ fn seqpacket_round_trip(exe: &std::path::Path, n: usize) -> Samples {
     let (mine, theirs) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
     let child_fd = theirs.as_raw_fd();
     let mut cmd = Command::new(exe);
-    cmd.env(SEQPACKET_ECHO, child_fd.to_string());
+    cmd.env(role, child_fd.to_string());
     // SAFETY: fcntl is async-signal-safe; it lets only this child inherit the socket.
     unsafe {
         cmd.pre_exec(move || {
@@ -809,8 +845,52 @@ fn seqpacket_round_trip(exe: &std::path::Path, n: usize) -> Samples {
             Ok(())
         });
     }
-    let mut child = cmd.spawn().expect("seqpacket child");
+    let child = cmd.spawn().expect("seqpacket child");
     drop(theirs);
+    (child, mine)
+}
+
+/// `n` datagrams of `size` bytes, one `send` each, to a child that reads and counts them.
+fn seqpacket_one_way(exe: &std::path::Path, size: usize, n: usize) -> f64 {
+    use std::os::fd::AsRawFd;
+    let (mut child, mine) = seqpacket_child(exe, SEQPACKET_SINK);
+    let buf = vec![0_u8; size];
+    let t = Instant::now();
+    for _ in 0..n {
+        // SAFETY: a plain send on our socket from a buffer that outlives it.
+        let sent = unsafe { libc::send(mine.as_raw_fd(), buf.as_ptr().cast(), size, 0) };
+        assert_eq!(sent, size as isize);
+    }
+    // SAFETY: shutdown of our own socket: the child reads end-of-file after the data.
+    unsafe { libc::shutdown(mine.as_raw_fd(), libc::SHUT_WR) };
+    let mut total = [0_u8; 8];
+    // SAFETY: a plain recv into a buffer that outlives it.
+    let got = unsafe { libc::recv(mine.as_raw_fd(), total.as_mut_ptr().cast(), 8, 0) };
+    let secs = t.elapsed().as_secs_f64();
+    assert_eq!(got, 8);
+    assert_eq!(u64::from_le_bytes(total), (size * n) as u64);
+    child.wait().expect("seqpacket sink");
+    secs
+}
+
+fn seqpacket_sink_child(fd: i32) {
+    let mut buf = vec![0_u8; 1 << 16];
+    let mut total = 0_u64;
+    loop {
+        // SAFETY: a plain recv on the inherited socket.
+        let n = unsafe { libc::recv(fd, buf.as_mut_ptr().cast(), buf.len(), 0) };
+        if n <= 0 {
+            break;
+        }
+        total += n as u64;
+    }
+    // SAFETY: as above.
+    unsafe { libc::send(fd, total.to_le_bytes().as_ptr().cast(), 8, 0) };
+}
+
+fn seqpacket_round_trip(exe: &std::path::Path, n: usize) -> Samples {
+    use std::os::fd::AsRawFd;
+    let (mut child, mine) = seqpacket_child(exe, SEQPACKET_ECHO);
     let mut buf = [0_u8; 64];
     let mut i = 0_u64;
     let samples = measure(n, || {
