@@ -345,7 +345,15 @@ where
             exit_now(EXIT_BOOTSTRAP)
         }
     };
-    watch_parent(&ctx);
+    if env::var_os("MULTIPROC_NO_PDEATHSIG").is_none() {
+        // The kernel kills us with the parent: the socket needs watching only for shutdown
+        // requests, which `shutdown_requested` reads when asked, and which a thread takes
+        // over once this child has children of its own to pass them on to. A child that
+        // never asks saves a thread (a tenth of a fork from a zygote).
+        crate::shutdown::watch_lazily(ctx.sock.as_raw_fd());
+    } else {
+        watch_parent(ctx.sock.as_raw_fd());
+    }
     crate::panic::install_hook();
 
     let result = match panic::catch_unwind(AssertUnwindSafe(|| run(state))) {
@@ -374,9 +382,9 @@ where
     }
 }
 
-/// Watches the bootstrap socket on a small thread: a hang-up means the parent died.
-fn watch_parent(ctx: &ChildContext) {
-    let fd = ctx.sock.as_raw_fd();
+/// Watches the bootstrap socket `fd` on a small thread: shutdown requests, and a hang-up,
+/// which means the parent died. The socket lives until the process exits.
+pub(crate) fn watch_parent(fd: std::os::fd::RawFd) {
     let spawned = std::thread::Builder::new()
         .name("multiproc-parent".into())
         .stack_size(64 * 1024)

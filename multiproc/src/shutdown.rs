@@ -1,12 +1,13 @@
 //! Graceful shutdown: a parent asks its children to stop, they see it with
 //! [`shutdown_requested`], and whatever is still running after a grace period is killed.
 //!
-//! The request travels as a [`Control`] message on each child's bootstrap socket, which a
-//! small thread in the child reads; the child passes it on to its own children. With
+//! The request travels as a [`Control`] message on each child's bootstrap socket. The child
+//! reads it when [`shutdown_requested`] is called, or, once it has children of its own to
+//! pass it on to (or runs without the kernel's parent-death signal), on a small thread. With
 //! [`shutdown_on_signals`], SIGINT (Ctrl-C) or SIGTERM to the parent runs the whole sequence.
 
-use std::os::fd::{AsFd, OwnedFd};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::os::fd::{AsFd, OwnedFd, RawFd};
+use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
@@ -54,7 +55,57 @@ static REQUESTED: AtomicBool = AtomicBool::new(false);
 /// }
 /// ```
 pub fn shutdown_requested() -> bool {
+    if !REQUESTED.load(Ordering::Acquire) && LAZY_SOCK.load(Ordering::Acquire) >= 0 {
+        poll_lazily();
+    }
     REQUESTED.load(Ordering::Acquire)
+}
+
+/// This child's bootstrap socket while no thread watches it (see [`watch_lazily`]), else -1.
+static LAZY_SOCK: AtomicI32 = AtomicI32::new(-1);
+/// Held while the lazily watched socket is read, or handed to a thread.
+static LAZY: Mutex<()> = Mutex::new(());
+
+/// Watches the bootstrap socket `fd` only when asked: [`shutdown_requested`] reads it, and
+/// the first child this process registers hands it to a watcher thread.
+pub(crate) fn watch_lazily(fd: RawFd) {
+    LAZY_SOCK.store(fd, Ordering::Release);
+}
+
+/// Reads what the parent sent on the lazily watched socket, without waiting.
+fn poll_lazily() {
+    let _reading = LAZY.lock().unwrap_or_else(|e| e.into_inner());
+    let fd = LAZY_SOCK.load(Ordering::Acquire);
+    if fd < 0 {
+        return;
+    }
+    // SAFETY: the bootstrap socket stays open until the process exits.
+    let sock = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
+    loop {
+        match wire::recv(sock, Wait::Now) {
+            Ok(frame) => match wire::decode::<Control>(frame) {
+                Ok(Control::Shutdown) => requested(),
+                // Not from our parent's multiproc: as the watcher thread, take it for a
+                // broken parent.
+                Err(_) => crate::bootstrap::exit_now(crate::bootstrap::EXIT_ORPHANED),
+            },
+            Err(wire::WireError::WouldBlock) => return,
+            Err(_) => crate::bootstrap::exit_now(crate::bootstrap::EXIT_ORPHANED),
+        }
+    }
+}
+
+/// Hands the lazily watched socket to a watcher thread, which passes requests on to this
+/// process's children at once.
+fn watch_eagerly() {
+    if LAZY_SOCK.load(Ordering::Acquire) < 0 {
+        return;
+    }
+    let _reading = LAZY.lock().unwrap_or_else(|e| e.into_inner());
+    let fd = LAZY_SOCK.swap(-1, Ordering::AcqRel);
+    if fd >= 0 {
+        crate::bootstrap::watch_parent(fd);
+    }
 }
 
 /// This process was asked to stop: remember it and pass it on to its children.
@@ -82,6 +133,7 @@ fn live() -> std::sync::MutexGuard<'static, Vec<Live>> {
 pub(crate) fn register(pid: u32, sock: &Arc<OwnedFd>) -> u64 {
     static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
     let id = NEXT.fetch_add(1, Ordering::Relaxed);
+    watch_eagerly();
     let pidfd = crate::sys::pidfd_open(pid).ok();
     live().push(Live {
         id,

@@ -647,6 +647,22 @@ impl Builder {
         let timeout = self.start_timeout.unwrap_or(DEFAULT_START_TIMEOUT);
         let wait = Wait::timeout(timeout);
 
+        // A zygote's child is this very build (the zygote passed the build check), so its
+        // state can go before its hello: one exchange fewer.
+        let early = self.zygote.is_some();
+        let mut relay = None;
+        if early {
+            let pid = child.id();
+            match self.send_start(&mine, &state, &who, pid, wait) {
+                Ok(r) => relay = r,
+                Err(e) => {
+                    let e = Self::start_error(e, &mut child, &who, timeout);
+                    reap(&mut child);
+                    return Err(e);
+                }
+            }
+        }
+
         let first = match wire::recv(mine.as_fd(), wait) {
             Ok(frame) => match wire::decode::<Hello>(frame) {
                 Ok(hello) => hello,
@@ -696,58 +712,74 @@ impl Builder {
             }
         };
         who.pid = Some(pid);
-        #[allow(unused_mut)]
-        let mut relay = None;
-        #[cfg(feature = "tracing")]
-        if self.forward_tracing {
-            let forwarded = crate::channel::channel().and_then(|(tx, rx)| {
-                let sent = wire::with_encoded(&tx, |bytes, fds| {
-                    wire::send(mine.as_fd(), None, bytes, fds, wait)
-                });
-                match sent {
-                    Ok(Ok(())) => Ok(rx),
-                    _ => Err(Error::other(format!(
-                        "cannot send {who} its tracing channel"
-                    ))),
-                }
-            });
-            match forwarded {
-                Ok(rx) => relay = crate::trace::relay(who.name.clone(), pid, rx),
+        if !early {
+            match self.send_start(&mine, &state, &who, pid, wait) {
+                Ok(r) => relay = r,
                 Err(e) => {
+                    let e = Self::start_error(e, &mut child, &who, timeout);
                     reap(&mut child);
                     return Err(e);
                 }
             }
         }
-        let sent = wire::with_encoded(&state, |bytes, fds| {
+        crate::trace::spawned(&who.name, pid, self.zygote.is_some());
+        let mut handle = JoinHandle::new(child, who, mine, self.limits);
+        handle.stderr_tail = tail;
+        handle.relay = relay;
+        Ok(handle)
+    }
+
+    /// Sends a started child what it needs before its entry runs: the tracing channel (if
+    /// forwarded) and its state. Returns the thread relaying its tracing events.
+    #[cfg_attr(not(feature = "tracing"), allow(unused_variables))]
+    fn send_start<T: Serialize>(
+        &self,
+        mine: &OwnedFd,
+        state: &T,
+        who: &Who,
+        pid: u32,
+        wait: Wait,
+    ) -> std::result::Result<Option<std::thread::JoinHandle<()>>, StartError> {
+        #[allow(unused_mut)]
+        let mut relay = None;
+        #[cfg(feature = "tracing")]
+        if self.forward_tracing {
+            let (tx, rx) = crate::channel::channel().map_err(StartError::Other)?;
+            wire::with_encoded(&tx, |bytes, fds| {
+                wire::send(mine.as_fd(), None, bytes, fds, wait)
+            })
+            .map_err(|_| {
+                StartError::Other(Error::other(format!(
+                    "cannot send {who} its tracing channel"
+                )))
+            })?
+            .map_err(StartError::Wire)?;
+            relay = crate::trace::relay(who.name.clone(), pid, rx);
+        }
+        wire::with_encoded(state, |bytes, fds| {
             wire::send(mine.as_fd(), None, bytes, fds, wait)
-        });
-        match sent {
-            Ok(Ok(())) => {
-                crate::trace::spawned(&who.name, pid, self.zygote.is_some());
-                let mut handle = JoinHandle::new(child, who, mine, self.limits);
-                handle.stderr_tail = tail;
-                handle.relay = relay;
-                Ok(handle)
-            }
-            Err(message) => {
-                reap(&mut child);
-                Err(Error::new(Repr::Serialize {
-                    type_name: type_name::<T>(),
-                    message,
-                }))
-            }
-            Ok(Err(e)) => {
-                let e = match e {
-                    WireError::Closed => died_starting(&mut child, &who),
-                    WireError::WouldBlock => Error::new(Repr::Timeout {
-                        what: format!("sending {who} its state"),
-                        after: timeout,
-                    }),
-                    WireError::Io(e) => Error::io(format!("cannot send {who} its state"), e),
-                };
-                reap(&mut child);
-                Err(e)
+        })
+        .map_err(|message| {
+            StartError::Other(Error::new(Repr::Serialize {
+                type_name: type_name::<T>(),
+                message,
+            }))
+        })?
+        .map_err(StartError::Wire)?;
+        Ok(relay)
+    }
+
+    /// The error for a start message that could not be sent.
+    fn start_error(e: StartError, child: &mut Proc, who: &Who, timeout: Duration) -> Error {
+        match e {
+            StartError::Other(e) => e,
+            StartError::Wire(WireError::Closed) => died_starting(child, who),
+            StartError::Wire(WireError::WouldBlock) => Error::new(Repr::Timeout {
+                what: format!("sending {who} its state"),
+                after: timeout,
+            }),
+            StartError::Wire(WireError::Io(e)) => {
+                Error::io(format!("cannot send {who} its state"), e)
             }
         }
     }
@@ -823,6 +855,12 @@ impl Builder {
         };
         Ok((spawn, parked))
     }
+}
+
+/// Why a start message could not be sent.
+enum StartError {
+    Wire(WireError),
+    Other(Error),
 }
 
 /// The executable to re-run, resolved once: later `chdir`s or a rebuilt file at the same path
