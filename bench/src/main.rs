@@ -115,6 +115,15 @@ fn main() -> multiproc::Result<()> {
         }
         return Ok(());
     }
+    if std::env::args().any(|a| a == "--many-loop") {
+        // 64 B Bytes one-way with send_many, 10 times 2M messages: for profiling batches.
+        for _ in 0..10 {
+            let n = 2_000_000;
+            let secs = one_way_batched(sink_bytes, n, 1_000, || Bytes::from(vec![0_u8; 64]))?;
+            println!("{:.3e} msg/s", n as f64 / secs);
+        }
+        return Ok(());
+    }
     if std::env::args().any(|a| a == "--bytes-loop") {
         // 1 MiB Bytes one-way, 10 times 500 messages: for profiling large messages.
         for _ in 0..10 {

@@ -271,7 +271,7 @@ impl Drop for Inbox {
 
 /// Queues the messages of a batch frame, in order, after those already read.
 fn queue_batch(frames: &mut VecDeque<Frame>, frame: Frame) -> io::Result<()> {
-    frames.extend(wire::split_batch(&frame.bytes)?);
+    frames.extend(wire::split_batch(frame.bytes)?);
     Ok(())
 }
 

@@ -45,6 +45,8 @@ pub(crate) struct Frame {
 pub(crate) enum Body {
     Heap(Vec<u8>),
     Mapped(Mapping),
+    /// One message of a batch: a range of the batch's buffer.
+    Shared(std::sync::Arc<Vec<u8>>, std::ops::Range<usize>),
 }
 
 impl std::ops::Deref for Body {
@@ -53,6 +55,7 @@ impl std::ops::Deref for Body {
         match self {
             Body::Heap(v) => v,
             Body::Mapped(m) => m.as_slice(),
+            Body::Shared(buf, range) => &buf[range.clone()],
         }
     }
 }
@@ -169,16 +172,33 @@ impl Batch {
 }
 
 /// The messages of a batch frame, in order.
-pub(crate) fn split_batch(bytes: &[u8]) -> io::Result<Vec<Frame>> {
+/// The frames share the batch's buffer (no copy each).
+pub(crate) fn split_batch(bytes: Body) -> io::Result<Vec<Frame>> {
+    let buf = match bytes {
+        Body::Heap(v) => std::sync::Arc::new(v),
+        other => std::sync::Arc::new(other.to_vec()),
+    };
     let mut frames = Vec::new();
-    let mut rest = bytes;
-    while !rest.is_empty() {
+    let mut at = 0;
+    while at < buf.len() {
         let malformed = || io::Error::new(io::ErrorKind::InvalidData, "a malformed batch");
-        let len: [u8; 4] = rest.get(..4).ok_or_else(malformed)?.try_into().expect("4");
+        let len: [u8; 4] = buf
+            .get(at..at + 4)
+            .ok_or_else(malformed)?
+            .try_into()
+            .expect("4");
         let len = u32::from_le_bytes(len) as usize;
-        let body = rest.get(4..4 + len).ok_or_else(malformed)?;
-        frames.push(Frame::new(body.to_vec(), Vec::new()));
-        rest = &rest[4 + len..];
+        let start = at + 4;
+        let end = start
+            .checked_add(len)
+            .filter(|end| *end <= buf.len())
+            .ok_or_else(malformed)?;
+        frames.push(Frame {
+            bytes: Body::Shared(std::sync::Arc::clone(&buf), start..end),
+            fds: Vec::new(),
+            batch: false,
+        });
+        at = end;
     }
     Ok(frames)
 }
@@ -796,7 +816,7 @@ mod tests {
         raw(&a, &[TAG_BATCH, 200, 0, 0, 0, 1, 2], &[]);
         let batch = recv(b.as_fd(), Wait::Now).ok().unwrap();
         assert!(batch.batch);
-        assert!(split_batch(&batch.bytes).is_err());
+        assert!(split_batch(batch.bytes).is_err());
         // Bytes that are not a `String` followed by a `u64`.
         raw(&a, &[TAG_INLINE, 0xff, 0xff, 0xff, 0xff, 0xff], &[]);
         let frame = recv(b.as_fd(), Wait::Now).ok().unwrap();
