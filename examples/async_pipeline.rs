@@ -8,9 +8,10 @@
 //!
 //! Prints `hash(job-0) = ...` for four jobs in order, `pool: 0 1 4 9 16 25 36 49`,
 //! `stages handled 4 and 4 items`, then that the timer ticked.
-use multiproc::{Receiver, Sender};
 
 // ANCHOR: stages
+use multiproc::{Receiver, Sender};
+
 /// Stage 1: a job name to its bytes' FNV-1a hash (imagine a crash-prone C library).
 #[multiproc::process]
 fn hash(input: Receiver<String>, output: Sender<(String, u64)>) -> usize {
