@@ -59,9 +59,21 @@ pub(crate) enum Hello {
 /// Why a child could not run the entry it was asked for.
 #[derive(Debug, Serialize, Deserialize)]
 pub(crate) enum Refusal {
-    EntryNotFound { key: String, known: Vec<String> },
-    DuplicateEntry { key: String, count: usize },
-    BuildMismatch { detail: String },
+    EntryNotFound {
+        key: String,
+        known: Vec<String>,
+    },
+    DuplicateEntry {
+        key: String,
+        count: usize,
+    },
+    BuildMismatch {
+        detail: String,
+    },
+    /// A zygote that found other threads in its process: forking it could deadlock.
+    Unforkable {
+        threads: usize,
+    },
 }
 
 /// How the entry ended.
@@ -250,6 +262,28 @@ fn run_child(ctx: ChildContext) -> ! {
 /// Becomes a zygote: the usual hello and (empty) state, then fork requests until the parent
 /// hangs up. No watcher thread: the zygote must stay single-threaded to fork safely.
 fn run_zygote(ctx: ChildContext) -> ! {
+    // Forking is only safe with no other thread that could hold a lock (malloc's, stdout's)
+    // at the fork. Under libtest the test runs on a thread of its own while the main thread
+    // waits for it on a channel, holding nothing: that one is allowed.
+    let allowed = if matches!(hook(), Some(Hook::Test(_))) {
+        2
+    } else {
+        1
+    };
+    let threads = std::fs::read_dir("/proc/self/task").map_or(0, Iterator::count);
+    if threads > allowed {
+        refuse(&ctx, Refusal::Unforkable { threads });
+    }
+    // The descriptors a request brings must not land on 0, 1 or 2 (a parent started with
+    // them closed): hold those numbers with /dev/null.
+    for fd in 0..3 {
+        // SAFETY: F_GETFD only reads the flags; open returns a new descriptor or -1.
+        unsafe {
+            if libc::fcntl(fd, libc::F_GETFD) < 0 {
+                libc::open(c"/dev/null".as_ptr(), libc::O_RDWR);
+            }
+        }
+    }
     let ready = Hello::Ready {
         pid: std::process::id(),
         state_type: type_name::<()>().to_string(),
@@ -351,8 +385,8 @@ where
         // over once this child has children of its own to pass them on to. A child that
         // never asks saves a thread (a tenth of a fork from a zygote).
         crate::shutdown::watch_lazily(ctx.sock.as_raw_fd());
-    } else {
-        watch_parent(ctx.sock.as_raw_fd());
+    } else if !watch_parent(ctx.sock.as_raw_fd()) {
+        exit_now(EXIT_BOOTSTRAP);
     }
     crate::panic::install_hook();
 
@@ -383,8 +417,9 @@ where
 }
 
 /// Watches the bootstrap socket `fd` on a small thread: shutdown requests, and a hang-up,
-/// which means the parent died. The socket lives until the process exits.
-pub(crate) fn watch_parent(fd: std::os::fd::RawFd) {
+/// which means the parent died. The socket lives until the process exits. `false` if the
+/// thread could not be started.
+pub(crate) fn watch_parent(fd: std::os::fd::RawFd) -> bool {
     let spawned = std::thread::Builder::new()
         .name("multiproc-parent".into())
         .stack_size(64 * 1024)
@@ -401,7 +436,5 @@ pub(crate) fn watch_parent(fd: std::os::fd::RawFd) {
             }
             exit_now(EXIT_ORPHANED)
         });
-    if spawned.is_err() {
-        exit_now(EXIT_BOOTSTRAP);
-    }
+    spawned.is_ok()
 }

@@ -415,6 +415,9 @@ impl Pool {
     ///
     /// The error of the first task (in input order) that failed: its panic, its worker's
     /// death, its timeout. Use [`imap`](Pool::imap) for every task's own result.
+    /// [`ErrorKind::Serialize`](crate::ErrorKind::Serialize) for an item that cannot be
+    /// encoded: items go to the workers while later ones are still being encoded, so tasks
+    /// before it may have run.
     pub fn map<F, A, I>(&self, f: F, items: I) -> Result<Vec<F::Output>>
     where
         F: ProcessFn<(A,)>,

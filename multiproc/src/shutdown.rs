@@ -103,8 +103,9 @@ fn watch_eagerly() {
     }
     let _reading = LAZY.lock().unwrap_or_else(|e| e.into_inner());
     let fd = LAZY_SOCK.swap(-1, Ordering::AcqRel);
-    if fd >= 0 {
-        crate::bootstrap::watch_parent(fd);
+    // No thread to be had (a thread limit): stay lazy rather than fail the entry.
+    if fd >= 0 && !crate::bootstrap::watch_parent(fd) {
+        LAZY_SOCK.store(fd, Ordering::Release);
     }
 }
 

@@ -607,21 +607,33 @@ impl Builder {
             .clone()
             .unwrap_or_else(|| registry::last_segment(key).to_string());
 
-        let (mine, theirs) = wire::socketpair()
-            .and_then(|(mine, theirs)| Ok((mine, wire::above_stdio(theirs)?)))
-            .map_err(|e| Error::io("cannot create the bootstrap socket", e))?;
-        let mut child = match &self.zygote {
-            Some(zygote) => zygote.fork(self, key, theirs.as_fd())?,
-            None => {
-                let (spawn, parked) = self.command(&hook, key, theirs.as_raw_fd())?;
-                let child = spawner::spawn(spawn)
-                    .map_err(|e| Error::io(format!("cannot start child `{name}`"), e))?;
-                drop(parked);
-                child
+        let mut lost_zygote = false;
+        let (mine, mut child) = loop {
+            let (mine, theirs) = wire::socketpair()
+                .and_then(|(mine, theirs)| Ok((mine, wire::above_stdio(theirs)?)))
+                .map_err(|e| Error::io("cannot create the bootstrap socket", e))?;
+            match &self.zygote {
+                Some(zygote) => match zygote.fork(self, key, theirs, mine.as_fd())? {
+                    Some(child) => break (mine, child),
+                    // The zygote died before it forked: once more, from a new one.
+                    None if !lost_zygote => lost_zygote = true,
+                    None => {
+                        return Err(Error::other(
+                            "the zygote died twice in a row before forking the child",
+                        ));
+                    }
+                },
+                None => {
+                    let (spawn, parked) = self.command(&hook, key, theirs.as_raw_fd())?;
+                    let child = spawner::spawn(spawn)
+                        .map_err(|e| Error::io(format!("cannot start child `{name}`"), e))?;
+                    drop(parked);
+                    // Only the child holds its end now: its death is end-of-file on ours.
+                    drop(theirs);
+                    break (mine, child);
+                }
             }
         };
-        // Only the child holds its end now: its death is end-of-file on ours.
-        drop(theirs);
         let mut who = Who {
             name,
             pid: Some(child.id()),
@@ -784,14 +796,14 @@ impl Builder {
         }
     }
 
-    /// How to re-run this executable as the child, and the fd number reserved for its parked
-    /// stdout (kept open until the child is started).
+    /// How to re-run this executable as the child, and the fd numbers reserved for its parked
+    /// stdout and its socket (kept open until the child is started).
     fn command(
         &self,
         hook: &Hook,
         key: &str,
         sock: RawFd,
-    ) -> Result<(posix::Spawn, Option<OwnedFd>)> {
+    ) -> Result<(posix::Spawn, [Option<OwnedFd>; 2])> {
         let exe = current_exe()?;
         let mut argv: Vec<OsString> = vec![
             std::env::args_os()
@@ -834,8 +846,11 @@ impl Builder {
             bootstrap::ENV_LIMITS.into(),
             self.limits.to_env().map(OsString::from),
         ));
+        // The socket's number in the child: reserved here, so that it is free there.
+        let sock_slot = crate::sys::reserve_fd()
+            .map_err(|e| Error::io("cannot reserve a descriptor for the child", e))?;
         for (k, v) in [
-            (bootstrap::ENV_SOCKET, sock.to_string()),
+            (bootstrap::ENV_SOCKET, sock_slot.as_raw_fd().to_string()),
             (bootstrap::ENV_ENTRY, key.to_string()),
             (bootstrap::ENV_PARENT, std::process::id().to_string()),
             (bootstrap::ENV_BUILD, bootstrap::fingerprint().to_string()),
@@ -850,10 +865,10 @@ impl Builder {
             stdin: self.stdin,
             stdout: self.stdout,
             stderr: self.stderr,
-            inherit: sock,
+            inherit: (sock, sock_slot.as_raw_fd()),
             park_stdout: parked.as_ref().map(AsRawFd::as_raw_fd),
         };
-        Ok((spawn, parked))
+        Ok((spawn, [parked, Some(sock_slot)]))
     }
 }
 
@@ -942,5 +957,12 @@ fn refusal_error(refusal: Refusal, who: Who) -> Error {
             "{who} found {count} entry points registered as `{key}`"
         )),
         Refusal::BuildMismatch { detail } => Error::new(Repr::BuildMismatch { who, detail }),
+        Refusal::Unforkable { threads } => Error::other(format!(
+            "{who} cannot serve as a zygote: its process already runs {threads} threads, \
+             started by code before `multiproc::init()` (a runtime under `#[tokio::main]`, \
+             say), and forking it could deadlock. Call `multiproc::init()` before anything \
+             starts threads (a plain `fn main` that calls it, then builds the runtime), or \
+             spawn without a zygote"
+        )),
     }
 }

@@ -207,3 +207,15 @@ fn pools_start_workers_from_a_zygote() {
     pool.join().unwrap();
     assert!(support::children().is_empty(), "{:?}", support::children());
 }
+
+#[test]
+fn a_program_with_threads_before_the_hook_gets_no_zygote() {
+    let out = support::run_bin(env!("CARGO_BIN_EXE_threads_before_init"), |_| {});
+    assert!(out.status.success(), "{}\n{}", out.stdout, out.stderr);
+    let lines: Vec<&str> = out.stdout.lines().collect();
+    assert_eq!(lines.len(), 2, "{}", out.stdout);
+    assert!(lines[0].starts_with("refused: "), "{}", lines[0]);
+    assert!(lines[0].contains("already runs 2 threads"), "{}", lines[0]);
+    assert!(lines[0].contains("multiproc::init()"), "{}", lines[0]);
+    assert_eq!(lines[1], "plain spawn: Ok(42)");
+}

@@ -579,6 +579,13 @@ impl Scheduler {
                     self.replace(w, None);
                     return false;
                 }
+                // The worker's channel itself failed (the error stays): the worker is as good
+                // as dead; replace it, and its tasks are handled as for a death.
+                Err(e) if e.kind() == crate::ErrorKind::Io => {
+                    let _ = self.workers[w].handle.kill();
+                    self.replace(w, None);
+                    return false;
+                }
                 // A message of the worker that cannot be read: the outcomes of its oldest
                 // chunk are lost with it.
                 Err(e) => {

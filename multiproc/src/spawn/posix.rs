@@ -26,8 +26,9 @@ pub(super) struct Spawn {
     pub(super) stdin: Stdio,
     pub(super) stdout: Stdio,
     pub(super) stderr: Stdio,
-    /// A descriptor the child inherits at the same number.
-    pub(super) inherit: RawFd,
+    /// A descriptor the child inherits, and the number it gets there (a number reserved in
+    /// this process, so that no file action can clobber it).
+    pub(super) inherit: (RawFd, RawFd),
     /// Where the child's real stdout waits while its stdout is /dev/null (see
     /// `sys::unpark_stdout`).
     pub(super) park_stdout: Option<RawFd>,
@@ -51,6 +52,26 @@ impl Drop for Attrs {
         // SAFETY: initialised in `spawn` before this value exists.
         unsafe { libc::posix_spawnattr_destroy(&mut self.0) };
     }
+}
+
+type AddChdir =
+    unsafe extern "C" fn(*mut libc::posix_spawn_file_actions_t, *const libc::c_char) -> libc::c_int;
+
+/// `posix_spawn_file_actions_addchdir_np`, looked up at run time: a direct reference would
+/// keep the binary from loading on a C library without it (glibc before 2.29).
+fn addchdir() -> Option<AddChdir> {
+    static FOUND: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    let address = *FOUND.get_or_init(|| {
+        // SAFETY: dlsym with RTLD_DEFAULT and a valid C string only looks the name up.
+        unsafe {
+            libc::dlsym(
+                libc::RTLD_DEFAULT,
+                c"posix_spawn_file_actions_addchdir_np".as_ptr(),
+            ) as usize
+        }
+    });
+    // SAFETY: a non-null address of that symbol is that function, with this signature.
+    (address != 0).then(|| unsafe { std::mem::transmute::<usize, AddChdir>(address) })
 }
 
 fn check(rc: libc::c_int) -> io::Result<()> {
@@ -157,9 +178,10 @@ pub(super) fn spawn(s: &Spawn) -> io::Result<Proc> {
             }
         }
     }
-    // The inherited socket: dup2 onto itself clears close-on-exec in the child only.
-    // SAFETY: `fa` is initialised; the descriptor is open.
-    check(unsafe { libc::posix_spawn_file_actions_adddup2(fa, s.inherit, s.inherit) })?;
+    // The inherited socket, onto its reserved number (a dup2 clears close-on-exec on the copy;
+    // onto itself it would only since glibc 2.29).
+    // SAFETY: `fa` is initialised; both numbers are open descriptors.
+    check(unsafe { libc::posix_spawn_file_actions_adddup2(fa, s.inherit.0, s.inherit.1) })?;
     if let Some(parked) = s.park_stdout {
         // The real stdout (as set up above) waits on `parked`; stdout is /dev/null until the
         // child's hook puts it back.
@@ -172,17 +194,15 @@ pub(super) fn spawn(s: &Spawn) -> io::Result<Proc> {
     }
     let cwd = s.cwd.as_ref().map(|d| cstring(d.as_os_str())).transpose()?;
     if let Some(dir) = &cwd {
-        #[cfg(target_env = "gnu")]
-        // SAFETY: `fa` is initialised; the path lives until the spawn.
-        check(unsafe { libc::posix_spawn_file_actions_addchdir_np(fa, dir.as_ptr()) })?;
-        #[cfg(not(target_env = "gnu"))]
-        {
-            let _ = dir;
+        let Some(addchdir) = addchdir() else {
             return Err(io::Error::new(
                 io::ErrorKind::Unsupported,
-                "Builder::current_dir needs glibc (posix_spawn_file_actions_addchdir_np)",
+                "Builder::current_dir needs a C library with \
+                 posix_spawn_file_actions_addchdir_np (glibc 2.29 or newer, musl 1.1.24)",
             ));
-        }
+        };
+        // SAFETY: `fa` is initialised; the path lives until the spawn.
+        check(unsafe { addchdir(fa, dir.as_ptr()) })?;
     }
 
     // SAFETY: init fills the zeroed struct; the Attrs guard destroys it.

@@ -44,6 +44,12 @@ const ANSWER_TIMEOUT: Duration = Duration::from_secs(10);
 /// A zygote that dies (say, killed by hand) is replaced by a new one on the next spawn. It
 /// exits when the last clone of its handle is dropped, or with its parent.
 ///
+/// Forking is only safe in a process with one thread, so the zygote checks: a program that
+/// starts threads before the hook (a runtime built by `#[tokio::main]` before
+/// `multiproc::init()` runs, say) cannot have a zygote, and [`Zygote::start`] says so. Call
+/// `multiproc::init()` first in a plain `fn main`, then build the runtime. (Under
+/// `#[multiproc::test]`, libtest's main thread, which only waits for the test, is allowed.)
+///
 /// # Examples
 ///
 /// ```no_run
@@ -65,7 +71,34 @@ const ANSWER_TIMEOUT: Duration = Duration::from_secs(10);
 /// ```
 #[derive(Clone)]
 pub struct Zygote {
-    inner: Arc<Mutex<Option<JoinHandle<()>>>>,
+    inner: Arc<Inner>,
+}
+
+/// The zygote's process, shared by every clone of the handle; the last one to go stops it.
+struct Inner {
+    slot: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl Inner {
+    fn slot(&self) -> std::sync::MutexGuard<'_, Option<JoinHandle<()>>> {
+        self.slot.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Kills and reaps the zygote now, if it runs.
+    fn stop(&self) {
+        let taken = self.slot().take();
+        if let Some(mut handle) = taken {
+            // It holds nothing worth a grace period.
+            let _ = handle.kill();
+            let _ = handle.join_timeout(Duration::from_secs(5));
+        }
+    }
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        self.stop();
+    }
 }
 
 impl fmt::Debug for Zygote {
@@ -109,11 +142,15 @@ impl Zygote {
     /// # Errors
     ///
     /// As [`Builder::spawn`]: [`ErrorKind::NotInitialized`](crate::ErrorKind::NotInitialized)
-    /// before the hook, [`ErrorKind::Io`](crate::ErrorKind::Io) when the process cannot start.
+    /// before the hook, [`ErrorKind::Io`](crate::ErrorKind::Io) when the process cannot start;
+    /// [`ErrorKind::Other`](crate::ErrorKind::Other) when threads run before the hook (see
+    /// above).
     pub fn start() -> Result<Zygote> {
         let handle = start_one()?;
         Ok(Zygote {
-            inner: Arc::new(Mutex::new(Some(handle))),
+            inner: Arc::new(Inner {
+                slot: Mutex::new(Some(handle)),
+            }),
         })
     }
 
@@ -130,16 +167,31 @@ impl Zygote {
     /// }
     /// ```
     pub fn pid(&self) -> Option<u32> {
-        let slot = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-        slot.as_ref().map(JoinHandle::pid)
+        self.inner.slot().as_ref().map(JoinHandle::pid)
     }
 
-    /// Forks a child for `builder` that will run entry `key` on the bootstrap socket `sock`.
-    pub(super) fn fork(&self, builder: &Builder, key: &str, sock: BorrowedFd<'_>) -> Result<Proc> {
-        let mut fds = vec![
-            sock.try_clone_to_owned()
-                .map_err(|e| Error::io("cannot pass the bootstrap socket to the zygote", e))?,
-        ];
+    /// Forks a child for `builder` that will run entry `key` on the bootstrap socket whose
+    /// ends are `theirs` (handed over) and `mine`. `None`: the zygote died before forking
+    /// anything, and `theirs` is gone with it; the caller tries again with a new pair.
+    pub(super) fn fork(
+        &self,
+        builder: &Builder,
+        key: &str,
+        theirs: OwnedFd,
+        mine: BorrowedFd<'_>,
+    ) -> Result<Option<Proc>> {
+        // `set_var` in the child would panic on these; `Command` refuses them too.
+        for (k, v) in &builder.envs {
+            let bad_key = k.is_empty() || k.as_bytes().iter().any(|b| *b == b'=' || *b == 0);
+            let bad_value = v.as_ref().is_some_and(|v| v.as_bytes().contains(&0));
+            if bad_key || bad_value {
+                return Err(Error::other(format!(
+                    "cannot set the environment variable {k:?}={v:?} in a child: names must \
+                     be non-empty without `=` or NUL, values without NUL"
+                )));
+            }
+        }
+        let mut fds = vec![theirs];
         let mut stdio = [false; 3];
         let mut ours: [Option<OwnedFd>; 3] = [None, None, None];
         let streams = [
@@ -188,66 +240,95 @@ impl Zygote {
             limits: builder.limits,
             stdio,
         });
-        let pid = self.ask(&request, &fds)?;
+        let Some(pid) = self.ask(&request, fds, mine)? else {
+            return Ok(None);
+        };
         let [stdin, stdout, stderr] = ours;
-        Ok(Proc::forked(
+        Ok(Some(Proc::forked(
             pid,
             stdin.map(Into::into),
             stdout.map(Into::into),
             stderr.map(Into::into),
-        ))
+        )))
     }
 
-    /// Sends `request` and returns the forked pid; replaces a dead zygote once.
-    fn ask(&self, request: &Request, fds: &[OwnedFd]) -> Result<u32> {
-        let mut slot = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-        let mut fresh = false;
-        loop {
-            if slot.is_none() {
-                *slot = Some(start_one()?);
-                fresh = true;
+    /// Sends `request` with `fds` (which it closes here) and returns the forked pid, or
+    /// `None` when the zygote died without forking (it is replaced at the next request).
+    fn ask(
+        &self,
+        request: &Request,
+        fds: Vec<OwnedFd>,
+        mine: BorrowedFd<'_>,
+    ) -> Result<Option<u32>> {
+        let mut slot = self.inner.slot();
+        if slot.is_none() {
+            *slot = Some(start_one()?);
+        }
+        let handle = slot.as_ref().expect("set above");
+        let Some(sock) = handle.ready_fd() else {
+            return Err(Error::other("the zygote's connection is closed"));
+        };
+        let sent = wire::with_encoded(request, |bytes, _| {
+            wire::send(sock, None, bytes, &fds, Wait::timeout(ANSWER_TIMEOUT))
+        })
+        .map_err(Error::other)?;
+        // Ours go now: from here on only the zygote, or a child it forked, holds the child's
+        // end of the bootstrap socket.
+        drop(fds);
+        let answer = match sent {
+            Err(e) => Err(lost(e)),
+            Ok(()) => wire::recv(sock, Wait::timeout(ANSWER_TIMEOUT))
+                .map_err(lost)
+                .and_then(|frame| {
+                    wire::decode(frame)
+                        .map_err(|e| Error::other(format!("the zygote's answer: {e}")))
+                }),
+        };
+        match answer {
+            Ok(Answer::Forked(pid)) => Ok(Some(pid)),
+            Ok(Answer::Failed(why)) => {
+                Err(Error::other(format!("the zygote could not fork: {why}")))
             }
-            let handle = slot.as_ref().expect("set above");
-            let Some(sock) = handle.ready_fd() else {
-                return Err(Error::other("the zygote's connection is closed"));
-            };
-            match exchange(sock, request, fds) {
-                Ok(Answer::Forked(pid)) => return Ok(pid),
-                Ok(Answer::Failed(why)) => {
-                    return Err(Error::other(format!("the zygote could not fork: {why}")));
+            Err(e) => {
+                if let Some(mut dead) = slot.take() {
+                    let _ = dead.kill();
+                    let _ = dead.join_timeout(Duration::from_secs(5));
                 }
-                Err(e) => {
-                    // Dead or stuck: reap it, and start another once.
-                    if let Some(mut dead) = slot.take() {
-                        let _ = dead.kill();
-                        let _ = dead.join_timeout(Duration::from_secs(5));
+                // Whether it forked before it died: a child says hello on `mine`; with no
+                // child, the last copy of the other end went with the zygote.
+                match wire::recv(mine, Wait::timeout(Duration::from_secs(5))) {
+                    Err(WireError::Closed) => Ok(None),
+                    Ok(frame) => {
+                        if let Ok(crate::bootstrap::Hello::Ready { pid, .. }) = wire::decode(frame)
+                        {
+                            let mut child = Proc::forked(pid, None, None, None);
+                            let _ = child.kill();
+                            let _ = child.wait();
+                        }
+                        Err(e)
                     }
-                    if fresh {
-                        return Err(e);
-                    }
+                    Err(_) => Err(e),
                 }
             }
         }
+    }
+}
+
+fn lost(e: WireError) -> Error {
+    match e {
+        WireError::Closed => Error::other("the zygote exited"),
+        WireError::WouldBlock => Error::new(Repr::Timeout {
+            what: "waiting for the zygote".to_string(),
+            after: ANSWER_TIMEOUT,
+        }),
+        WireError::Io(e) => Error::io("cannot talk to the zygote", e),
     }
 }
 
 impl Zygote {
     /// Kills and reaps the zygote now, whoever else holds it (the next spawn starts another).
     pub(crate) fn stop(&self) {
-        let taken = self.inner.lock().unwrap_or_else(|e| e.into_inner()).take();
-        if let Some(mut handle) = taken {
-            // It holds nothing worth a grace period.
-            let _ = handle.kill();
-            let _ = handle.join_timeout(Duration::from_secs(5));
-        }
-    }
-}
-
-impl Drop for Zygote {
-    fn drop(&mut self) {
-        if Arc::strong_count(&self.inner) == 1 {
-            self.stop();
-        }
+        self.inner.stop();
     }
 }
 
@@ -255,23 +336,6 @@ fn start_one() -> Result<JoinHandle<()>> {
     let mut builder = Builder::new();
     builder.name("multiproc-zygote");
     builder.spawn_entry::<(), ()>(ZYGOTE_KEY, ())
-}
-
-fn exchange(sock: BorrowedFd<'_>, request: &Request, fds: &[OwnedFd]) -> Result<Answer> {
-    let wait = Wait::timeout(ANSWER_TIMEOUT);
-    let lost = |e: WireError| match e {
-        WireError::Closed => Error::other("the zygote exited"),
-        WireError::WouldBlock => Error::new(Repr::Timeout {
-            what: "waiting for the zygote".to_string(),
-            after: ANSWER_TIMEOUT,
-        }),
-        WireError::Io(e) => Error::io("cannot talk to the zygote", e),
-    };
-    wire::with_encoded(request, |bytes, _| wire::send(sock, None, bytes, fds, wait))
-        .map_err(Error::other)?
-        .map_err(lost)?;
-    let frame = wire::recv(sock, wait).map_err(lost)?;
-    wire::decode(frame).map_err(|e| Error::other(format!("the zygote's answer: {e}")))
 }
 
 fn dev_null() -> Result<OwnedFd> {
