@@ -302,15 +302,16 @@ impl<T: Serialize> Sender<T> {
     }
 
     fn send_wait(&self, value: &T, wait: Wait, timeout: Duration) -> Result<()> {
-        let sent = wire::with_encoded(value, |bytes, fds| {
+        let sent = wire::with_payload(value, |payload, fds| {
             let doorbell = Some(self.doorbell.as_fd());
             let sent = match &self.slots {
-                None => wire::send(self.sock.as_fd(), doorbell, bytes, fds, wait),
+                None => wire::send_payload(self.sock.as_fd(), doorbell, payload, fds, wait),
                 // Hang-up on our socket means the receiver is gone: stop waiting for room.
                 Some(slots) => slots
                     .acquire(Some((self.sock.as_fd(), 0)), wait)
                     .and_then(|()| {
-                        let sent = wire::send(self.sock.as_fd(), doorbell, bytes, fds, wait);
+                        let sent =
+                            wire::send_payload(self.sock.as_fd(), doorbell, payload, fds, wait);
                         if sent.is_err() {
                             slots.release();
                         }

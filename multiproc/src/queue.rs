@@ -193,7 +193,7 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
 
     fn put_wait(&self, item: &T, wait: Wait, timeout: Duration) -> Result<()> {
         let core = &*self.core;
-        let sent = wire::with_encoded(item, |bytes, fds| {
+        let sent = wire::with_payload(item, |payload, fds| {
             if let Some(slots) = &core.slots {
                 // The receiving socket reports read hang-up once the queue is closed.
                 if let Err(e) = slots.acquire(Some((core.rx.as_fd(), libc::POLLRDHUP)), wait) {
@@ -204,7 +204,7 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
             if let Some(tasks) = &core.tasks {
                 tasks.word(0).fetch_add(1, Ordering::AcqRel);
             }
-            let sent = wire::send(core.tx.as_fd(), None, bytes, fds, wait);
+            let sent = wire::send_payload(core.tx.as_fd(), None, payload, fds, wait);
             if sent.is_err() {
                 wire::not_sent();
                 if let Some(slots) = &core.slots {

@@ -543,6 +543,14 @@ fn recvmsg(sock: RawFd, buf: &mut [u8], flags: libc::c_int) -> io::Result<(usize
 
 /// A close-on-exec memfd holding `bytes`, sealed (see [`map_message`]).
 fn memfd_with(bytes: &[u8]) -> io::Result<OwnedFd> {
+    let file = std::fs::File::from(new_message_memfd()?);
+    file.write_all_at(bytes, 0)?;
+    seal(&file);
+    Ok(file.into())
+}
+
+/// A new close-on-exec memfd for a message, that can be sealed.
+fn new_message_memfd() -> io::Result<OwnedFd> {
     let name = c"multiproc-message";
     // SAFETY: name is a valid C string; the result is a new descriptor or -1.
     let fd =
@@ -551,12 +559,14 @@ fn memfd_with(bytes: &[u8]) -> io::Result<OwnedFd> {
         return Err(io::Error::last_os_error());
     }
     // SAFETY: fd is new and owned by nobody else.
-    let file = std::fs::File::from(unsafe { OwnedFd::from_raw_fd(fd) });
-    file.write_all_at(bytes, 0)?;
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// Seals a message's memfd: its size and contents are final.
+fn seal(file: &std::fs::File) {
     // SAFETY: fcntl on a descriptor we own. Unsealed, the message is still valid: the
     // receiver then reads it instead of mapping it.
     unsafe { libc::fcntl(file.as_raw_fd(), libc::F_ADD_SEALS, MESSAGE_SEALS) };
-    Ok(file.into())
 }
 
 /// A new, empty, close-on-exec memfd.
@@ -655,6 +665,174 @@ pub(crate) fn encode_each<T: Serialize>(
     OUTGOING.with(|o| o.replace(saved));
     MOVES.with(|m| m.replace(saved_moves));
     result
+}
+
+/// An encoded message on its way out: its bytes, or for a large one the sealed memfd they
+/// were written to as they were encoded, and their length.
+#[derive(Clone, Copy)]
+pub(crate) enum Payload<'a> {
+    Inline(&'a [u8]),
+    Memfd(&'a OwnedFd, u64),
+}
+
+/// How much of a spilled message is collected before it is written to its memfd.
+const SPILL_CHUNK: usize = 64 << 10;
+
+/// A postcard flavor that keeps a message in `buf` while it fits a datagram, and past that
+/// writes it to a memfd as it goes: a large message is copied once, straight from the value
+/// into the memfd, and the per-thread buffer never grows past a chunk.
+struct Spill<'a> {
+    buf: &'a mut Vec<u8>,
+    file: Option<std::fs::File>,
+    written: u64,
+    /// The system call that failed, if one did (postcard's errors carry no cause).
+    failed: &'a mut Option<io::Error>,
+}
+
+impl Spill<'_> {
+    fn io<T>(&mut self, r: io::Result<T>) -> postcard::Result<T> {
+        r.map_err(|e| {
+            *self.failed = Some(e);
+            postcard::Error::SerializeBufferFull
+        })
+    }
+
+    /// Writes what `buf` holds to the memfd, creating it first.
+    fn flush(&mut self) -> postcard::Result<()> {
+        use std::io::Write;
+        if self.file.is_none() {
+            let file = new_message_memfd().map(std::fs::File::from);
+            self.file = Some(self.io(file)?);
+        }
+        let file = self.file.as_mut().expect("created above");
+        let written = file.write_all(self.buf);
+        self.io(written)?;
+        self.written += self.buf.len() as u64;
+        self.buf.clear();
+        Ok(())
+    }
+}
+
+impl postcard::ser_flavors::Flavor for Spill<'_> {
+    type Output = Option<(std::fs::File, u64)>;
+
+    fn try_push(&mut self, byte: u8) -> postcard::Result<()> {
+        self.buf.push(byte);
+        let limit = if self.file.is_some() {
+            SPILL_CHUNK
+        } else {
+            INLINE_MAX
+        };
+        if self.buf.len() > limit {
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    fn try_extend(&mut self, data: &[u8]) -> postcard::Result<()> {
+        use std::io::Write;
+        if self.file.is_none() && self.buf.len() + data.len() <= INLINE_MAX {
+            self.buf.extend_from_slice(data);
+            return Ok(());
+        }
+        if data.len() < SPILL_CHUNK {
+            self.buf.extend_from_slice(data);
+            if self.buf.len() >= SPILL_CHUNK || self.file.is_none() {
+                self.flush()?;
+            }
+            return Ok(());
+        }
+        // A large slice (a `Bytes`, a string) goes straight from the value to the memfd.
+        self.flush()?;
+        let file = self.file.as_mut().expect("created by flush");
+        let written = file.write_all(data);
+        self.io(written)?;
+        self.written += data.len() as u64;
+        Ok(())
+    }
+
+    fn finalize(mut self) -> postcard::Result<Self::Output> {
+        if self.file.is_none() {
+            return Ok(None);
+        }
+        self.flush()?;
+        let file = self.file.take().expect("checked above");
+        seal(&file);
+        Ok(Some((file, self.written)))
+    }
+}
+
+/// Like [`with_encoded`], but a message too large for one datagram is written to a sealed
+/// memfd while it is encoded (see [`Spill`]); send the payload with [`send_payload`].
+pub(crate) fn with_payload<T: Serialize + ?Sized, R>(
+    value: &T,
+    use_frame: impl FnOnce(Payload<'_>, &[OwnedFd]) -> R,
+) -> Result<R, String> {
+    let mut buf = SCRATCH.with(|s| std::mem::take(&mut *s.borrow_mut()));
+    buf.clear();
+    let saved = OUTGOING.with(|o| o.replace(Some(Vec::new())));
+    let saved_moves = MOVES.with(|m| m.replace(Some(Vec::new())));
+    let mut failed = None;
+    let spill = Spill {
+        buf: &mut buf,
+        file: None,
+        written: 0,
+        failed: &mut failed,
+    };
+    let encoded = postcard::serialize_with_flavor(value, spill);
+    let fds = OUTGOING.with(|o| o.replace(saved)).unwrap_or_default();
+    let result = match (encoded, failed) {
+        (Ok(spilled), None) => {
+            let sent = NOT_SENT.with(|n| n.replace(false));
+            let result = match spilled {
+                None => use_frame(Payload::Inline(&buf), &fds),
+                Some((file, len)) => use_frame(Payload::Memfd(&OwnedFd::from(file), len), &fds),
+            };
+            if NOT_SENT.with(|n| n.replace(sent)) {
+                resume_moves();
+            }
+            Ok(result)
+        }
+        (_, Some(e)) => {
+            resume_moves();
+            Err(format!("cannot write a large message to memory: {e}"))
+        }
+        (Err(e), None) => {
+            resume_moves();
+            Err(describe(e))
+        }
+    };
+    // A spill leaves at most a chunk in the buffer; a message that stayed inline, its size.
+    SCRATCH.with(|s| *s.borrow_mut() = buf);
+    MOVES.with(|m| m.replace(saved_moves));
+    result
+}
+
+/// Sends what [`with_payload`] encoded.
+pub(crate) fn send_payload(
+    sock: BorrowedFd<'_>,
+    doorbell: Option<BorrowedFd<'_>>,
+    payload: Payload<'_>,
+    fds: &[OwnedFd],
+    wait: Wait,
+) -> Result<(), WireError> {
+    let (memfd, len) = match payload {
+        Payload::Inline(bytes) => return send(sock, doorbell, bytes, fds, wait),
+        Payload::Memfd(memfd, len) => (memfd, len),
+    };
+    if fds.len() > MAX_FDS {
+        return Err(WireError::Io(io::Error::other(format!(
+            "a message can carry at most {MAX_FDS} channel ends and memory regions, this one has {}",
+            fds.len()
+        ))));
+    }
+    let mut raw: Vec<RawFd> = Vec::with_capacity(fds.len() + 1);
+    raw.push(memfd.as_raw_fd());
+    raw.extend(fds.iter().map(|fd| fd.as_raw_fd()));
+    let mut header = [0u8; 9];
+    header[0] = TAG_MEMFD;
+    header[1..].copy_from_slice(&len.to_le_bytes());
+    send_datagram(sock, doorbell, &header, &[], &raw, wait)
 }
 
 /// Called inside [`with_encoded`]'s closure: the message was not sent, and the value goes
@@ -849,5 +1027,37 @@ mod tests {
         let frame = recv(b.as_fd(), Wait::Now).ok().unwrap();
         assert!(matches!(frame.bytes, Body::Heap(_)));
         assert_eq!(&*frame.bytes, &big[..]);
+    }
+
+    #[test]
+    fn a_large_value_is_encoded_straight_into_a_memfd() {
+        let (a, b) = socketpair().unwrap();
+        // A byte string well past one datagram, among small fields, and one just inline.
+        let big = (
+            7_u32,
+            crate::Bytes::from(vec![3_u8; INLINE_MAX * 5 + 17]),
+            "tail".to_string(),
+        );
+        let small = vec![1_u8; 100];
+        for _ in 0..2 {
+            let spilled = with_payload(&big, |payload, fds| {
+                assert!(matches!(payload, Payload::Memfd(_, len) if len > INLINE_MAX as u64));
+                send_payload(a.as_fd(), None, payload, fds, Wait::Now)
+            });
+            assert!(matches!(spilled, Ok(Ok(()))));
+            let inline = with_payload(&small, |payload, fds| {
+                assert!(matches!(payload, Payload::Inline(_)));
+                send_payload(a.as_fd(), None, payload, fds, Wait::Now)
+            });
+            assert!(matches!(inline, Ok(Ok(()))));
+            let frame = recv(b.as_fd(), Wait::Now).ok().unwrap();
+            assert!(matches!(frame.bytes, Body::Mapped(_)), "sealed, so mapped");
+            let got: (u32, crate::Bytes, String) = decode(frame).unwrap();
+            assert_eq!(got, big);
+            let frame = recv(b.as_fd(), Wait::Now).ok().unwrap();
+            assert_eq!(decode::<Vec<u8>>(frame).unwrap(), small);
+        }
+        // The encoding buffer did not grow to the message's size.
+        assert!(SCRATCH.with(|s| s.borrow().capacity()) < INLINE_MAX * 3);
     }
 }
