@@ -665,14 +665,7 @@ impl Builder {
         let mut relay = None;
         if early {
             let pid = child.id();
-            match self.send_start(&mine, &state, &who, pid, wait) {
-                Ok(r) => relay = r,
-                Err(e) => {
-                    let e = Self::start_error(e, &mut child, &who, timeout);
-                    reap(&mut child);
-                    return Err(e);
-                }
-            }
+            relay = self.start_or_reap(&mine, &state, &who, pid, &mut child, timeout)?;
         }
 
         let first = match wire::recv(mine.as_fd(), wait) {
@@ -725,14 +718,7 @@ impl Builder {
         };
         who.pid = Some(pid);
         if !early {
-            match self.send_start(&mine, &state, &who, pid, wait) {
-                Ok(r) => relay = r,
-                Err(e) => {
-                    let e = Self::start_error(e, &mut child, &who, timeout);
-                    reap(&mut child);
-                    return Err(e);
-                }
-            }
+            relay = self.start_or_reap(&mine, &state, &who, pid, &mut child, timeout)?;
         }
         crate::trace::spawned(&who.name, pid, self.zygote.is_some());
         let mut handle = JoinHandle::new(child, who, mine, self.limits);
@@ -779,6 +765,24 @@ impl Builder {
         })?
         .map_err(StartError::Wire)?;
         Ok(relay)
+    }
+
+    /// [`send_start`](Self::send_start), killing and reaping the child if it fails.
+    fn start_or_reap<T: Serialize>(
+        &self,
+        mine: &OwnedFd,
+        state: &T,
+        who: &Who,
+        pid: u32,
+        child: &mut Proc,
+        timeout: Duration,
+    ) -> Result<Option<std::thread::JoinHandle<()>>> {
+        self.send_start(mine, state, who, pid, Wait::timeout(timeout))
+            .map_err(|e| {
+                let e = Self::start_error(e, child, who, timeout);
+                reap(child);
+                e
+            })
     }
 
     /// The error for a start message that could not be sent.

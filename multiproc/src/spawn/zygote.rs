@@ -12,7 +12,7 @@
 
 use std::ffi::OsString;
 use std::fmt;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -205,7 +205,8 @@ impl Zygote {
                 Stdio::Prefixed if is_input => None,
                 Stdio::Null => Some(dev_null()?),
                 Stdio::Piped | Stdio::Prefixed => {
-                    let (read, write) = pipe()?;
+                    let (read, write) = super::posix::pipe()
+                        .map_err(|e| Error::io("cannot create a pipe for the child", e))?;
                     if is_input {
                         ours[i] = Some(write);
                         Some(read)
@@ -345,19 +346,6 @@ fn dev_null() -> Result<OwnedFd> {
         .open("/dev/null")
         .map(OwnedFd::from)
         .map_err(|e| Error::io("cannot open /dev/null", e))
-}
-
-fn pipe() -> Result<(OwnedFd, OwnedFd)> {
-    let mut fds = [0; 2];
-    // SAFETY: pipe2 writes two new descriptors into `fds`.
-    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } < 0 {
-        return Err(Error::io(
-            "cannot create a pipe for the child",
-            std::io::Error::last_os_error(),
-        ));
-    }
-    // SAFETY: both are new descriptors that nothing else owns.
-    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
 }
 
 /// The zygote's side: answers fork requests on `sock` until the parent hangs up or says stop.
