@@ -89,14 +89,7 @@ fn run(epoll: i32) {
         }
         let Ok(reactor) = reactor() else { return };
         for event in &events[..n as usize] {
-            let token = event.u64;
-            let taken = reactor
-                .waiting
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .remove(&token);
-            if let Some(registration) = taken {
-                reactor.forget(&registration.fd);
+            if let Some(registration) = reactor.take(event.u64) {
                 registration.shared.fire();
             }
         }
@@ -132,15 +125,17 @@ impl Reactor {
         Ok(token)
     }
 
-    fn cancel(&self, token: u64) {
+    /// Ends registration `token`, if it is still on: out of the map and the epoll set.
+    fn take(&self, token: u64) -> Option<Registration> {
         let taken = self
             .waiting
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .remove(&token);
-        if let Some(registration) = taken {
+        if let Some(registration) = &taken {
             self.forget(&registration.fd);
         }
+        taken
     }
 
     /// Takes a duplicate out of the epoll set before it is closed (epoll watches the open
@@ -199,7 +194,7 @@ impl Drop for Readable<'_> {
         if let Some((token, _)) = self.state.take()
             && let Ok(reactor) = reactor()
         {
-            reactor.cancel(token);
+            let _ = reactor.take(token);
         }
     }
 }

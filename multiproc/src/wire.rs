@@ -609,27 +609,44 @@ pub(crate) fn with_encoded<T: Serialize + ?Sized, R>(
     value: &T,
     use_frame: impl FnOnce(&[u8], &[OwnedFd]) -> R,
 ) -> Result<R, String> {
+    encoding(
+        |buf| {
+            *buf = postcard::to_extend(value, std::mem::take(buf)).map_err(describe)?;
+            Ok(())
+        },
+        |(), bytes, fds| use_frame(bytes, fds),
+    )
+}
+
+/// The context every encoding runs in: the per-thread buffer, and the descriptors and moved
+/// receivers the value's serialization records. `encode` fills the buffer (and may produce
+/// something besides, such as a memfd); `use_frame` gets that, the bytes and the descriptors.
+/// Receivers resume if encoding fails or `use_frame` calls [`not_sent`].
+fn encoding<X, R>(
+    encode: impl FnOnce(&mut Vec<u8>) -> Result<X, String>,
+    use_frame: impl FnOnce(X, &[u8], &[OwnedFd]) -> R,
+) -> Result<R, String> {
     let mut buf = SCRATCH.with(|s| std::mem::take(&mut *s.borrow_mut()));
     buf.clear();
     let saved = OUTGOING.with(|o| o.replace(Some(Vec::new())));
     let saved_moves = MOVES.with(|m| m.replace(Some(Vec::new())));
-    let encoded = postcard::to_extend(value, buf);
+    let encoded = encode(&mut buf);
     let fds = OUTGOING.with(|o| o.replace(saved)).unwrap_or_default();
     let result = match encoded {
-        Ok(buf) => {
+        Ok(extra) => {
             let sent = NOT_SENT.with(|n| n.replace(false));
-            let result = use_frame(&buf, &fds);
+            let result = use_frame(extra, &buf, &fds);
             if NOT_SENT.with(|n| n.replace(sent)) {
                 resume_moves();
             }
-            SCRATCH.with(|s| *s.borrow_mut() = buf);
             Ok(result)
         }
         Err(e) => {
             resume_moves();
-            Err(describe(e))
+            Err(e)
         }
     };
+    SCRATCH.with(|s| *s.borrow_mut() = buf);
     MOVES.with(|m| m.replace(saved_moves));
     result
 }
@@ -768,44 +785,27 @@ pub(crate) fn with_payload<T: Serialize + ?Sized, R>(
     value: &T,
     use_frame: impl FnOnce(Payload<'_>, &[OwnedFd]) -> R,
 ) -> Result<R, String> {
-    let mut buf = SCRATCH.with(|s| std::mem::take(&mut *s.borrow_mut()));
-    buf.clear();
-    let saved = OUTGOING.with(|o| o.replace(Some(Vec::new())));
-    let saved_moves = MOVES.with(|m| m.replace(Some(Vec::new())));
-    let mut failed = None;
-    let spill = Spill {
-        buf: &mut buf,
-        file: None,
-        written: 0,
-        failed: &mut failed,
-    };
-    let encoded = postcard::serialize_with_flavor(value, spill);
-    let fds = OUTGOING.with(|o| o.replace(saved)).unwrap_or_default();
-    let result = match (encoded, failed) {
-        (Ok(spilled), None) => {
-            let sent = NOT_SENT.with(|n| n.replace(false));
-            let result = match spilled {
-                None => use_frame(Payload::Inline(&buf), &fds),
-                Some((file, len)) => use_frame(Payload::Memfd(&OwnedFd::from(file), len), &fds),
-            };
-            if NOT_SENT.with(|n| n.replace(sent)) {
-                resume_moves();
-            }
-            Ok(result)
-        }
-        (_, Some(e)) => {
-            resume_moves();
-            Err(format!("cannot write a large message to memory: {e}"))
-        }
-        (Err(e), None) => {
-            resume_moves();
-            Err(describe(e))
-        }
-    };
     // A spill leaves at most a chunk in the buffer; a message that stayed inline, its size.
-    SCRATCH.with(|s| *s.borrow_mut() = buf);
-    MOVES.with(|m| m.replace(saved_moves));
-    result
+    encoding(
+        |buf| {
+            let mut failed = None;
+            let spill = Spill {
+                buf,
+                file: None,
+                written: 0,
+                failed: &mut failed,
+            };
+            match (postcard::serialize_with_flavor(value, spill), failed) {
+                (Ok(spilled), None) => Ok(spilled),
+                (_, Some(e)) => Err(format!("cannot write a large message to memory: {e}")),
+                (Err(e), None) => Err(describe(e)),
+            }
+        },
+        |spilled, bytes, fds| match spilled {
+            None => use_frame(Payload::Inline(bytes), fds),
+            Some((file, len)) => use_frame(Payload::Memfd(&OwnedFd::from(file), len), fds),
+        },
+    )
 }
 
 /// Sends what [`with_payload`] encoded.
