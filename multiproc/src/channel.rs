@@ -291,10 +291,7 @@ impl<T: Serialize> Sender<T> {
                 Ok(Err(e)) => return Err(e),
                 Err(message) => {
                     flush(&mut batch)?;
-                    return Err(Error::new(Repr::Serialize {
-                        type_name: type_name::<T>(),
-                        message,
-                    }));
+                    return Err(Error::serialize::<T>(message));
                 }
             }
         }
@@ -323,12 +320,7 @@ impl<T: Serialize> Sender<T> {
             }
             sent
         })
-        .map_err(|message| {
-            Error::new(Repr::Serialize {
-                type_name: type_name::<T>(),
-                message,
-            })
-        })?;
+        .map_err(|message| Error::serialize::<T>(message))?;
         sent.map_err(|e| self.wire_error(e, wait, timeout))
     }
 

@@ -304,6 +304,14 @@ impl Error {
         self.stderr_tail.as_deref()
     }
 
+    /// The error for a value of type `T` that could not be encoded.
+    pub(crate) fn serialize<T: ?Sized>(message: String) -> Self {
+        Error::new(Repr::Serialize {
+            type_name: std::any::type_name::<T>(),
+            message,
+        })
+    }
+
     pub(crate) fn io(context: impl Into<String>, source: io::Error) -> Self {
         Error::new(Repr::Io {
             context: context.into(),

@@ -489,8 +489,9 @@ impl Pool {
     ///
     /// # Errors
     ///
-    /// Before any task runs: the function is not a `#[process]`, an item cannot be encoded,
-    /// the pool is closed.
+    /// Before any task runs: the function is not a `#[process]`, the pool is closed. An item
+    /// that cannot be encoded: items go to the workers while later ones are still being
+    /// encoded, so tasks before it may have run.
     pub fn imap<F, A, I>(&self, f: F, items: I) -> Result<Imap<F::Output>>
     where
         F: ProcessFn<(A,)>,
@@ -778,14 +779,8 @@ impl Pool {
             let mut args = Vec::new();
             let mut spans = Vec::new();
             let batch = items.by_ref().take(batch_size);
-            wire::encode_each(batch, &mut args, |range, fds| spans.push((range, fds))).map_err(
-                |message| {
-                    Error::new(Repr::Serialize {
-                        type_name: type_name::<A>(),
-                        message,
-                    })
-                },
-            )?;
+            wire::encode_each(batch, &mut args, |range, fds| spans.push((range, fds)))
+                .map_err(|message| Error::serialize::<A>(message))?;
             if !spans.is_empty() {
                 let chunk = per_call.unwrap_or_else(|| chunk.take().map_or(1, |c| c(spans.len())));
                 let call = Arc::new(Call {
@@ -862,12 +857,7 @@ fn encode_into<A: Serialize>(value: &A, out: &mut Vec<u8>) -> Result<Vec<OwnedFd
             .map(|fd| fd.try_clone())
             .collect::<std::io::Result<Vec<_>>>()
     })
-    .map_err(|message| {
-        Error::new(Repr::Serialize {
-            type_name: type_name::<A>(),
-            message,
-        })
-    })?
+    .map_err(|message| Error::serialize::<A>(message))?
     .map_err(|e| Error::io("cannot copy a task's descriptors", e))
 }
 
@@ -910,10 +900,7 @@ fn outcome<R: DeserializeOwned>(
             who: who.clone(),
             panic,
         })),
-        Outcome::OutputNotSerializable { message, .. } => Err(Error::new(Repr::Serialize {
-            type_name: type_name::<R>(),
-            message,
-        })),
+        Outcome::OutputNotSerializable { message, .. } => Err(Error::serialize::<R>(message)),
         Outcome::StateNotDeserializable { type_name, message } => Err(Error::other(format!(
             "{who} could not decode a task's arguments `{type_name}`: {message}"
         ))),

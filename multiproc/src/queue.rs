@@ -216,12 +216,7 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
             }
             sent
         })
-        .map_err(|message| {
-            Error::new(Repr::Serialize {
-                type_name: type_name::<T>(),
-                message,
-            })
-        })?;
+        .map_err(|message| Error::serialize::<T>(message))?;
         sent.map_err(|e| match e {
             WireError::Closed => Error::new(Repr::Closed {
                 what: format!("cannot put a {}: the queue is closed", type_name::<T>()),

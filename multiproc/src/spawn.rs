@@ -757,12 +757,7 @@ impl Builder {
         wire::with_encoded(state, |bytes, fds| {
             wire::send(mine.as_fd(), None, bytes, fds, wait)
         })
-        .map_err(|message| {
-            StartError::Other(Error::new(Repr::Serialize {
-                type_name: type_name::<T>(),
-                message,
-            }))
-        })?
+        .map_err(|message| StartError::Other(Error::serialize::<T>(message)))?
         .map_err(StartError::Wire)?;
         Ok(relay)
     }

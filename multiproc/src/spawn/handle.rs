@@ -466,10 +466,7 @@ where
             Some(Outcome::Returned(value)) => Ok(value),
             Some(Outcome::Panicked(panic)) => Err(Error::new(Repr::Panicked { who, panic })),
             Some(Outcome::OutputNotSerializable { message, .. }) => {
-                Err(Error::new(Repr::Serialize {
-                    type_name: type_name::<R>(),
-                    message,
-                }))
+                Err(Error::serialize::<R>(message))
             }
             Some(Outcome::StateNotDeserializable { type_name, message }) => Err(Error::other(
                 format!("{who} could not decode its state `{type_name}`: {message}"),
