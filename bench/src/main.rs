@@ -97,51 +97,8 @@ fn main() -> multiproc::Result<()> {
     multiproc::init();
 
     let quick = std::env::args().any(|a| a == "--quick");
-    if std::env::args().any(|a| a == "--map-loop") {
-        // Pool.map of 200k trivial tasks, 20 times: for profiling the pool's per-task path.
-        let pool = multiproc::Pool::new(2)?;
-        for _ in 0..20 {
-            let t = Instant::now();
-            pool.map(double, 0..200_000_u64)?;
-            println!("{:.3e} tasks/s", 200_000.0 / t.elapsed().as_secs_f64());
-        }
-        return Ok(());
-    }
-    if std::env::args().any(|a| a == "--small-loop") {
-        // 64 B Bytes one-way, 10 times 200k messages: for profiling small messages.
-        for _ in 0..10 {
-            let secs = one_way(sink_bytes, 200_000, || Bytes::from(vec![0_u8; 64]))?;
-            println!("{:.3e} msg/s", 200_000.0 / secs);
-        }
-        return Ok(());
-    }
-    if std::env::args().any(|a| a == "--many-loop") {
-        // 64 B Bytes one-way with send_many, 10 times 2M messages: for profiling batches.
-        for _ in 0..10 {
-            let n = 2_000_000;
-            let secs = one_way_batched(sink_bytes, n, 1_000, || Bytes::from(vec![0_u8; 64]))?;
-            println!("{:.3e} msg/s", n as f64 / secs);
-        }
-        return Ok(());
-    }
-    if std::env::args().any(|a| a == "--bytes-loop") {
-        // 1 MiB Bytes one-way, 10 times 500 messages: for profiling large messages.
-        for _ in 0..10 {
-            let data = vec![1_u8; 1 << 20];
-            let secs = one_way(sink_bytes, 500, || Bytes::from(data.as_slice()))?;
-            println!("{:.2} GB/s", (500 << 20) as f64 / secs / 1e9);
-        }
-        return Ok(());
-    }
-    if std::env::args().any(|a| a == "--chunksize1-loop") {
-        // The same with one task per chunk: for profiling the per-chunk path.
-        let pool = multiproc::Pool::builder().workers(2).chunksize(1).build()?;
-        for _ in 0..10 {
-            let t = Instant::now();
-            pool.map(double, 0..50_000_u64)?;
-            println!("{:.3e} tasks/s", 50_000.0 / t.elapsed().as_secs_f64());
-        }
-        return Ok(());
+    if let Some(flag) = std::env::args().find(|a| a.ends_with("-loop")) {
+        return profile_loop(&flag);
     }
     if std::env::args().any(|a| a == "--pools") {
         // Only the pool rows: for profiling them.
@@ -772,6 +729,61 @@ fn multiproc_round_trip(n: usize) -> multiproc::Result<Samples> {
 
 /// Re-runs this binary with `role` set to a socket path, and accepts its connection: the
 /// baseline child. Returns the child, the stream and the temporary directory to remove.
+/// Repeats one workload for `perf record`, printing its rate each round: `--map-loop`,
+/// `--chunksize1-loop`, `--small-loop`, `--many-loop`, `--bytes-loop`.
+fn profile_loop(flag: &str) -> multiproc::Result<()> {
+    // Rounds, work per round, its unit, and one round's duration in seconds.
+    let repeat = |rounds: usize,
+                  work: f64,
+                  unit: &str,
+                  round: &mut dyn FnMut() -> multiproc::Result<f64>|
+     -> multiproc::Result<()> {
+        for _ in 0..rounds {
+            println!("{:.3e} {unit}", work / round()?);
+        }
+        Ok(())
+    };
+    let timed = |f: &mut dyn FnMut() -> multiproc::Result<()>| {
+        let t = Instant::now();
+        f().map(|()| t.elapsed().as_secs_f64())
+    };
+    match flag {
+        // Pool.map of 200k trivial tasks: the pool's per-task path.
+        "--map-loop" => {
+            let pool = multiproc::Pool::new(2)?;
+            repeat(20, 200_000.0, "tasks/s", &mut || {
+                timed(&mut || pool.map(double, 0..200_000_u64).map(drop))
+            })
+        }
+        // The same with one task per chunk: the per-chunk path.
+        "--chunksize1-loop" => {
+            let pool = multiproc::Pool::builder().workers(2).chunksize(1).build()?;
+            repeat(10, 50_000.0, "tasks/s", &mut || {
+                timed(&mut || pool.map(double, 0..50_000_u64).map(drop))
+            })
+        }
+        // 64 B Bytes one-way, one message at a time.
+        "--small-loop" => repeat(10, 200_000.0, "msg/s", &mut || {
+            one_way(sink_bytes, 200_000, || Bytes::from(vec![0_u8; 64]))
+        }),
+        // The same with send_many.
+        "--many-loop" => repeat(10, 2e6, "msg/s", &mut || {
+            one_way_batched(sink_bytes, 2_000_000, 1_000, || Bytes::from(vec![0_u8; 64]))
+        }),
+        // 1 MiB Bytes one-way: large messages.
+        "--bytes-loop" => {
+            let data = vec![1_u8; 1 << 20];
+            repeat(10, (500 << 20) as f64 / 1e9, "GB/s", &mut || {
+                one_way(sink_bytes, 500, || Bytes::from(data.as_slice()))
+            })
+        }
+        other => Err(multiproc::Error::other(format!(
+            "unknown flag {other}: the loops are --map-loop, --chunksize1-loop, \
+             --small-loop, --many-loop and --bytes-loop"
+        ))),
+    }
+}
+
 /// Minor page faults of all reaped children so far.
 fn child_minor_faults() -> i64 {
     // SAFETY: getrusage fills the struct it is given.
