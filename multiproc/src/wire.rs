@@ -431,6 +431,7 @@ pub(crate) fn recv(sock: BorrowedFd<'_>, wait: Wait) -> Result<Frame, WireError>
         Wait::Forever => 0,
         _ => libc::MSG_DONTWAIT,
     };
+    let mut reset = false;
     loop {
         let received = RECV_BUF.with(|buf| {
             let mut buf = buf.borrow_mut();
@@ -448,6 +449,10 @@ pub(crate) fn recv(sock: BorrowedFd<'_>, wait: Wait) -> Result<Frame, WireError>
                     }
                 }
                 Some(libc::EINTR) => {}
+                // The peer closed with unread data on its own side. The kernel reports that
+                // once, before any message still queued here: read on, and those messages
+                // come, then the end of file. A second report means nothing is left.
+                Some(libc::ECONNRESET) if !reset => reset = true,
                 Some(libc::ECONNRESET) => return Err(WireError::Closed),
                 _ => return Err(WireError::Io(e)),
             },
@@ -1059,5 +1064,29 @@ mod tests {
         }
         // The encoding buffer did not grow to the message's size.
         assert!(SCRATCH.with(|s| s.borrow().capacity()) < INLINE_MAX * 3);
+    }
+
+    #[test]
+    fn a_message_sent_before_a_reset_is_still_received() {
+        let (a, b) = socketpair().unwrap();
+        // `b` leaves a message unread on its own side, sends one to `a`, and closes: the
+        // kernel then reports ECONNRESET to `a` once, ahead of the message.
+        with_encoded(&1_u8, |bytes, fds| {
+            send(a.as_fd(), None, bytes, fds, Wait::Now)
+        })
+        .unwrap()
+        .ok()
+        .unwrap();
+        with_encoded(&2_u8, |bytes, fds| {
+            send(b.as_fd(), None, bytes, fds, Wait::Now)
+        })
+        .unwrap()
+        .ok()
+        .unwrap();
+        drop(b);
+        // The message, not the reset.
+        let frame = recv(a.as_fd(), Wait::Now).ok().unwrap();
+        assert_eq!(decode::<u8>(frame).unwrap(), 2);
+        assert!(matches!(recv(a.as_fd(), Wait::Now), Err(WireError::Closed)));
     }
 }
