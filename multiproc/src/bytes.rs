@@ -6,9 +6,10 @@ use std::ops::{Deref, DerefMut};
 
 use std::sync::Arc;
 
-use crate::shm::Region;
-use serde::de::{self, Visitor};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use crate::ipc::codec::{self, ByteBlock, ByteBuf};
+use crate::ipc::shm::Region;
 
 /// A byte buffer that crosses processes as one block.
 ///
@@ -104,34 +105,13 @@ impl fmt::Debug for Bytes {
 
 impl Serialize for Bytes {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_bytes(&self.0)
+        ByteBlock(&self.0).serialize(s)
     }
 }
 
 impl<'de> Deserialize<'de> for Bytes {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct BytesVisitor;
-        impl<'de> Visitor<'de> for BytesVisitor {
-            type Value = Bytes;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a byte string")
-            }
-            fn visit_bytes<E: de::Error>(self, v: &[u8]) -> Result<Bytes, E> {
-                Ok(Bytes(v.to_vec()))
-            }
-            fn visit_byte_buf<E: de::Error>(self, v: Vec<u8>) -> Result<Bytes, E> {
-                Ok(Bytes(v))
-            }
-            // Formats without byte strings send a sequence.
-            fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<Bytes, A::Error> {
-                let mut v = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(1 << 20));
-                while let Some(b) = seq.next_element()? {
-                    v.push(b);
-                }
-                Ok(Bytes(v))
-            }
-        }
-        d.deserialize_byte_buf(BytesVisitor)
+        ByteBuf::deserialize(d).map(|b| Bytes(b.0))
     }
 }
 
@@ -230,16 +210,16 @@ impl fmt::Debug for SharedMemory {
 
 impl Serialize for SharedMemory {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        crate::wire::attach_fd(self.0.fd(), "SharedMemory")?.serialize(s)
+        codec::attach_fd(self.0.fd(), "SharedMemory")?.serialize(s)
     }
 }
 
 impl<'de> Deserialize<'de> for SharedMemory {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let index = u32::deserialize(d)?;
-        let fd = crate::wire::take_fd(index, "SharedMemory")?;
+        let fd = codec::take_fd(index, "SharedMemory")?;
         let region = Region::from_fd(fd)
-            .map_err(|e| crate::wire::de_error(format!("cannot map a shared region: {e}")))?;
+            .map_err(|e| codec::de_error(format!("cannot map a shared region: {e}")))?;
         Ok(SharedMemory(Arc::new(region)))
     }
 }

@@ -25,9 +25,12 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::error::{Error, Repr, Result, TrySendError};
-use crate::pump::{Inbox, Received};
-use crate::shm::Slots;
-use crate::wire::{self, Frame, Wait, WireError};
+use crate::ipc::codec as wire;
+use crate::ipc::frame::{self, Frame, WireError};
+use crate::ipc::pump::{self, Inbox, Received};
+use crate::ipc::shm::Slots;
+use crate::select::{self, Selectable, Source};
+use crate::sys::{self, Wait};
 
 /// Creates a typed channel between processes, std's `mpsc::channel` across process bounds.
 ///
@@ -96,8 +99,8 @@ where
 }
 
 fn make<T>(capacity: Option<usize>) -> Result<(Sender<T>, Receiver<T>)> {
-    let (tx, rx) = wire::socketpair().map_err(|e| Error::io("cannot create a channel", e))?;
-    let doorbell = crate::pump::doorbell().map_err(|e| Error::io("cannot create a channel", e))?;
+    let (tx, rx) = sys::socketpair().map_err(|e| Error::io("cannot create a channel", e))?;
+    let doorbell = pump::doorbell().map_err(|e| Error::io("cannot create a channel", e))?;
     let slots = match capacity {
         Some(n) => {
             Some(Arc::new(Slots::new(n).map_err(|e| {
@@ -266,8 +269,8 @@ impl<T: Serialize> Sender<T> {
         }
         let sock = self.sock.as_fd();
         let doorbell = Some(self.doorbell.as_fd());
-        let mut batch = wire::Batch::new();
-        let flush = |batch: &mut wire::Batch| {
+        let mut batch = frame::Batch::new();
+        let flush = |batch: &mut frame::Batch| {
             batch
                 .flush(sock, doorbell, Wait::Forever)
                 .map_err(|e| self.wire_error(e, Wait::Forever, Duration::MAX))
@@ -282,7 +285,7 @@ impl<T: Serialize> Sender<T> {
                     return Ok(true);
                 }
                 // Too big for a batch, or it carries descriptors: on its own.
-                wire::send(sock, doorbell, bytes, fds, Wait::Forever)
+                frame::send(sock, doorbell, bytes, fds, Wait::Forever)
                     .map(|()| false)
                     .map_err(|e| self.wire_error(e, Wait::Forever, Duration::MAX))
             });
@@ -302,13 +305,13 @@ impl<T: Serialize> Sender<T> {
         let sent = wire::with_payload(value, |payload, fds| {
             let doorbell = Some(self.doorbell.as_fd());
             let sent = match &self.slots {
-                None => wire::send_payload(self.sock.as_fd(), doorbell, payload, fds, wait),
+                None => frame::send_payload(self.sock.as_fd(), doorbell, payload, fds, wait),
                 // Hang-up on our socket means the receiver is gone: stop waiting for room.
                 Some(slots) => slots
                     .acquire(Some((self.sock.as_fd(), 0)), wait)
                     .and_then(|()| {
                         let sent =
-                            wire::send_payload(self.sock.as_fd(), doorbell, payload, fds, wait);
+                            frame::send_payload(self.sock.as_fd(), doorbell, payload, fds, wait);
                         if sent.is_err() {
                             slots.release();
                         }
@@ -325,26 +328,31 @@ impl<T: Serialize> Sender<T> {
     }
 
     fn wire_error(&self, e: WireError, wait: Wait, timeout: Duration) -> Error {
-        match e {
-            WireError::Closed => disconnected_send(type_name::<T>()),
-            WireError::WouldBlock if matches!(wait, Wait::Now) => Error::new(Repr::Full {
-                what: match self.capacity {
-                    Some(n) => format!(
-                        "cannot send a {}: the channel is full ({n} messages in flight)",
-                        type_name::<T>()
-                    ),
-                    None => format!(
-                        "cannot send a {}: the receiver's socket buffer is full",
-                        type_name::<T>()
-                    ),
-                },
-            }),
-            WireError::WouldBlock => Error::new(Repr::Timeout {
-                what: format!("sending a {}", type_name::<T>()),
-                after: timeout,
-            }),
-            WireError::Io(e) => Error::io(format!("cannot send a {}", type_name::<T>()), e),
-        }
+        let attempt = Attempt {
+            verb: "send",
+            doing: "sending",
+            type_name: type_name::<T>(),
+            wait,
+            timeout,
+        };
+        attempt.error(
+            e,
+            || disconnected_send(type_name::<T>()),
+            || {
+                Error::new(Repr::Full {
+                    what: match self.capacity {
+                        Some(n) => format!(
+                            "cannot send a {}: the channel is full ({n} messages in flight)",
+                            type_name::<T>()
+                        ),
+                        None => format!(
+                            "cannot send a {}: the receiver's socket buffer is full",
+                            type_name::<T>()
+                        ),
+                    },
+                })
+            },
+        )
     }
 }
 
@@ -445,7 +453,7 @@ impl<T: DeserializeOwned> Receiver<T> {
                 Err(e) if e.kind() == crate::ErrorKind::Empty => {}
                 other => return other,
             }
-            crate::reactor::ready(crate::select::Selectable::__source(&*self)).await?;
+            select::ready(self.__source()).await?;
         }
     }
 
@@ -472,21 +480,29 @@ impl<T: DeserializeOwned> Receiver<T> {
 
     fn recv_wait(&self, wait: Wait, timeout: Duration) -> Result<T> {
         let what = type_name::<T>();
-        match self.inbox.recv(wait) {
+        let failed = match self.inbox.recv(wait) {
             Ok(Received::Frame(frame)) => {
                 if let Some(slots) = &self.slots {
                     slots.release();
                 }
-                decode(frame)
+                return decode(frame);
             }
-            Ok(Received::Closed) => Err(disconnected_recv(what)),
-            Ok(Received::Nothing) if matches!(wait, Wait::Now) => Err(Error::new(Repr::Empty)),
-            Ok(Received::Nothing) => Err(Error::new(Repr::Timeout {
-                what: format!("receiving a {what}"),
-                after: timeout,
-            })),
-            Err(e) => Err(Error::io(format!("cannot receive a {what}"), e)),
-        }
+            Ok(Received::Closed) => WireError::Closed,
+            Ok(Received::Nothing) => WireError::WouldBlock,
+            Err(e) => WireError::Io(e),
+        };
+        let attempt = Attempt {
+            verb: "receive",
+            doing: "receiving",
+            type_name: what,
+            wait,
+            timeout,
+        };
+        Err(attempt.error(
+            failed,
+            || disconnected_recv(what),
+            || Error::new(Repr::Empty),
+        ))
     }
 
     /// A blocking iterator over the messages, ending once every sender is gone.
@@ -703,6 +719,44 @@ impl<'de, T> Deserialize<'de> for Receiver<T> {
             _type: PhantomData,
             _not_sync: PhantomData,
         })
+    }
+}
+
+impl<T> Selectable for Receiver<T> {
+    fn __source(&self) -> Source<'_> {
+        Source::inbox(self.inbox())
+    }
+}
+
+/// A mailbox operation that did not complete: how its [`WireError`] reads to the user.
+pub(crate) struct Attempt {
+    /// What it tried: "send", "put", "receive", "get".
+    pub(crate) verb: &'static str,
+    /// The same as a gerund: "sending", ...
+    pub(crate) doing: &'static str,
+    pub(crate) type_name: &'static str,
+    pub(crate) wait: Wait,
+    pub(crate) timeout: Duration,
+}
+
+impl Attempt {
+    /// The error for `e`: `closed()` when the other side is gone, `now()` when a try found
+    /// nothing to do at once (full, or empty), else a timeout or an I/O error.
+    pub(crate) fn error(
+        &self,
+        e: WireError,
+        closed: impl FnOnce() -> Error,
+        now: impl FnOnce() -> Error,
+    ) -> Error {
+        match e {
+            WireError::Closed => closed(),
+            WireError::WouldBlock if matches!(self.wait, Wait::Now) => now(),
+            WireError::WouldBlock => Error::new(Repr::Timeout {
+                what: format!("{} a {}", self.doing, self.type_name),
+                after: self.timeout,
+            }),
+            WireError::Io(e) => Error::io(format!("cannot {} a {}", self.verb, self.type_name), e),
+        }
     }
 }
 

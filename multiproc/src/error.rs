@@ -219,30 +219,12 @@ fn known_hint(known: &[String]) -> String {
     }
 }
 
-/// The name of a signal number, e.g. `SIGKILL` for 9.
+/// The name of a signal number, e.g. `9 (SIGKILL)` for 9.
 pub(crate) fn signal_name(signal: i32) -> String {
-    let name = match signal {
-        libc::SIGHUP => "SIGHUP",
-        libc::SIGINT => "SIGINT",
-        libc::SIGQUIT => "SIGQUIT",
-        libc::SIGILL => "SIGILL",
-        libc::SIGTRAP => "SIGTRAP",
-        libc::SIGABRT => "SIGABRT",
-        libc::SIGBUS => "SIGBUS",
-        libc::SIGFPE => "SIGFPE",
-        libc::SIGKILL => "SIGKILL",
-        libc::SIGUSR1 => "SIGUSR1",
-        libc::SIGSEGV => "SIGSEGV",
-        libc::SIGUSR2 => "SIGUSR2",
-        libc::SIGPIPE => "SIGPIPE",
-        libc::SIGALRM => "SIGALRM",
-        libc::SIGTERM => "SIGTERM",
-        libc::SIGXCPU => "SIGXCPU",
-        libc::SIGXFSZ => "SIGXFSZ",
-        libc::SIGSYS => "SIGSYS",
-        _ => return format!("{signal}"),
-    };
-    format!("{signal} ({name})")
+    match crate::sys::signal_name(signal) {
+        Some(name) => format!("{signal} ({name})"),
+        None => format!("{signal}"),
+    }
 }
 
 /// The error type of every fallible multiproc operation.
@@ -408,8 +390,8 @@ impl Error {
     pub fn signal(&self) -> Option<i32> {
         match &*self.repr {
             Repr::Signaled { signal, .. } => Some(*signal),
-            Repr::MemoryLimit { .. } => Some(libc::SIGABRT),
-            Repr::CpuLimit { .. } => Some(libc::SIGXCPU),
+            Repr::MemoryLimit { .. } => Some(crate::sys::SIGABRT),
+            Repr::CpuLimit { .. } => Some(crate::sys::SIGXCPU),
             _ => None,
         }
     }
@@ -641,7 +623,7 @@ mod tests {
         };
         let e = Error::new(Repr::Signaled {
             who,
-            signal: libc::SIGKILL,
+            signal: crate::sys::SIGKILL,
         });
         assert_eq!(
             e.to_string(),

@@ -91,37 +91,35 @@
 #![warn(missing_docs)]
 #![doc(test(attr(deny(warnings))))]
 
-mod bootstrap;
+// The layers, bottom up; each imports only from those above it in this list (see
+// ARCHITECTURE.md).
 mod bytes;
 /// Typed channels; the iterator types live here, [`channel()`] and its ends at the root.
 pub mod channel;
+mod child;
 mod error;
-mod output;
-mod panic;
+mod hook;
+mod ipc;
 mod pipe;
 mod pool;
-mod pump;
+mod proto;
 mod queue;
-mod reactor;
 mod registry;
 mod select;
 mod service;
-mod shm;
 mod shutdown;
 mod spawn;
 mod supervisor;
 mod sys;
-mod testing;
 mod trace;
-mod wire;
 
 #[doc(hidden)]
 #[path = "private.rs"]
 pub mod __private;
 
-pub use self::bootstrap::init;
 pub use self::bytes::{Bytes, SharedMemory};
 pub use self::channel::{Receiver, Sender, bounded, channel};
+pub use self::child::init;
 pub use self::error::{Error, ErrorKind, RemotePanic, Result, TrySendError};
 pub use self::pipe::{PipeEnd, pipe};
 pub use self::pool::{AsyncResult, Imap, ImapUnordered, Pool, PoolBuilder};

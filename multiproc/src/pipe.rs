@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::channel::{Receiver, Sender, channel};
 use crate::error::Result;
+use crate::select::{Selectable, Source};
 
 /// One end of a [`pipe`]: sends `S` to the other end and receives `R` from it.
 ///
@@ -138,9 +139,9 @@ where
     }
 }
 
-impl<S, R> PipeEnd<S, R> {
-    pub(crate) fn receiver(&self) -> &Receiver<R> {
-        &self.rx
+impl<S, R> Selectable for PipeEnd<S, R> {
+    fn __source(&self) -> Source<'_> {
+        self.rx.__source()
     }
 }
 

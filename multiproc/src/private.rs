@@ -5,9 +5,8 @@ pub use core::any::type_name;
 pub use inventory;
 pub use serde;
 
-pub use crate::bootstrap::ChildContext;
-pub use crate::pool::TaskInput;
-pub use crate::registry::EntryPoint;
+pub use crate::proto::ChildContext;
+pub use crate::registry::{EntryPoint, TaskInput};
 pub use crate::select::Source;
 pub use crate::spawn::Process;
 
@@ -20,12 +19,12 @@ where
     P: Process + Transferable,
     P::Output: Transferable,
 {
-    crate::bootstrap::child_main(ctx, P::__run)
+    crate::child::child_main(ctx, P::__run)
 }
 
 /// The hook `#[multiproc::test]` puts first in a test.
 pub fn test_hook(module_path: &str, fn_name: &str) {
-    crate::testing::hook(module_path, fn_name)
+    crate::child::test_hook(module_path, fn_name)
 }
 
 /// A value that can cross a process boundary: `Serialize + DeserializeOwned`. Exists for its
@@ -51,7 +50,7 @@ where
     A: Transferable,
     R: Transferable,
 {
-    crate::bootstrap::child_main(ctx, call)
+    crate::child::child_main(ctx, call)
 }
 
 /// Runs one pool task of a `#[process]` fn: `call` unpacks the argument tuple.

@@ -9,7 +9,7 @@
 use std::any::type_name;
 use std::fmt;
 use std::marker::PhantomData;
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, OwnedFd};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -17,9 +17,14 @@ use std::time::Duration;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+use crate::channel::Attempt;
 use crate::error::{Error, Repr, Result, TrySendError};
-use crate::shm::{self, Region, Slots};
-use crate::wire::{self, Wait, WireError};
+use crate::ipc::codec as wire;
+use crate::ipc::frame;
+use crate::ipc::reactor;
+use crate::ipc::shm::{Region, Slots};
+use crate::select::{Selectable, Source};
+use crate::sys::{self, Wait};
 
 /// A multi-producer, multi-consumer queue shared by any number of processes: Python's
 /// `multiprocessing.Queue`, typed.
@@ -108,7 +113,7 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
     }
 
     fn make(maxsize: Option<usize>, joinable: bool) -> Result<Self> {
-        let (tx, rx) = wire::socketpair().map_err(|e| Error::io("cannot create a queue", e))?;
+        let (tx, rx) = sys::socketpair().map_err(|e| Error::io("cannot create a queue", e))?;
         let slots = match maxsize {
             Some(n) => {
                 Some(Slots::new(n).map_err(|e| Error::io("cannot create a queue's semaphore", e))?)
@@ -196,7 +201,7 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
         let sent = wire::with_payload(item, |payload, fds| {
             if let Some(slots) = &core.slots {
                 // The receiving socket reports read hang-up once the queue is closed.
-                if let Err(e) = slots.acquire(Some((core.rx.as_fd(), libc::POLLRDHUP)), wait) {
+                if let Err(e) = slots.acquire(Some((core.rx.as_fd(), sys::POLLRDHUP)), wait) {
                     wire::not_sent();
                     return Err(e);
                 }
@@ -204,7 +209,7 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
             if let Some(tasks) = &core.tasks {
                 tasks.word(0).fetch_add(1, Ordering::AcqRel);
             }
-            let sent = wire::send_payload(core.tx.as_fd(), None, payload, fds, wait);
+            let sent = frame::send_payload(core.tx.as_fd(), None, payload, fds, wait);
             if sent.is_err() {
                 wire::not_sent();
                 if let Some(slots) = &core.slots {
@@ -217,27 +222,36 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
             sent
         })
         .map_err(|message| Error::serialize::<T>(message))?;
-        sent.map_err(|e| match e {
-            WireError::Closed => Error::new(Repr::Closed {
-                what: format!("cannot put a {}: the queue is closed", type_name::<T>()),
-            }),
-            WireError::WouldBlock if matches!(wait, Wait::Now) => Error::new(Repr::Full {
-                what: match core.maxsize {
-                    Some(n) => format!(
-                        "cannot put a {}: the queue is full ({n} items)",
-                        type_name::<T>()
-                    ),
-                    None => format!(
-                        "cannot put a {}: the queue's socket buffer is full",
-                        type_name::<T>()
-                    ),
+        let attempt = Attempt {
+            verb: "put",
+            doing: "putting",
+            type_name: type_name::<T>(),
+            wait,
+            timeout,
+        };
+        sent.map_err(|e| {
+            attempt.error(
+                e,
+                || {
+                    Error::new(Repr::Closed {
+                        what: format!("cannot put a {}: the queue is closed", type_name::<T>()),
+                    })
                 },
-            }),
-            WireError::WouldBlock => Error::new(Repr::Timeout {
-                what: format!("putting a {}", type_name::<T>()),
-                after: timeout,
-            }),
-            WireError::Io(e) => Error::io(format!("cannot put a {}", type_name::<T>()), e),
+                || {
+                    Error::new(Repr::Full {
+                        what: match core.maxsize {
+                            Some(n) => format!(
+                                "cannot put a {}: the queue is full ({n} items)",
+                                type_name::<T>()
+                            ),
+                            None => format!(
+                                "cannot put a {}: the queue's socket buffer is full",
+                                type_name::<T>()
+                            ),
+                        },
+                    })
+                },
+            )
         })
     }
 
@@ -300,7 +314,7 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
                 Err(e) if e.kind() == crate::ErrorKind::Empty => {}
                 other => return other,
             }
-            crate::reactor::readable(self.ready_fd()).await?;
+            reactor::readable(self.ready_fd()).await?;
         }
     }
 
@@ -325,23 +339,31 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
 
     fn get_wait(&self, wait: Wait, timeout: Duration) -> Result<T> {
         let what = type_name::<T>();
-        match wire::recv(self.core.rx.as_fd(), wait) {
+        let failed = match frame::recv(self.core.rx.as_fd(), wait) {
             Ok(frame) => {
                 if let Some(slots) = &self.core.slots {
                     slots.release();
                 }
-                crate::channel::decode(frame)
+                return crate::channel::decode(frame);
             }
-            Err(WireError::Closed) => Err(Error::new(Repr::Closed {
-                what: format!("no more {what} to get: the queue is closed and empty"),
-            })),
-            Err(WireError::WouldBlock) if matches!(wait, Wait::Now) => Err(Error::new(Repr::Empty)),
-            Err(WireError::WouldBlock) => Err(Error::new(Repr::Timeout {
-                what: format!("getting a {what}"),
-                after: timeout,
-            })),
-            Err(WireError::Io(e)) => Err(Error::io(format!("cannot get a {what}"), e)),
-        }
+            Err(e) => e,
+        };
+        let attempt = Attempt {
+            verb: "get",
+            doing: "getting",
+            type_name: what,
+            wait,
+            timeout,
+        };
+        Err(attempt.error(
+            failed,
+            || {
+                Error::new(Repr::Closed {
+                    what: format!("no more {what} to get: the queue is closed and empty"),
+                })
+            },
+            || Error::new(Repr::Empty),
+        ))
     }
 
     /// Closes the queue for every handle in every process: later puts fail with
@@ -364,15 +386,9 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
     ///
     /// [`ErrorKind::Io`](crate::ErrorKind::Io) if the system refuses the shutdown.
     pub fn close(&self) -> Result<()> {
-        // SAFETY: shutdown on a socket we hold; it affects the socket shared by every handle.
-        let rc = unsafe { libc::shutdown(self.core.tx.as_raw_fd(), libc::SHUT_WR) };
-        if rc < 0 {
-            let e = std::io::Error::last_os_error();
-            if e.raw_os_error() != Some(libc::ENOTCONN) {
-                return Err(Error::io("cannot close the queue", e));
-            }
-        }
-        Ok(())
+        // It affects the socket shared by every handle.
+        sys::shutdown_write(self.core.tx.as_fd())
+            .map_err(|e| Error::io("cannot close the queue", e))
     }
 }
 
@@ -394,7 +410,7 @@ fn finish_task(tasks: &Region) -> bool {
         {
             Ok(_) => {
                 if current == 1 {
-                    shm::futex_wake_all(word);
+                    sys::futex_wake_all(word);
                 }
                 return true;
             }
@@ -783,7 +799,7 @@ impl<T> JoinableQueue<T> {
             if pending == 0 {
                 return Ok(());
             }
-            if !shm::futex_wait(word, pending, wait) && word.load(Ordering::Acquire) != 0 {
+            if !sys::futex_wait(word, pending, wait) && word.load(Ordering::Acquire) != 0 {
                 return Err(Error::new(Repr::Timeout {
                     what: format!(
                         "waiting for {} unfinished tasks of a JoinableQueue<{}>",
@@ -830,5 +846,17 @@ impl<'de, T> Deserialize<'de> for JoinableQueue<T> {
             ));
         }
         Ok(JoinableQueue { queue })
+    }
+}
+
+impl<T> Selectable for Queue<T> {
+    fn __source(&self) -> Source<'_> {
+        Source::socket(self.ready_fd())
+    }
+}
+
+impl<T> Selectable for JoinableQueue<T> {
+    fn __source(&self) -> Source<'_> {
+        Source::socket(self.queue().ready_fd())
     }
 }

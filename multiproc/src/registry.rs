@@ -1,8 +1,11 @@
 //! The registry of entry points: every `#[multiproc::process]` item submits one
 //! [`EntryPoint`] through `inventory`, keyed by its module path and name.
 
-use crate::bootstrap::ChildContext;
+use std::os::fd::OwnedFd;
+
 use crate::error::{Error, Repr, Result};
+use crate::ipc::packed::Packed;
+use crate::proto::ChildContext;
 
 /// One spawnable entry point, registered by the `#[multiproc::process]` expansion.
 #[doc(hidden)]
@@ -13,7 +16,7 @@ pub struct EntryPoint {
     pub run: fn(ChildContext) -> !,
     /// Runs the entry as one task of a pool worker: decodes the state, runs it, encodes the
     /// outcome; the worker lives on.
-    pub task: fn(crate::pool::TaskInput<'_>),
+    pub task: fn(TaskInput<'_>),
     /// `type_name` of the state (the argument tuple, for a fn), to check a resolved fn.
     pub state_type: fn() -> &'static str,
     /// For a fn: `type_name` of the fn item, its full path (nested fns included), which is
@@ -22,6 +25,16 @@ pub struct EntryPoint {
 }
 
 inventory::collect!(EntryPoint);
+
+/// What one pool task gets from its worker: its encoded arguments, and where its encoded
+/// outcome goes.
+///
+/// Not a public API: the code `#[multiproc::process]` generates passes it along.
+pub struct TaskInput<'a> {
+    pub(crate) args: &'a [u8],
+    pub(crate) fds: Vec<OwnedFd>,
+    pub(crate) out: &'a mut Packed,
+}
 
 /// Why a key did not resolve to exactly one entry point.
 #[derive(Debug, PartialEq, Eq)]
@@ -145,7 +158,7 @@ mod tests {
         unreachable!("not run in unit tests")
     }
 
-    fn no_task(_: crate::pool::TaskInput<'_>) {
+    fn no_task(_: TaskInput<'_>) {
         unreachable!("not run in unit tests")
     }
 

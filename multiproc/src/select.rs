@@ -6,8 +6,9 @@ use std::os::fd::{AsRawFd, BorrowedFd};
 use std::time::Duration;
 
 use crate::error::{Error, Repr, Result};
-use crate::pump::Inbox;
-use crate::wire::{self, Wait};
+use crate::ipc::pump::Inbox;
+use crate::ipc::reactor;
+use crate::sys::{self, Wait};
 
 /// Waits until one of several mailboxes has something to receive or a child has ended, without
 /// polling in a loop: one `poll(2)` over all of their sockets.
@@ -262,28 +263,27 @@ impl<'a> Select<'a> {
 
     fn poll_all(&self, wait: Wait) -> Result<Vec<bool>> {
         let mut fds = self.pollfds();
-        wire::poll(&mut fds, wait).map_err(|e| Error::io("cannot wait on the mailboxes", e))?;
+        sys::poll(&mut fds, wait).map_err(|e| Error::io("cannot wait on the mailboxes", e))?;
         Ok(fds.iter().map(|p| p.revents != 0).collect())
     }
 
-    fn pollfds(&self) -> Vec<libc::pollfd> {
+    fn pollfds(&self) -> Vec<sys::PollFd> {
         self.sources
             .iter()
-            .map(|source| libc::pollfd {
-                fd: match source.0 {
+            .map(|source| {
+                let fd = match source.0 {
                     Kind::Inbox(inbox) => inbox.fd().as_raw_fd(),
                     Kind::Socket(fd) => fd.as_raw_fd(),
                     Kind::Now => -1,
-                },
-                events: libc::POLLIN,
-                revents: 0,
+                };
+                sys::pollfd(fd, sys::POLLIN)
             })
             .collect()
     }
 
     fn poll(&self, wait: Wait) -> Result<Option<usize>> {
         let mut fds = self.pollfds();
-        if !wire::poll(&mut fds, wait).map_err(|e| Error::io("cannot wait on the mailboxes", e))? {
+        if !sys::poll(&mut fds, wait).map_err(|e| Error::io("cannot wait on the mailboxes", e))? {
             return Ok(None);
         }
         Ok(fds.iter().position(|p| p.revents != 0))
@@ -296,41 +296,25 @@ impl fmt::Debug for Select<'_> {
     }
 }
 
-impl<T> Selectable for crate::Receiver<T> {
-    fn __source(&self) -> Source<'_> {
-        Source::inbox(self.inbox())
-    }
-}
-
-impl<T> Selectable for crate::Queue<T> {
-    fn __source(&self) -> Source<'_> {
-        Source::socket(self.ready_fd())
-    }
-}
-
-impl<T> Selectable for crate::JoinableQueue<T> {
-    fn __source(&self) -> Source<'_> {
-        Source::socket(self.queue().ready_fd())
-    }
-}
-
-impl<S, R> Selectable for crate::PipeEnd<S, R> {
-    fn __source(&self) -> Source<'_> {
-        self.receiver().__source()
-    }
-}
-
-impl<Req, Resp> Selectable for crate::Server<Req, Resp> {
-    fn __source(&self) -> Source<'_> {
-        self.source()
-    }
-}
-
-impl<R> Selectable for crate::JoinHandle<R> {
-    fn __source(&self) -> Source<'_> {
-        match self.ready_fd() {
-            Some(fd) => Source::socket(fd),
-            None => Source::now(),
+/// Resolves once `source` has something to take (or is closed), like one [`Select`] wait,
+/// without blocking a thread: for the `*_async` methods.
+pub(crate) async fn ready(source: Source<'_>) -> Result<()> {
+    match source.inbox_or_fd() {
+        None => Ok(()),
+        Some((None, fd)) => reactor::readable(fd).await,
+        Some((Some(inbox), fd)) => {
+            // Claim the socket so that the pump does not drain it behind our back.
+            if inbox.begin_wait() {
+                return Ok(());
+            }
+            struct Claim<'a>(&'a Inbox);
+            impl Drop for Claim<'_> {
+                fn drop(&mut self) {
+                    self.0.end_wait();
+                }
+            }
+            let _claim = Claim(inbox);
+            reactor::readable(fd).await
         }
     }
 }

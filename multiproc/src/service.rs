@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::channel::{Receiver, Sender, channel};
 use crate::error::{Error, ErrorKind, Repr, Result};
+use crate::select::{Selectable, Source};
 
 /// One call on the wire: the request and where to send the reply.
 #[derive(Serialize, Deserialize)]
@@ -307,9 +308,9 @@ impl<Req, Resp> fmt::Debug for Client<Req, Resp> {
     }
 }
 
-impl<Req, Resp> Server<Req, Resp> {
-    pub(crate) fn source(&self) -> crate::select::Source<'_> {
-        crate::select::Source::inbox(self.rx.inbox())
+impl<Req, Resp> Selectable for Server<Req, Resp> {
+    fn __source(&self) -> Source<'_> {
+        self.rx.__source()
     }
 }
 

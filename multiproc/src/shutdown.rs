@@ -11,17 +11,10 @@ use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
-use serde::{Deserialize, Serialize};
-
 use crate::error::{Error, Result};
-use crate::wire::{self, Wait};
-
-/// Parent → child messages on the bootstrap socket, after the state.
-#[derive(Serialize, Deserialize)]
-pub(crate) enum Control {
-    /// Finish up and return: see [`shutdown_requested`].
-    Shutdown,
-}
+use crate::ipc::{self, WireError};
+use crate::proto::{Control, EXIT_ORPHANED};
+use crate::sys::{self, Wait};
 
 static REQUESTED: AtomicBool = AtomicBool::new(false);
 
@@ -82,15 +75,15 @@ fn poll_lazily() {
     // SAFETY: the bootstrap socket stays open until the process exits.
     let sock = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
     loop {
-        match wire::recv(sock, Wait::Now) {
-            Ok(frame) => match wire::decode::<Control>(frame) {
+        match ipc::recv(sock, Wait::Now) {
+            Ok(frame) => match ipc::decode::<Control>(frame) {
                 Ok(Control::Shutdown) => requested(),
                 // Not from our parent's multiproc: as the watcher thread, take it for a
                 // broken parent.
-                Err(_) => crate::bootstrap::exit_now(crate::bootstrap::EXIT_ORPHANED),
+                Err(_) => sys::exit_now(EXIT_ORPHANED),
             },
-            Err(wire::WireError::WouldBlock) => return,
-            Err(_) => crate::bootstrap::exit_now(crate::bootstrap::EXIT_ORPHANED),
+            Err(WireError::WouldBlock) => return,
+            Err(_) => sys::exit_now(EXIT_ORPHANED),
         }
     }
 }
@@ -104,13 +97,36 @@ fn watch_eagerly() {
     let _reading = LAZY.lock().unwrap_or_else(|e| e.into_inner());
     let fd = LAZY_SOCK.swap(-1, Ordering::AcqRel);
     // No thread to be had (a thread limit): stay lazy rather than fail the entry.
-    if fd >= 0 && !crate::bootstrap::watch_parent(fd) {
+    if fd >= 0 && !watch_parent(fd) {
         LAZY_SOCK.store(fd, Ordering::Release);
     }
 }
 
+/// Watches the bootstrap socket `fd` on a small thread: shutdown requests, and a hang-up,
+/// which means the parent died. The socket lives until the process exits. `false` if the
+/// thread could not be started.
+pub(crate) fn watch_parent(fd: RawFd) -> bool {
+    let spawned = std::thread::Builder::new()
+        .name("multiproc-parent".into())
+        .stack_size(64 * 1024)
+        .spawn(move || {
+            // SAFETY: the socket lives in the ChildContext until the process exits, which
+            // outlives this thread.
+            let sock = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
+            // Control messages until the parent hangs up.
+            while let Ok(frame) = ipc::recv(sock, Wait::Forever) {
+                match ipc::decode::<Control>(frame) {
+                    Ok(Control::Shutdown) => requested(),
+                    Err(_) => break,
+                }
+            }
+            sys::exit_now(EXIT_ORPHANED)
+        });
+    spawned.is_ok()
+}
+
 /// This process was asked to stop: remember it and pass it on to its children.
-pub(crate) fn requested() {
+fn requested() {
     REQUESTED.store(true, Ordering::Release);
     request_all();
 }
@@ -135,7 +151,7 @@ pub(crate) fn register(pid: u32, sock: &Arc<OwnedFd>) -> u64 {
     static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
     let id = NEXT.fetch_add(1, Ordering::Relaxed);
     watch_eagerly();
-    let pidfd = crate::sys::pidfd_open(pid).ok();
+    let pidfd = sys::pidfd_open(pid).ok();
     live().push(Live {
         id,
         sock: Arc::downgrade(sock),
@@ -154,13 +170,8 @@ pub(crate) fn unregister(id: u64) {
 }
 
 /// Sends the shutdown request on a child's bootstrap socket.
-pub(crate) fn request(sock: &OwnedFd) -> std::result::Result<(), wire::WireError> {
-    match wire::with_encoded(&Control::Shutdown, |bytes, fds| {
-        wire::send(sock.as_fd(), None, bytes, fds, Wait::Now)
-    }) {
-        Ok(sent) => sent,
-        Err(message) => Err(wire::WireError::Io(std::io::Error::other(message))),
-    }
+pub(crate) fn request(sock: &OwnedFd) -> std::result::Result<(), ipc::SendError> {
+    ipc::send_value(sock.as_fd(), &Control::Shutdown, Wait::Now)
 }
 
 /// Asks every live child to stop.
@@ -197,29 +208,9 @@ pub fn shutdown_on_signals(grace: Duration) -> Result<()> {
             "shutdown_on_signals was already called in this process",
         ));
     }
-    let (read, write) = pipe().map_err(|e| Error::io("cannot create the signal pipe", e))?;
-    // The handler only writes the signal number to the pipe: all the work happens on a thread.
-    SIGNAL_PIPE.store(
-        std::os::fd::IntoRawFd::into_raw_fd(write),
-        Ordering::Release,
-    );
-    for signal in [libc::SIGINT, libc::SIGTERM] {
-        // SAFETY: installs an async-signal-safe handler (one write(2)); the struct is zeroed
-        // and then filled as sigaction(2) expects.
-        let rc = unsafe {
-            let mut action: libc::sigaction = std::mem::zeroed();
-            action.sa_sigaction = on_signal as *const () as usize;
-            action.sa_flags = libc::SA_RESTART;
-            libc::sigemptyset(&mut action.sa_mask);
-            libc::sigaction(signal, &action, std::ptr::null_mut())
-        };
-        if rc < 0 {
-            return Err(Error::io(
-                "cannot install a signal handler",
-                std::io::Error::last_os_error(),
-            ));
-        }
-    }
+    // The handlers only write the signal number to a pipe: all the work happens on a thread.
+    let read = sys::signals_to_pipe(&[sys::SIGINT, sys::SIGTERM])
+        .map_err(|e| Error::io("cannot install the signal handlers", e))?;
     std::thread::Builder::new()
         .name("multiproc-shutdown".into())
         .stack_size(64 * 1024)
@@ -237,29 +228,11 @@ pub fn shutdown_on_signals(grace: Duration) -> Result<()> {
             shut_down(grace, &file);
             // End as the signal would have: default action, raised again.
             let signal = i32::from(byte[0]);
-            // SAFETY: restores the default disposition and raises the signal at ourselves.
-            unsafe {
-                libc::signal(signal, libc::SIG_DFL);
-                libc::raise(signal);
-            }
-            crate::bootstrap::exit_now(128 + signal);
+            sys::raise_default(signal);
+            sys::exit_now(128 + signal);
         })
         .map_err(|e| Error::io("cannot start the shutdown thread", e))?;
     Ok(())
-}
-
-static SIGNAL_PIPE: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(-1);
-
-extern "C" fn on_signal(signal: libc::c_int) {
-    let fd = SIGNAL_PIPE.load(Ordering::Acquire);
-    let byte = signal as u8;
-    // SAFETY: write(2) is async-signal-safe and the pipe is non-blocking, so a full pipe only
-    // fails the write; errno is saved and restored around it for the interrupted code.
-    unsafe {
-        let errno = *libc::__errno_location();
-        libc::write(fd, (&raw const byte).cast(), 1);
-        *libc::__errno_location() = errno;
-    }
 }
 
 /// Asks every child to stop, waits up to `grace` for them to exit (or for a second signal on
@@ -276,17 +249,13 @@ fn shut_down(grace: Duration, signals: &std::fs::File) {
     let wait = deadline.map_or(Wait::Forever, Wait::Until);
     while !pidfds.is_empty() {
         // The signal pipe last: a second Ctrl-C skips the rest of the grace.
-        let mut polls: Vec<libc::pollfd> = pidfds
+        let mut polls: Vec<sys::PollFd> = pidfds
             .iter()
             .map(std::os::fd::AsRawFd::as_raw_fd)
             .chain([std::os::fd::AsRawFd::as_raw_fd(signals)])
-            .map(|fd| libc::pollfd {
-                fd,
-                events: libc::POLLIN,
-                revents: 0,
-            })
+            .map(|fd| sys::pollfd(fd, sys::POLLIN))
             .collect();
-        match wire::poll(&mut polls, wait) {
+        match sys::poll(&mut polls, wait) {
             Ok(true) if polls.last().is_some_and(|p| p.revents != 0) => break,
             Ok(true) => {
                 let mut ready = polls.iter().map(|p| p.revents != 0);
@@ -296,25 +265,6 @@ fn shut_down(grace: Duration, signals: &std::fs::File) {
         }
     }
     for pidfd in &pidfds {
-        let _ = crate::sys::pidfd_kill(pidfd);
+        let _ = sys::pidfd_kill(pidfd);
     }
-}
-
-fn pipe() -> std::io::Result<(OwnedFd, OwnedFd)> {
-    let mut fds = [0; 2];
-    // SAFETY: pipe2 writes two new descriptors into the array; fcntl sets a flag on one.
-    unsafe {
-        if libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) < 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        // The signal handler must never block on a full pipe.
-        libc::fcntl(fds[1], libc::F_SETFL, libc::O_NONBLOCK);
-    }
-    // SAFETY: both are new and ours.
-    Ok(unsafe {
-        (
-            std::os::fd::FromRawFd::from_raw_fd(fds[0]),
-            std::os::fd::FromRawFd::from_raw_fd(fds[1]),
-        )
-    })
 }

@@ -12,15 +12,15 @@ use std::sync::mpsc;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::Duration;
 
-use super::packed::Packed;
 use super::worker::{
     FromWorker, InitCall, Progress, ToWorker, WORKER_KEY, WorkerBoot, monotonic_ns,
 };
 use crate::channel::{Receiver, Sender};
 use crate::error::{Error, Repr, Result, Who};
+use crate::ipc::packed::Packed;
 use crate::select::Select;
 use crate::spawn::{Builder, JoinHandle};
-use crate::wire::Wait;
+use crate::sys::Wait;
 
 /// Chunks a worker holds at most at once: one running, one waiting, so it never idles while
 /// the next arrives.
@@ -163,13 +163,9 @@ pub(crate) struct Config {
     pub(crate) initializer: Option<Encoded>,
     pub(crate) max_tasks: Option<u64>,
     pub(crate) timeout: Option<Duration>,
-    pub(crate) memory_limit: Option<u64>,
-    pub(crate) cpu_time_limit: Option<Duration>,
-    pub(crate) open_files_limit: Option<u64>,
-    pub(crate) stdout: crate::Stdio,
-    pub(crate) stderr: crate::Stdio,
-    /// Workers are forked from it (see [`PoolBuilder::zygote`](crate::PoolBuilder::zygote)).
-    pub(crate) zygote: Option<crate::Zygote>,
+    /// How each worker starts: streams, limits, and the zygote it is forked from (see
+    /// [`PoolBuilder::zygote`](crate::PoolBuilder::zygote)), if any.
+    pub(crate) process: Builder,
 }
 
 /// What the pool's handles and its scheduler share.
@@ -332,7 +328,10 @@ impl Scheduler {
                 self.0.stopped.notify_all();
             }
         }
-        let _stopped = Stopped(Arc::clone(&self.shared), self.config.zygote.clone());
+        let _stopped = Stopped(
+            Arc::clone(&self.shared),
+            self.config.process.zygote_ref().cloned(),
+        );
         loop {
             let (closed, terminate) = self.absorb();
             if terminate {
@@ -431,7 +430,7 @@ impl Scheduler {
                 // One message carries at most MAX_FDS descriptors.
                 (Some(next), Some(head)) => {
                     Arc::ptr_eq(&next.call, &head.call)
-                        && fds + next.fds.len() <= crate::wire::MAX_FDS
+                        && fds + next.fds.len() <= crate::ipc::frame::MAX_FDS
                 }
                 _ => false,
             };
@@ -787,24 +786,12 @@ impl Scheduler {
         };
         let name = format!("{}-{}", self.config.name, self.spawned);
         self.spawned += 1;
-        let mut builder = Builder::new();
-        builder
+        let handle = self
+            .config
+            .process
+            .clone()
             .name(name)
-            .stdout(self.config.stdout)
-            .stderr(self.config.stderr);
-        if let Some(bytes) = self.config.memory_limit {
-            builder.memory_limit(bytes);
-        }
-        if let Some(cpu) = self.config.cpu_time_limit {
-            builder.cpu_time_limit(cpu);
-        }
-        if let Some(files) = self.config.open_files_limit {
-            builder.open_files_limit(files);
-        }
-        if let Some(zygote) = &self.config.zygote {
-            builder.zygote(zygote);
-        }
-        let handle = builder.spawn_entry(WORKER_KEY, boot)?;
+            .spawn_entry(WORKER_KEY, boot)?;
         Ok(Worker {
             handle,
             tasks,

@@ -6,7 +6,6 @@
 //! handed to another worker.
 
 use std::collections::HashMap;
-use std::os::fd::OwnedFd;
 use std::panic::{self, AssertUnwindSafe};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -14,12 +13,13 @@ use std::sync::atomic::Ordering;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use super::packed::Packed;
-use crate::bootstrap::{ChildContext, Outcome};
 use crate::channel::{Receiver, Sender};
-use crate::registry::{self, EntryPoint};
-use crate::shm::Region;
-use crate::wire;
+use crate::ipc::codec as wire;
+use crate::ipc::packed::Packed;
+use crate::ipc::shm::Region;
+use crate::proto::{ChildContext, Outcome};
+use crate::registry::{self, EntryPoint, TaskInput};
+pub(crate) use crate::sys::monotonic_ns;
 
 /// The worker's entry key in the registry.
 pub(crate) const WORKER_KEY: &str = "multiproc::pool::worker";
@@ -32,15 +32,6 @@ const TAKEN: u64 = 1 << 63;
 /// A chunk slot's state once the pool has taken the chunk back (`k | REVOKED`).
 const REVOKED: u64 = 1 << 62;
 
-/// What one task gets from the worker: its encoded arguments and where its outcome goes.
-///
-/// Not a public API: the code `#[multiproc::process]` generates passes it along.
-pub struct TaskInput<'a> {
-    args: &'a [u8],
-    fds: Vec<OwnedFd>,
-    out: &'a mut Packed,
-}
-
 /// Runs one task: decodes the arguments, calls `call` (catching a panic), encodes the outcome.
 pub(crate) fn run_task<A, R>(input: TaskInput<'_>, call: fn(A) -> R)
 where
@@ -51,7 +42,7 @@ where
     let outcome = match wire::decode_slice::<A>(args, fds) {
         Ok(args) => match panic::catch_unwind(AssertUnwindSafe(|| call(args))) {
             Ok(value) => Outcome::Returned(value),
-            Err(payload) => Outcome::Panicked(crate::panic::remote_panic(payload)),
+            Err(payload) => Outcome::Panicked(crate::child::panic::remote_panic(payload)),
         },
         Err(message) => Outcome::StateNotDeserializable {
             type_name: std::any::type_name::<A>().to_string(),
@@ -213,19 +204,8 @@ impl<'de> Deserialize<'de> for Progress {
     }
 }
 
-/// Now on the monotonic clock (shared by every process of the machine), in ns.
-pub(crate) fn monotonic_ns() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: clock_gettime writes one timespec.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
-}
-
 fn worker_entry(ctx: ChildContext) -> ! {
-    crate::bootstrap::child_main(ctx, worker_main)
+    crate::child::child_main(ctx, worker_main)
 }
 
 fn worker_state_type() -> &'static str {
@@ -236,7 +216,7 @@ fn not_a_task(input: TaskInput<'_>) {
     push_failure(input.out, "the pool worker is not a task".to_string());
 }
 
-crate::__private::inventory::submit! {
+inventory::submit! {
     EntryPoint {
         key: WORKER_KEY,
         run: worker_entry,

@@ -12,9 +12,12 @@ use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::bootstrap::Outcome;
 use crate::error::{Error, Repr, Result, Who};
-use crate::wire::{self, Wait, WireError};
+use crate::ipc::reactor;
+use crate::ipc::{self, WireError};
+use crate::proto::{Limits, Outcome};
+use crate::select::{Selectable, Source};
+use crate::sys::{self, Wait};
 
 /// An owned handle on a child process: wait for its return value with [`join`](Self::join),
 /// or stop it with [`terminate`](Self::terminate) / [`kill`](Self::kill).
@@ -48,9 +51,9 @@ pub struct JoinHandle<R> {
     sock: Option<std::sync::Arc<OwnedFd>>,
     /// Its entry in the registry of live children (for graceful shutdown).
     registered: u64,
-    limits: super::Limits,
+    limits: Limits,
     /// The last lines of a [`Stdio::Prefixed`](crate::Stdio::Prefixed) stderr.
-    pub(super) stderr_tail: Option<crate::output::Tail>,
+    pub(super) stderr_tail: Option<super::output::Tail>,
     /// The thread re-emitting the child's tracing events: joined with the child, so that
     /// its last events are out when `join` returns.
     pub(super) relay: Option<std::thread::JoinHandle<()>>,
@@ -72,7 +75,7 @@ impl<R> JoinHandle<R>
 where
     R: Serialize + DeserializeOwned,
 {
-    pub(super) fn new(child: Proc, who: Who, sock: OwnedFd, limits: super::Limits) -> Self {
+    pub(super) fn new(child: Proc, who: Who, sock: OwnedFd, limits: Limits) -> Self {
         let sock = std::sync::Arc::new(sock);
         let registered = crate::shutdown::register(child.id(), &sock);
         JoinHandle {
@@ -155,11 +158,11 @@ where
     pub async fn join_async(self) -> Result<R> {
         // The outcome, or the hang-up of a child that died.
         if let Some(fd) = self.ready_fd() {
-            crate::reactor::readable(fd).await?;
+            reactor::readable(fd).await?;
         }
         // Then its exit, so that reaping it does not block either.
-        if let Ok(pidfd) = crate::sys::pidfd_open(self.pid) {
-            crate::reactor::readable(pidfd.as_fd()).await?;
+        if let Ok(pidfd) = sys::pidfd_open(self.pid) {
+            reactor::readable(pidfd.as_fd()).await?;
         }
         self.join()
     }
@@ -251,7 +254,7 @@ where
     ///
     /// [`ErrorKind::Io`](crate::ErrorKind::Io) if the signal cannot be sent.
     pub fn terminate(&mut self) -> Result<()> {
-        self.signal(libc::SIGTERM)
+        self.signal(sys::SIGTERM)
     }
 
     /// Kills the child with SIGKILL. Does nothing if the child already exited.
@@ -264,7 +267,7 @@ where
     ///
     /// [`ErrorKind::Io`](crate::ErrorKind::Io) if the signal cannot be sent.
     pub fn kill(&mut self) -> Result<()> {
-        self.signal(libc::SIGKILL)
+        self.signal(sys::SIGKILL)
     }
 
     /// Asks the child to stop: [`shutdown_requested`](crate::shutdown_requested) turns `true`
@@ -299,12 +302,14 @@ where
             return Ok(());
         };
         match crate::shutdown::request(sock) {
-            Ok(()) | Err(WireError::Closed) => Ok(()),
-            Err(WireError::WouldBlock) => Ok(()), // an earlier request is still unread
-            Err(WireError::Io(e)) => Err(Error::io(
+            Ok(()) | Err(ipc::SendError::Wire(WireError::Closed)) => Ok(()),
+            // An earlier request is still unread.
+            Err(ipc::SendError::Wire(WireError::WouldBlock)) => Ok(()),
+            Err(ipc::SendError::Wire(WireError::Io(e))) => Err(Error::io(
                 format!("cannot ask {} to shut down", self.who),
                 e,
             )),
+            Err(ipc::SendError::Encode(message)) => Err(Error::other(message)),
         }
     }
 
@@ -407,7 +412,7 @@ where
         // Only signal an unreaped child: its pid cannot have been reused.
         match child.try_wait() {
             Ok(Some(_)) => Ok(()),
-            Ok(None) => crate::sys::send_signal(self.pid, signal)
+            Ok(None) => sys::send_signal(self.pid, signal)
                 .map_err(|e| Error::io(format!("cannot signal {}", self.who), e)),
             Err(e) => Err(Error::io(format!("cannot wait for {}", self.who), e)),
         }
@@ -425,14 +430,14 @@ where
 
     /// Turns what the child sent (or the end of its channel) into the join result, and reaps
     /// the child.
-    fn receive(&self, wait: Wait) -> std::result::Result<wire::Frame, WireError> {
+    fn receive(&self, wait: Wait) -> std::result::Result<ipc::Frame, WireError> {
         match &self.sock {
-            Some(sock) => wire::recv(sock.as_fd(), wait),
+            Some(sock) => ipc::recv(sock.as_fd(), wait),
             None => Err(WireError::Closed),
         }
     }
 
-    fn settle(&mut self, received: std::result::Result<wire::Frame, WireError>) -> Result<R> {
+    fn settle(&mut self, received: std::result::Result<ipc::Frame, WireError>) -> Result<R> {
         let result = self.settle_outcome(received);
         if let Some(relay) = self.relay.take() {
             let _ = relay.join();
@@ -443,11 +448,11 @@ where
 
     fn settle_outcome(
         &mut self,
-        received: std::result::Result<wire::Frame, WireError>,
+        received: std::result::Result<ipc::Frame, WireError>,
     ) -> Result<R> {
         self.joined = true;
         let outcome = match received {
-            Ok(frame) => match wire::decode::<Outcome<R>>(frame) {
+            Ok(frame) => match ipc::decode::<Outcome<R>>(frame) {
                 Ok(outcome) => Some(outcome),
                 Err(message) => {
                     self.wait_child()?;
@@ -557,6 +562,15 @@ impl<R> Drop for JoinHandle<R> {
                 let _ = child.wait();
                 crate::shutdown::unregister(registered);
             }
+        }
+    }
+}
+
+impl<R> Selectable for JoinHandle<R> {
+    fn __source(&self) -> Source<'_> {
+        match self.ready_fd() {
+            Some(fd) => Source::socket(fd),
+            None => Source::now(),
         }
     }
 }

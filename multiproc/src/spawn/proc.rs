@@ -2,8 +2,10 @@
 //! [`Zygote`](crate::Zygote) on our behalf: a pid that we reap with `waitpid`.
 
 use std::io;
-use std::os::unix::process::ExitStatusExt;
+use std::os::fd::OwnedFd;
 use std::process::{ChildStderr, ChildStdin, ChildStdout, ExitStatus};
+
+use crate::sys;
 
 /// One child process: its pid, the parent's ends of its piped standard streams, and its exit
 /// status once reaped (a reaped pid may be reused, so it is never signalled or waited for
@@ -32,6 +34,16 @@ impl Proc {
         }
     }
 
+    /// A child started with this process's ends of its piped streams (stdin, stdout, stderr).
+    pub(crate) fn with_pipes(pid: u32, [stdin, stdout, stderr]: [Option<OwnedFd>; 3]) -> Proc {
+        Proc::forked(
+            pid,
+            stdin.map(Into::into),
+            stdout.map(Into::into),
+            stderr.map(Into::into),
+        )
+    }
+
     pub(crate) fn id(&self) -> u32 {
         self.pid
     }
@@ -39,7 +51,7 @@ impl Proc {
     /// The exit status if the child has exited (and is now reaped), `None` while it runs.
     pub(crate) fn try_wait(&mut self) -> io::Result<Option<ExitStatus>> {
         if self.status.is_none() {
-            self.status = waitpid(self.pid, libc::WNOHANG)?;
+            self.status = sys::waitpid(self.pid, true)?;
         }
         Ok(self.status)
     }
@@ -50,7 +62,7 @@ impl Proc {
             if let Some(status) = self.status {
                 return Ok(status);
             }
-            self.status = waitpid(self.pid, 0)?;
+            self.status = sys::waitpid(self.pid, false)?;
         }
     }
 
@@ -58,27 +70,7 @@ impl Proc {
     pub(crate) fn kill(&mut self) -> io::Result<()> {
         match self.status {
             Some(_) => Ok(()),
-            None => crate::sys::send_signal(self.pid, libc::SIGKILL),
-        }
-    }
-}
-
-/// `waitpid(pid, flags)`: `None` when `WNOHANG` finds it still running.
-fn waitpid(pid: u32, flags: libc::c_int) -> io::Result<Option<ExitStatus>> {
-    let pid = libc::pid_t::try_from(pid).map_err(|_| io::Error::from_raw_os_error(libc::ESRCH))?;
-    loop {
-        let mut raw = 0;
-        // SAFETY: waitpid writes the status into `raw`; it touches nothing else.
-        let rc = unsafe { libc::waitpid(pid, &mut raw, flags) };
-        if rc == pid {
-            return Ok(Some(ExitStatus::from_raw(raw)));
-        }
-        if rc == 0 {
-            return Ok(None);
-        }
-        let e = io::Error::last_os_error();
-        if e.raw_os_error() != Some(libc::EINTR) {
-            return Err(e);
+            None => sys::send_signal(self.pid, sys::SIGKILL),
         }
     }
 }

@@ -10,8 +10,12 @@ use std::sync::Mutex;
 use std::sync::mpsc;
 
 use super::Proc;
-use super::posix::Spawn;
-use crate::sys;
+use crate::sys::{self, Spawn};
+
+/// Starts `spawn` here; see [`sys::posix_spawn`].
+fn start(spawn: &Spawn) -> io::Result<Proc> {
+    sys::posix_spawn(spawn).map(|(pid, pipes)| Proc::with_pipes(pid, pipes))
+}
 
 struct Request {
     spawn: Spawn,
@@ -20,7 +24,7 @@ struct Request {
 
 pub(super) fn spawn(spawn: Spawn) -> io::Result<Proc> {
     if sys::is_main_thread() {
-        return super::posix::spawn(&spawn);
+        return start(&spawn);
     }
     // Started on first use; a failed start (say, EAGAIN under a thread limit) is retried by
     // the next spawn instead of being remembered.
@@ -36,7 +40,7 @@ pub(super) fn spawn(spawn: Spawn) -> io::Result<Proc> {
                     .stack_size(128 * 1024)
                     .spawn(move || {
                         for req in rx {
-                            let _ = req.reply.send(super::posix::spawn(&req.spawn));
+                            let _ = req.reply.send(start(&req.spawn));
                         }
                     })
                     .map_err(|e| {

@@ -10,21 +10,17 @@
 //! the same bootstrap as any other (hello, state, outcome over its own socket pair, whose
 //! child end travels in the request), with the same parent-death watch.
 
-use std::ffi::OsString;
 use std::fmt;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
-use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::os::fd::{BorrowedFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
-
-use super::{Builder, JoinHandle, Limits, Proc, Stdio};
+use super::{Builder, JoinHandle, Proc};
 use crate::error::{Error, Repr, Result};
-use crate::wire::{self, Wait, WireError};
-
-/// The entry key that makes a child a zygote.
-pub(crate) const ZYGOTE_KEY: &str = "multiproc::__zygote";
+use crate::ipc::{self, WireError};
+use crate::proto::{ForkRequest, Hello, ZYGOTE_KEY, ZygoteAnswer, ZygoteRequest};
+use crate::sys::{self, Stream, Wait};
 
 /// How long a request may wait for the zygote's answer: a fork takes well under a millisecond,
 /// so this only bounds a zygote that hangs.
@@ -107,31 +103,6 @@ impl fmt::Debug for Zygote {
     }
 }
 
-/// What the parent asks of the zygote. `Stop` is variant 0 so that the shutdown request
-/// every child may receive (`Control::Shutdown`, also variant 0) reads as "stop".
-#[derive(Serialize, Deserialize)]
-enum Request {
-    Stop,
-    Fork(ForkRequest),
-}
-
-/// One child to fork. Descriptors come with the message, in this order: the child's end of
-/// its bootstrap socket, then its stdin, stdout and stderr where `stdio` says so.
-#[derive(Serialize, Deserialize)]
-struct ForkRequest {
-    entry: String,
-    envs: Vec<(Vec<u8>, Option<Vec<u8>>)>,
-    current_dir: Option<Vec<u8>>,
-    limits: Limits,
-    stdio: [bool; 3],
-}
-
-#[derive(Serialize, Deserialize)]
-enum Answer {
-    Forked(u32),
-    Failed(String),
-}
-
 impl Zygote {
     /// Starts a zygote now (so that a failure to start shows here, not at the first spawn).
     ///
@@ -194,20 +165,15 @@ impl Zygote {
         let mut fds = vec![theirs];
         let mut stdio = [false; 3];
         let mut ours: [Option<OwnedFd>; 3] = [None, None, None];
-        let streams = [
-            (builder.stdin, true),
-            (builder.stdout, false),
-            (builder.stderr, false),
-        ];
-        for (i, (how, is_input)) in streams.into_iter().enumerate() {
-            let theirs = match how {
-                Stdio::Inherit => None,
-                Stdio::Prefixed if is_input => None,
-                Stdio::Null => Some(dev_null()?),
-                Stdio::Piped | Stdio::Prefixed => {
-                    let (read, write) = super::posix::pipe()
+        let streams = super::Stdio::streams(builder.stdin, builder.stdout, builder.stderr);
+        for (i, stream) in streams.into_iter().enumerate() {
+            let theirs = match stream {
+                Stream::Inherit => None,
+                Stream::Null => Some(dev_null()?),
+                Stream::Piped => {
+                    let (read, write) = sys::pipe(false)
                         .map_err(|e| Error::io("cannot create a pipe for the child", e))?;
-                    if is_input {
+                    if i == 0 {
                         ours[i] = Some(write);
                         Some(read)
                     } else {
@@ -221,7 +187,7 @@ impl Zygote {
                 fds.push(fd);
             }
         }
-        let request = Request::Fork(ForkRequest {
+        let request = ZygoteRequest::Fork(ForkRequest {
             entry: key.to_string(),
             envs: builder
                 .envs
@@ -244,20 +210,14 @@ impl Zygote {
         let Some(pid) = self.ask(&request, fds, mine)? else {
             return Ok(None);
         };
-        let [stdin, stdout, stderr] = ours;
-        Ok(Some(Proc::forked(
-            pid,
-            stdin.map(Into::into),
-            stdout.map(Into::into),
-            stderr.map(Into::into),
-        )))
+        Ok(Some(Proc::with_pipes(pid, ours)))
     }
 
     /// Sends `request` with `fds` (which it closes here) and returns the forked pid, or
     /// `None` when the zygote died without forking (it is replaced at the next request).
     fn ask(
         &self,
-        request: &Request,
+        request: &ZygoteRequest,
         fds: Vec<OwnedFd>,
         mine: BorrowedFd<'_>,
     ) -> Result<Option<u32>> {
@@ -269,8 +229,9 @@ impl Zygote {
         let Some(sock) = handle.ready_fd() else {
             return Err(Error::other("the zygote's connection is closed"));
         };
-        let sent = wire::with_encoded(request, |bytes, _| {
-            wire::send(sock, None, bytes, &fds, Wait::timeout(ANSWER_TIMEOUT))
+        // The request carries no descriptor of its own: `fds` go with it.
+        let sent = ipc::with_encoded(request, |bytes, _| {
+            ipc::send(sock, None, bytes, &fds, Wait::timeout(ANSWER_TIMEOUT))
         })
         .map_err(Error::other)?;
         // Ours go now: from here on only the zygote, or a child it forked, holds the child's
@@ -278,16 +239,16 @@ impl Zygote {
         drop(fds);
         let answer = match sent {
             Err(e) => Err(lost(e)),
-            Ok(()) => wire::recv(sock, Wait::timeout(ANSWER_TIMEOUT))
+            Ok(()) => ipc::recv(sock, Wait::timeout(ANSWER_TIMEOUT))
                 .map_err(lost)
                 .and_then(|frame| {
-                    wire::decode(frame)
+                    ipc::decode(frame)
                         .map_err(|e| Error::other(format!("the zygote's answer: {e}")))
                 }),
         };
         match answer {
-            Ok(Answer::Forked(pid)) => Ok(Some(pid)),
-            Ok(Answer::Failed(why)) => {
+            Ok(ZygoteAnswer::Forked(pid)) => Ok(Some(pid)),
+            Ok(ZygoteAnswer::Failed(why)) => {
                 Err(Error::other(format!("the zygote could not fork: {why}")))
             }
             Err(e) => {
@@ -297,11 +258,10 @@ impl Zygote {
                 }
                 // Whether it forked before it died: a child says hello on `mine`; with no
                 // child, the last copy of the other end went with the zygote.
-                match wire::recv(mine, Wait::timeout(Duration::from_secs(5))) {
+                match ipc::recv(mine, Wait::timeout(Duration::from_secs(5))) {
                     Err(WireError::Closed) => Ok(None),
                     Ok(frame) => {
-                        if let Ok(crate::bootstrap::Hello::Ready { pid, .. }) = wire::decode(frame)
-                        {
+                        if let Ok(Hello::Ready { pid, .. }) = ipc::decode(frame) {
                             let mut child = Proc::forked(pid, None, None, None);
                             let _ = child.kill();
                             let _ = child.wait();
@@ -346,93 +306,4 @@ fn dev_null() -> Result<OwnedFd> {
         .open("/dev/null")
         .map(OwnedFd::from)
         .map_err(|e| Error::io("cannot open /dev/null", e))
-}
-
-/// The zygote's side: answers fork requests on `sock` until the parent hangs up or says stop.
-/// Runs on the only thread of the process; each child returns from here into `start_child`.
-pub(crate) fn serve(sock: &OwnedFd) -> ! {
-    let parent = crate::sys::parent_pid();
-    loop {
-        let Ok(mut frame) = wire::recv(sock.as_fd(), Wait::Forever) else {
-            crate::bootstrap::exit_now(0)
-        };
-        let fds = std::mem::take(&mut frame.fds);
-        let answer = match wire::decode::<Request>(frame) {
-            Ok(Request::Stop) => crate::bootstrap::exit_now(0),
-            Ok(Request::Fork(request)) => fork_one(sock.as_raw_fd(), parent, request, fds),
-            Err(e) => Answer::Failed(format!("unreadable request: {e}")),
-        };
-        let sent = wire::with_encoded(&answer, |bytes, fds| {
-            wire::send(sock.as_fd(), None, bytes, fds, Wait::Forever)
-        });
-        if !matches!(sent, Ok(Ok(()))) {
-            crate::bootstrap::exit_now(0)
-        }
-    }
-}
-
-fn fork_one(zygote_sock: RawFd, parent: u32, request: ForkRequest, fds: Vec<OwnedFd>) -> Answer {
-    let wanted = 1 + request.stdio.iter().filter(|s| **s).count();
-    if fds.len() != wanted {
-        return Answer::Failed(format!(
-            "expected {wanted} descriptors with the request, got {}",
-            fds.len()
-        ));
-    }
-    // SAFETY: a raw clone without CLONE_VM behaves as fork (the child gets a copy of this
-    // address space and returns 0 on the same stack); this process has one thread, so no
-    // lock can be held by a thread the child lacks. CLONE_PARENT makes the child our
-    // parent's; its exit signal is ours (SIGCHLD).
-    let pid = unsafe {
-        libc::syscall(
-            libc::SYS_clone,
-            (libc::CLONE_PARENT | libc::SIGCHLD) as libc::c_ulong,
-            0usize,
-            0usize,
-            0usize,
-            0usize,
-        )
-    };
-    match pid {
-        0 => start_child(zygote_sock, parent, request, fds),
-        pid if pid > 0 => Answer::Forked(pid as u32),
-        _ => Answer::Failed(std::io::Error::last_os_error().to_string()),
-    }
-}
-
-/// In the forked child: takes the standard streams, limits, directory and environment from
-/// the request, then runs the ordinary child bootstrap on the socket that came with it.
-fn start_child(zygote_sock: RawFd, parent: u32, request: ForkRequest, fds: Vec<OwnedFd>) -> ! {
-    // SAFETY: the zygote's socket is not ours to use; closing our copy leaves the zygote's.
-    unsafe { libc::close(zygote_sock) };
-    let mut fds = fds.into_iter();
-    let sock = fds.next().expect("counted by fork_one");
-    for (target, wanted) in request.stdio.iter().enumerate() {
-        if *wanted {
-            let fd = fds.next().expect("counted by fork_one");
-            // SAFETY: dup2 onto a standard stream number; the original closes on drop.
-            if unsafe { libc::dup2(fd.as_raw_fd(), target as RawFd) } < 0 {
-                crate::bootstrap::exit_now(crate::bootstrap::EXIT_BOOTSTRAP);
-            }
-        }
-    }
-    if crate::sys::apply_limits(request.limits).is_err() {
-        crate::bootstrap::exit_now(crate::bootstrap::EXIT_BOOTSTRAP);
-    }
-    if let Some(dir) = request.current_dir
-        && std::env::set_current_dir(OsString::from_vec(dir)).is_err()
-    {
-        crate::bootstrap::exit_now(crate::bootstrap::EXIT_BOOTSTRAP);
-    }
-    for (key, value) in request.envs {
-        let key = OsString::from_vec(key);
-        // SAFETY: this process has one thread, so nothing reads the environment meanwhile.
-        unsafe {
-            match value {
-                Some(value) => std::env::set_var(key, OsString::from_vec(value)),
-                None => std::env::remove_var(key),
-            }
-        }
-    }
-    crate::bootstrap::run_forked(sock, parent, request.entry)
 }

@@ -9,17 +9,17 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::io;
-use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::task::{Context, Poll, Waker};
 
 use crate::error::{Error, Result};
-use crate::select::Source;
+use crate::sys;
 
 struct Reactor {
-    epoll: OwnedFd,
+    epoll: sys::Epoll,
     waiting: Mutex<HashMap<u64, Registration>>,
     next: AtomicU64,
 }
@@ -57,18 +57,11 @@ fn reactor() -> io::Result<&'static Reactor> {
 }
 
 fn start() -> io::Result<Reactor> {
-    // SAFETY: epoll_create1 returns a new descriptor or -1.
-    let fd = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: new, owned by nobody else.
-    let epoll = unsafe { OwnedFd::from_raw_fd(fd) };
-    let raw = epoll.as_raw_fd();
+    let epoll = sys::Epoll::new()?;
     std::thread::Builder::new()
         .name("multiproc-async".into())
         .stack_size(64 * 1024)
-        .spawn(move || run(raw))?;
+        .spawn(run)?;
     Ok(Reactor {
         epoll,
         waiting: Mutex::new(HashMap::new()),
@@ -76,53 +69,32 @@ fn start() -> io::Result<Reactor> {
     })
 }
 
-fn run(epoll: i32) {
-    let mut events = [libc::epoll_event { events: 0, u64: 0 }; 64];
-    loop {
-        // SAFETY: `events` has room for 64 entries; the epoll descriptor lives in a static.
-        let n = unsafe { libc::epoll_wait(epoll, events.as_mut_ptr(), 64, -1) };
-        if n < 0 {
-            if io::Error::last_os_error().raw_os_error() == Some(libc::EINTR) {
-                continue;
-            }
-            return;
+/// The reactor's thread: waits (once the reactor is in its static) and fires whatever is
+/// ready.
+fn run() {
+    let Ok(reactor) = reactor() else { return };
+    let fire = |token| {
+        if let Some(registration) = reactor.take(token) {
+            registration.shared.fire();
         }
-        let Ok(reactor) = reactor() else { return };
-        for event in &events[..n as usize] {
-            if let Some(registration) = reactor.take(event.u64) {
-                registration.shared.fire();
-            }
-        }
-    }
+    };
+    while reactor.epoll.wait(fire).is_ok() {}
 }
 
 impl Reactor {
     fn register(&self, fd: BorrowedFd<'_>, shared: Arc<Shared>) -> io::Result<u64> {
         let fd = fd.try_clone_to_owned()?;
         let token = self.next.fetch_add(1, Ordering::Relaxed);
-        let mut event = libc::epoll_event {
-            events: (libc::EPOLLIN | libc::EPOLLRDHUP | libc::EPOLLONESHOT) as u32,
-            u64: token,
-        };
-        let raw = fd.as_raw_fd();
-        // In the map before epoll can report it.
-        self.waiting
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(token, Registration { fd, shared });
-        // SAFETY: both descriptors are open; `event` is read during the call.
-        let rc = unsafe {
-            libc::epoll_ctl(self.epoll.as_raw_fd(), libc::EPOLL_CTL_ADD, raw, &mut event)
-        };
-        if rc < 0 {
-            let e = io::Error::last_os_error();
-            self.waiting
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .remove(&token);
-            return Err(e);
+        // In the map before epoll can report it: the reactor's `take` waits for the lock.
+        let mut waiting = self.waiting.lock().unwrap_or_else(|e| e.into_inner());
+        let added = self.epoll.add(fd.as_fd(), token, true);
+        match added {
+            Ok(()) => {
+                waiting.insert(token, Registration { fd, shared });
+                Ok(token)
+            }
+            Err(e) => Err(e),
         }
-        Ok(token)
     }
 
     /// Ends registration `token`, if it is still on: out of the map and the epoll set.
@@ -141,15 +113,7 @@ impl Reactor {
     /// Takes a duplicate out of the epoll set before it is closed (epoll watches the open
     /// file, which the original keeps alive).
     fn forget(&self, fd: &OwnedFd) {
-        // SAFETY: both descriptors are open; DEL ignores the event argument.
-        unsafe {
-            libc::epoll_ctl(
-                self.epoll.as_raw_fd(),
-                libc::EPOLL_CTL_DEL,
-                fd.as_raw_fd(),
-                std::ptr::null_mut(),
-            );
-        }
+        self.epoll.delete(fd.as_fd());
     }
 }
 
@@ -202,28 +166,4 @@ impl Drop for Readable<'_> {
 /// Resolves once `fd` is readable or hung up.
 pub(crate) async fn readable(fd: BorrowedFd<'_>) -> Result<()> {
     Readable { fd, state: None }.await
-}
-
-/// Resolves once `source` has something to take (or is closed), like one [`Select`] wait.
-///
-/// [`Select`]: crate::Select
-pub(crate) async fn ready(source: Source<'_>) -> Result<()> {
-    match source.inbox_or_fd() {
-        None => Ok(()),
-        Some((None, fd)) => readable(fd).await,
-        Some((Some(inbox), fd)) => {
-            // Claim the socket so that the pump does not drain it behind our back.
-            if inbox.begin_wait() {
-                return Ok(());
-            }
-            struct Claim<'a>(&'a crate::pump::Inbox);
-            impl Drop for Claim<'_> {
-                fn drop(&mut self) {
-                    self.0.end_wait();
-                }
-            }
-            let _claim = Claim(inbox);
-            readable(fd).await
-        }
-    }
 }

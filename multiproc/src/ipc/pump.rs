@@ -11,11 +11,12 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::io;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
 
-use crate::wire::{self, Frame, Wait, WireError};
+use super::frame::{self as wire, Frame, WireError};
+use crate::sys::{self, Wait};
 
 /// The receiving side of one socket: the socket, its doorbell, and what the pump already
 /// read from it.
@@ -55,13 +56,13 @@ pub(crate) enum Received {
 
 /// A new doorbell for a channel: a non-blocking eventfd.
 pub(crate) fn doorbell() -> io::Result<OwnedFd> {
-    crate::sys::eventfd(0)
+    sys::eventfd(false)
 }
 
 /// Rings a doorbell: asks the receiving process to drain the socket.
 pub(crate) fn ring(doorbell: BorrowedFd<'_>) {
     // A full counter fails with EAGAIN, which still leaves it readable.
-    let _ = crate::sys::eventfd_add(doorbell, 1);
+    let _ = sys::eventfd_add(doorbell, 1);
 }
 
 impl Inbox {
@@ -87,20 +88,10 @@ impl Inbox {
             // moved while its senders waited) wakes the pump at once, and must find it so.
             let mut st = inbox.lock();
             st.registered = true;
-            let mut event = libc::epoll_event {
-                events: libc::EPOLLIN as u32,
-                u64: inbox.token,
-            };
-            // SAFETY: both descriptors are open; event is a valid epoll_event.
-            let rc = unsafe {
-                libc::epoll_ctl(
-                    pump.epoll.as_raw_fd(),
-                    libc::EPOLL_CTL_ADD,
-                    inbox.doorbell.as_raw_fd(),
-                    &mut event,
-                )
-            };
-            st.registered = rc == 0;
+            st.registered = pump
+                .epoll
+                .add(inbox.doorbell.as_fd(), inbox.token, false)
+                .is_ok();
         }
         inbox
     }
@@ -178,7 +169,7 @@ impl Inbox {
     /// Called by the pump when the doorbell rang: a sender found the socket full.
     fn on_ring(&self) {
         // Resets the doorbell; an empty one (another ring already taken) is fine.
-        let _ = crate::sys::eventfd_take(self.doorbell());
+        let _ = sys::eventfd_take(self.doorbell());
         let mut st = self.lock();
         if !st.registered || st.closed || st.failed.is_some() {
             return;
@@ -243,15 +234,7 @@ impl Inbox {
         }
         st.registered = false;
         if let Some(pump) = pump() {
-            // SAFETY: both descriptors are open; DEL ignores the event argument.
-            unsafe {
-                libc::epoll_ctl(
-                    pump.epoll.as_raw_fd(),
-                    libc::EPOLL_CTL_DEL,
-                    self.doorbell.as_raw_fd(),
-                    std::ptr::null_mut(),
-                );
-            }
+            pump.epoll.delete(self.doorbell.as_fd());
             pump.inboxes
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
@@ -276,7 +259,7 @@ fn queue_batch(frames: &mut VecDeque<Frame>, frame: Frame) -> io::Result<()> {
 }
 
 struct Pump {
-    epoll: OwnedFd,
+    epoll: sys::Epoll,
     inboxes: Mutex<HashMap<u64, Weak<Inbox>>>,
 }
 
@@ -288,15 +271,8 @@ fn pump() -> Option<&'static Pump> {
 }
 
 fn start() -> io::Result<&'static Pump> {
-    // SAFETY: epoll_create1 returns a new descriptor or -1.
-    let fd = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: fd is new and owned by nobody else.
-    let epoll = unsafe { OwnedFd::from_raw_fd(fd) };
     let pump: &'static Pump = Box::leak(Box::new(Pump {
-        epoll,
+        epoll: sys::Epoll::new()?,
         inboxes: Mutex::new(HashMap::new()),
     }));
     std::thread::Builder::new()
@@ -307,35 +283,16 @@ fn start() -> io::Result<&'static Pump> {
 }
 
 fn run(pump: &'static Pump) {
-    const BATCH: usize = 64;
-    let mut events = [libc::epoll_event { events: 0, u64: 0 }; BATCH];
-    loop {
-        // SAFETY: events is a writable array of BATCH entries.
-        let n = unsafe {
-            libc::epoll_wait(
-                pump.epoll.as_raw_fd(),
-                events.as_mut_ptr(),
-                BATCH as libc::c_int,
-                -1,
-            )
-        };
-        if n < 0 {
-            if io::Error::last_os_error().kind() == io::ErrorKind::Interrupted {
-                continue;
-            }
-            return;
+    let ring = |token| {
+        let inbox = pump
+            .inboxes
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&token)
+            .and_then(Weak::upgrade);
+        if let Some(inbox) = inbox {
+            inbox.on_ring();
         }
-        for event in &events[..n as usize] {
-            let token = event.u64;
-            let inbox = pump
-                .inboxes
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .get(&token)
-                .and_then(Weak::upgrade);
-            if let Some(inbox) = inbox {
-                inbox.on_ring();
-            }
-        }
-    }
+    };
+    while pump.epoll.wait(ring).is_ok() {}
 }

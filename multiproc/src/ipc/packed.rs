@@ -7,7 +7,7 @@ use serde::de::Deserializer;
 use serde::ser::Serializer;
 use serde::{Deserialize, Serialize};
 
-use crate::wire;
+use super::codec::{self as wire, ByteBlock, ByteBuf};
 
 /// Entries laid out as `[u32 length][u16 descriptor count][bytes]`, the descriptors of all
 /// entries in order beside them.
@@ -85,32 +85,21 @@ impl Serialize for Packed {
         for fd in &self.fds {
             indices.push(wire::attach_fd(fd.as_fd(), "pool task")?);
         }
-        (serde_bytes_ref(&self.data), indices, self.len as u64).serialize(s)
+        (ByteBlock(&self.data), indices, self.len as u64).serialize(s)
     }
 }
 
 impl<'de> Deserialize<'de> for Packed {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let (data, indices, len) = <(crate::Bytes, Vec<u32>, u64)>::deserialize(d)?;
+        let (ByteBuf(data), indices, len) = <(ByteBuf, Vec<u32>, u64)>::deserialize(d)?;
         let mut fds = Vec::with_capacity(indices.len());
         for i in indices {
             fds.push(wire::take_fd(i, "pool task")?);
         }
         Ok(Packed {
-            data: data.into_vec(),
+            data,
             fds,
             len: len as usize,
         })
     }
-}
-
-/// Serializes a byte slice as one block.
-fn serde_bytes_ref(bytes: &[u8]) -> impl Serialize + '_ {
-    struct Block<'a>(&'a [u8]);
-    impl Serialize for Block<'_> {
-        fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-            s.serialize_bytes(self.0)
-        }
-    }
-    Block(bytes)
 }

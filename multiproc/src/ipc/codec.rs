@@ -1,0 +1,382 @@
+//! Values to bytes and back: postcard, in a per-thread context that collects the
+//! descriptors a value carries (channel ends, memory regions: see [`attach_fd`] and
+//! [`take_fd`]), the receivers it moves out of this process, and the text of errors raised by
+//! multiproc's own serializers (postcard keeps only the fact that there was one).
+
+use std::cell::RefCell;
+use std::io;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+
+use serde::de::DeserializeOwned;
+use serde::{Serialize, de, ser};
+
+use super::frame::{self, Frame, INLINE_MAX, MAX_FDS, Payload};
+use super::pump::Inbox;
+
+thread_local! {
+    /// Descriptors collected while encoding a message, `None` outside of [`encode`].
+    static OUTGOING: RefCell<Option<Vec<OwnedFd>>> = const { RefCell::new(None) };
+    /// Descriptors of the message being decoded, `None` outside of [`decode`].
+    static INCOMING: RefCell<Option<Vec<Option<OwnedFd>>>> = const { RefCell::new(None) };
+    /// The text of the last custom error raised by multiproc's own (de)serializers: postcard
+    /// keeps only the fact that there was one. Set right before the error is returned and
+    /// taken by `describe`, so it never outlives its error.
+    static CUSTOM: RefCell<Option<String>> = const { RefCell::new(None) };
+    /// Each thread's encoding buffer.
+    pub(super) static SCRATCH: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+    /// Receivers the message being encoded moves, `None` outside of [`with_encoded`].
+    static MOVES: RefCell<Option<Vec<std::sync::Arc<Inbox>>>> =
+        const { RefCell::new(None) };
+    /// Set by [`not_sent`].
+    static NOT_SENT: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Encodes `value` and hands its bytes and descriptors to `use_frame` (the bytes live in a
+/// per-thread buffer, reused from one message to the next).
+///
+/// A receiver inside `value` stops being drained here while it is on its way out (see
+/// `pump::Inbox::detach`); if the message does not go after all and the value stays with the
+/// caller, `use_frame` calls [`not_sent`] and the receiver resumes.
+pub(crate) fn with_encoded<T: Serialize + ?Sized, R>(
+    value: &T,
+    use_frame: impl FnOnce(&[u8], &[OwnedFd]) -> R,
+) -> Result<R, String> {
+    encoding(
+        |buf| {
+            *buf = postcard::to_extend(value, std::mem::take(buf)).map_err(describe)?;
+            Ok(())
+        },
+        |(), bytes, fds| use_frame(bytes, fds),
+    )
+}
+
+/// The context every encoding runs in: the per-thread buffer, and the descriptors and moved
+/// receivers the value's serialization records. `encode` fills the buffer (and may produce
+/// something besides, such as a memfd); `use_frame` gets that, the bytes and the descriptors.
+/// Receivers resume if encoding fails or `use_frame` calls [`not_sent`].
+fn encoding<X, R>(
+    encode: impl FnOnce(&mut Vec<u8>) -> Result<X, String>,
+    use_frame: impl FnOnce(X, &[u8], &[OwnedFd]) -> R,
+) -> Result<R, String> {
+    let mut buf = SCRATCH.with(|s| std::mem::take(&mut *s.borrow_mut()));
+    buf.clear();
+    let saved = OUTGOING.with(|o| o.replace(Some(Vec::new())));
+    let saved_moves = MOVES.with(|m| m.replace(Some(Vec::new())));
+    let encoded = encode(&mut buf);
+    let fds = OUTGOING.with(|o| o.replace(saved)).unwrap_or_default();
+    let result = match encoded {
+        Ok(extra) => {
+            let sent = NOT_SENT.with(|n| n.replace(false));
+            let result = use_frame(extra, &buf, &fds);
+            if NOT_SENT.with(|n| n.replace(sent)) {
+                resume_moves();
+            }
+            Ok(result)
+        }
+        Err(e) => {
+            resume_moves();
+            Err(e)
+        }
+    };
+    SCRATCH.with(|s| *s.borrow_mut() = buf);
+    MOVES.with(|m| m.replace(saved_moves));
+    result
+}
+
+/// Encodes each of `items` at the end of `out`, in one encoding context (no per-item buffer
+/// or thread-local setup): `each` gets the byte range and the descriptors of every item. The
+/// values are handed over for good (as to a message that was sent).
+pub(crate) fn encode_each<T: Serialize>(
+    items: impl IntoIterator<Item = T>,
+    out: &mut Vec<u8>,
+    mut each: impl FnMut(std::ops::Range<usize>, Vec<OwnedFd>),
+) -> Result<(), String> {
+    let saved = OUTGOING.with(|o| o.replace(Some(Vec::new())));
+    let saved_moves = MOVES.with(|m| m.replace(Some(Vec::new())));
+    let mut result = Ok(());
+    for item in items {
+        let start = out.len();
+        match postcard::to_extend(&item, std::mem::take(out)) {
+            Ok(buf) => *out = buf,
+            Err(e) => {
+                result = Err(describe(e));
+                break;
+            }
+        }
+        let fds = OUTGOING
+            .with(|o| o.borrow_mut().as_mut().map(std::mem::take))
+            .unwrap_or_default();
+        each(start..out.len(), fds);
+    }
+    if result.is_err() {
+        resume_moves();
+    }
+    OUTGOING.with(|o| o.replace(saved));
+    MOVES.with(|m| m.replace(saved_moves));
+    result
+}
+
+/// How much of a spilled message is collected before it is written to its memfd.
+const SPILL_CHUNK: usize = 64 << 10;
+
+/// A postcard flavor that keeps a message in `buf` while it fits a datagram, and past that
+/// writes it to a memfd as it goes: a large message is copied once, straight from the value
+/// into the memfd, and the per-thread buffer never grows past a chunk.
+struct Spill<'a> {
+    buf: &'a mut Vec<u8>,
+    file: Option<std::fs::File>,
+    written: u64,
+    /// The system call that failed, if one did (postcard's errors carry no cause).
+    failed: &'a mut Option<io::Error>,
+}
+
+impl Spill<'_> {
+    fn io<T>(&mut self, r: io::Result<T>) -> postcard::Result<T> {
+        r.map_err(|e| {
+            *self.failed = Some(e);
+            postcard::Error::SerializeBufferFull
+        })
+    }
+
+    /// Writes what `buf` holds to the memfd, creating it first.
+    fn flush(&mut self) -> postcard::Result<()> {
+        use std::io::Write;
+        if self.file.is_none() {
+            let file = frame::message_memfd().map(std::fs::File::from);
+            self.file = Some(self.io(file)?);
+        }
+        let file = self.file.as_mut().expect("created above");
+        let written = file.write_all(self.buf);
+        self.io(written)?;
+        self.written += self.buf.len() as u64;
+        self.buf.clear();
+        Ok(())
+    }
+}
+
+impl postcard::ser_flavors::Flavor for Spill<'_> {
+    type Output = Option<(std::fs::File, u64)>;
+
+    fn try_push(&mut self, byte: u8) -> postcard::Result<()> {
+        self.buf.push(byte);
+        let limit = if self.file.is_some() {
+            SPILL_CHUNK
+        } else {
+            INLINE_MAX
+        };
+        if self.buf.len() > limit {
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    fn try_extend(&mut self, data: &[u8]) -> postcard::Result<()> {
+        use std::io::Write;
+        if self.file.is_none() && self.buf.len() + data.len() <= INLINE_MAX {
+            self.buf.extend_from_slice(data);
+            return Ok(());
+        }
+        if data.len() < SPILL_CHUNK {
+            self.buf.extend_from_slice(data);
+            if self.buf.len() >= SPILL_CHUNK || self.file.is_none() {
+                self.flush()?;
+            }
+            return Ok(());
+        }
+        // A large slice (a `Bytes`, a string) goes straight from the value to the memfd.
+        self.flush()?;
+        let file = self.file.as_mut().expect("created by flush");
+        let written = file.write_all(data);
+        self.io(written)?;
+        self.written += data.len() as u64;
+        Ok(())
+    }
+
+    fn finalize(mut self) -> postcard::Result<Self::Output> {
+        if self.file.is_none() {
+            return Ok(None);
+        }
+        self.flush()?;
+        let file = self.file.take().expect("checked above");
+        crate::sys::seal_final(file.as_fd());
+        Ok(Some((file, self.written)))
+    }
+}
+
+/// Like [`with_encoded`], but a message too large for one datagram is written to a sealed
+/// memfd while it is encoded (see [`Spill`]); send the payload with
+/// [`send_payload`](frame::send_payload).
+pub(crate) fn with_payload<T: Serialize + ?Sized, R>(
+    value: &T,
+    use_frame: impl FnOnce(Payload<'_>, &[OwnedFd]) -> R,
+) -> Result<R, String> {
+    // A spill leaves at most a chunk in the buffer; a message that stayed inline, its size.
+    encoding(
+        |buf| {
+            let mut failed = None;
+            let spill = Spill {
+                buf,
+                file: None,
+                written: 0,
+                failed: &mut failed,
+            };
+            match (postcard::serialize_with_flavor(value, spill), failed) {
+                (Ok(spilled), None) => Ok(spilled),
+                (_, Some(e)) => Err(format!("cannot write a large message to memory: {e}")),
+                (Err(e), None) => Err(describe(e)),
+            }
+        },
+        |spilled, bytes, fds| match spilled {
+            None => use_frame(Payload::Inline(bytes), fds),
+            Some((file, len)) => use_frame(Payload::Memfd(&OwnedFd::from(file), len), fds),
+        },
+    )
+}
+
+/// Called inside [`with_encoded`]'s closure: the message was not sent, and the value goes
+/// back to the caller.
+pub(crate) fn not_sent() {
+    NOT_SENT.with(|n| n.set(true));
+}
+
+/// Records a receiver that the message being encoded moves out of this process.
+pub(crate) fn note_move(inbox: std::sync::Arc<Inbox>) {
+    MOVES.with(|m| {
+        if let Some(moves) = m.borrow_mut().as_mut() {
+            moves.push(inbox);
+        }
+    });
+}
+
+fn resume_moves() {
+    let moves = MOVES.with(|m| m.borrow_mut().as_mut().map(std::mem::take));
+    for inbox in moves.into_iter().flatten() {
+        inbox.stay();
+    }
+}
+
+/// Decodes a received frame; descriptors the value did not claim are closed.
+pub(crate) fn decode<T: DeserializeOwned>(frame: Frame) -> Result<T, String> {
+    if frame.batch {
+        return Err("received a batch of messages where one was expected".to_string());
+    }
+    let Frame { bytes, fds, .. } = frame;
+    decode_slice(&bytes, fds)
+}
+
+/// Decodes `bytes` with the descriptors `fds`; those the value did not claim are closed.
+pub(crate) fn decode_slice<T: DeserializeOwned>(
+    bytes: &[u8],
+    fds: Vec<OwnedFd>,
+) -> Result<T, String> {
+    CUSTOM.with(|c| c.borrow_mut().take());
+    let saved = INCOMING.with(|i| i.replace(Some(fds.into_iter().map(Some).collect())));
+    let decoded = postcard::from_bytes::<T>(bytes);
+    INCOMING.with(|i| i.replace(saved));
+    decoded.map_err(describe)
+}
+
+fn describe(e: postcard::Error) -> String {
+    match e {
+        postcard::Error::SerdeSerCustom | postcard::Error::SerdeDeCustom => CUSTOM
+            .with(|c| c.borrow_mut().take())
+            .unwrap_or_else(|| e.to_string()),
+        postcard::Error::DeserializeUnexpectedEnd => {
+            "the message ended early (was it sent as another type?)".to_string()
+        }
+        _ => e.to_string(),
+    }
+}
+
+/// A decoding error whose text survives postcard.
+pub(crate) fn de_error<E: de::Error>(message: String) -> E {
+    E::custom(record(message))
+}
+
+/// Remembers the text of a custom error for [`describe`]; returns it.
+fn record(message: String) -> String {
+    CUSTOM.with(|c| *c.borrow_mut() = Some(message.clone()));
+    message
+}
+
+/// Attaches a copy of `fd` to the message being encoded; returns its index in the frame.
+pub(crate) fn attach_fd<E: ser::Error>(fd: BorrowedFd<'_>, what: &str) -> Result<u32, E> {
+    OUTGOING.with(|o| {
+        let mut o = o.borrow_mut();
+        let Some(fds) = o.as_mut() else {
+            return Err(E::custom(record(format!(
+                "a {what} can only be serialized by multiproc, as part of a message, \
+                     a process's state or its result"
+            ))));
+        };
+        if fds.len() >= MAX_FDS {
+            return Err(E::custom(record(format!(
+                "a message can carry at most {MAX_FDS} channel ends and memory regions"
+            ))));
+        }
+        let copy = fd
+            .try_clone_to_owned()
+            .map_err(|e| E::custom(record(format!("cannot duplicate a {what}: {e}"))))?;
+        fds.push(copy);
+        Ok((fds.len() - 1) as u32)
+    })
+}
+
+/// Takes the descriptor at `index` of the message being decoded.
+pub(crate) fn take_fd<E: de::Error>(index: u32, what: &str) -> Result<OwnedFd, E> {
+    INCOMING.with(|i| {
+        let mut i = i.borrow_mut();
+        let Some(fds) = i.as_mut() else {
+            return Err(E::custom(record(format!(
+                "a {what} can only be deserialized by multiproc"
+            ))));
+        };
+        fds.get_mut(index as usize)
+            .and_then(Option::take)
+            .ok_or_else(|| {
+                E::custom(record(format!(
+                    "the message lacks the descriptor of a {what}"
+                )))
+            })
+    })
+}
+
+/// Serializes a byte slice as one block (serde's `serialize_bytes`), not element by element.
+pub(crate) struct ByteBlock<'a>(pub(crate) &'a [u8]);
+
+impl Serialize for ByteBlock<'_> {
+    fn serialize<S: ser::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_bytes(self.0)
+    }
+}
+
+/// Deserializes a [`ByteBlock`] (or, from a format without byte strings, a sequence of bytes)
+/// into a `Vec<u8>`.
+pub(crate) struct ByteBuf(pub(crate) Vec<u8>);
+
+impl<'de> de::Deserialize<'de> for ByteBuf {
+    fn deserialize<D: de::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> de::Visitor<'de> for Visitor {
+            type Value = ByteBuf;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a byte string")
+            }
+            fn visit_bytes<E: de::Error>(self, v: &[u8]) -> Result<ByteBuf, E> {
+                Ok(ByteBuf(v.to_vec()))
+            }
+            fn visit_byte_buf<E: de::Error>(self, v: Vec<u8>) -> Result<ByteBuf, E> {
+                Ok(ByteBuf(v))
+            }
+            // Formats without byte strings send a sequence.
+            fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<ByteBuf, A::Error> {
+                let mut v = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(1 << 20));
+                while let Some(b) = seq.next_element()? {
+                    v.push(b);
+                }
+                Ok(ByteBuf(v))
+            }
+        }
+        d.deserialize_byte_buf(Visitor)
+    }
+}

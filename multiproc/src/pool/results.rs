@@ -1,0 +1,372 @@
+//! What a pool call gives back: results in order ([`Imap`]), as they finish
+//! ([`ImapUnordered`]), one at a time ([`AsyncResult`], also a future), and the decoding of
+//! a worker's delivery into them.
+
+use std::any::type_name;
+use std::collections::HashMap;
+use std::fmt;
+use std::os::fd::OwnedFd;
+use std::sync::mpsc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use serde::de::DeserializeOwned;
+
+use super::scheduler::{Done, Results};
+use crate::error::{Error, Repr, Result};
+use crate::ipc::codec as wire;
+use crate::proto::Outcome;
+
+/// Decodes a delivery: hands `each` every task's index and result.
+pub(super) fn settle<R: DeserializeOwned>(done: Done, mut each: impl FnMut(usize, Result<R>)) {
+    match done {
+        Done::Failed { index, error } => each(index, Err(error)),
+        Done::Outcomes {
+            indices,
+            outcomes,
+            who,
+        } => {
+            let mut entries = outcomes.into_entries();
+            for index in indices {
+                let result = match entries.next_entry() {
+                    Some((bytes, fds)) => outcome(bytes, fds, &who),
+                    None => Err(lost()),
+                };
+                each(index, result);
+            }
+        }
+    }
+}
+
+/// One task's encoded outcome, decoded.
+fn outcome<R: DeserializeOwned>(
+    bytes: &[u8],
+    fds: Vec<OwnedFd>,
+    who: &crate::error::Who,
+) -> Result<R> {
+    let decoded = wire::decode_slice::<Outcome<R>>(bytes, fds).map_err(|message| {
+        Error::new(Repr::Deserialize {
+            type_name: type_name::<R>(),
+            message,
+        })
+    })?;
+    match decoded {
+        Outcome::Returned(value) => Ok(value),
+        Outcome::Panicked(panic) => Err(Error::new(Repr::Panicked {
+            who: who.clone(),
+            panic,
+        })),
+        Outcome::OutputNotSerializable { message, .. } => Err(Error::serialize::<R>(message)),
+        Outcome::StateNotDeserializable { type_name, message } => Err(Error::other(format!(
+            "{who} could not decode a task's arguments `{type_name}`: {message}"
+        ))),
+    }
+}
+
+/// The error for a task whose outcome can no longer arrive.
+fn lost() -> Error {
+    Error::other("the pool's scheduler stopped before delivering this task's result")
+}
+
+/// Receives `n` outcomes and decodes them in input order.
+/// Every result of a call, in input order, or the first error in that order.
+pub(super) fn collect_in_order<R: DeserializeOwned>(rx: Results, n: usize) -> Result<Vec<R>> {
+    let mut slots: Vec<Option<Result<R>>> = (0..n).map(|_| None).collect();
+    let mut got = 0;
+    while got < n {
+        let Ok(done) = rx.recv() else {
+            break;
+        };
+        settle(done, |index, result| {
+            if let Some(slot) = slots.get_mut(index) {
+                got += usize::from(slot.is_none());
+                *slot = Some(result);
+            }
+        });
+    }
+    let mut values = Vec::with_capacity(n);
+    for slot in slots {
+        values.push(slot.unwrap_or_else(|| Err(lost()))?);
+    }
+    Ok(values)
+}
+
+/// The results of [`Pool::imap`], in input order.
+///
+/// # Examples
+///
+/// See [`Pool::imap`].
+pub struct Imap<R> {
+    pub(super) rx: Results,
+    pub(super) len: usize,
+    pub(super) next: usize,
+    pub(super) early: HashMap<usize, Result<R>>,
+}
+
+impl<R: DeserializeOwned> Iterator for Imap<R> {
+    type Item = Result<R>;
+
+    fn next(&mut self) -> Option<Result<R>> {
+        if self.next == self.len {
+            return None;
+        }
+        let index = self.next;
+        self.next += 1;
+        loop {
+            if let Some(result) = self.early.remove(&index) {
+                return Some(result);
+            }
+            match self.rx.recv() {
+                Ok(done) => settle(done, |i, result| {
+                    self.early.insert(i, result);
+                }),
+                Err(_) => return Some(Err(lost())),
+            }
+        }
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        let left = self.len - self.next;
+        (left, Some(left))
+    }
+}
+
+impl<R: DeserializeOwned> ExactSizeIterator for Imap<R> {}
+
+impl<R> fmt::Debug for Imap<R> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Imap({} of {} left)", self.len - self.next, self.len)
+    }
+}
+
+/// The results of [`Pool::imap_unordered`], each with its task's index, as they finish.
+///
+/// # Examples
+///
+/// See [`Pool::imap_unordered`].
+pub struct ImapUnordered<R> {
+    pub(super) rx: Results,
+    pub(super) left: usize,
+    pub(super) ready: std::collections::VecDeque<(usize, Result<R>)>,
+}
+
+impl<R: DeserializeOwned> Iterator for ImapUnordered<R> {
+    type Item = (usize, Result<R>);
+
+    fn next(&mut self) -> Option<(usize, Result<R>)> {
+        if self.left == 0 {
+            return None;
+        }
+        self.left -= 1;
+        loop {
+            if let Some(next) = self.ready.pop_front() {
+                return Some(next);
+            }
+            match self.rx.recv() {
+                Ok(done) => settle(done, |index, result| self.ready.push_back((index, result))),
+                Err(_) => {
+                    self.left = 0;
+                    return Some((usize::MAX, Err(lost())));
+                }
+            }
+        }
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        (self.left, Some(self.left))
+    }
+}
+
+impl<R: DeserializeOwned> ExactSizeIterator for ImapUnordered<R> {}
+
+impl<R> fmt::Debug for ImapUnordered<R> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "ImapUnordered({} left)", self.left)
+    }
+}
+
+/// The result of [`Pool::apply_async`] or [`Pool::submit`], once its task is done.
+///
+/// # Examples
+///
+/// See [`Pool::apply_async`].
+pub struct AsyncResult<R> {
+    rx: Results,
+    done: Option<Result<R>>,
+    taken: bool,
+}
+
+impl<R: DeserializeOwned> AsyncResult<R> {
+    pub(super) fn new(rx: Results) -> Self {
+        AsyncResult {
+            rx,
+            done: None,
+            taken: false,
+        }
+    }
+
+    /// Waits for the task and returns its result.
+    ///
+    /// # Examples
+    ///
+    /// See [`Pool::apply_async`].
+    ///
+    /// # Errors
+    ///
+    /// The task's failure: its panic, its worker's death, its timeout, the pool's end.
+    pub fn get(mut self) -> Result<R> {
+        self.wait();
+        self.take()
+    }
+
+    /// Waits at most `timeout` for the task; after a timeout the result can still be had.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// use std::time::Duration;
+    ///
+    /// #[multiproc::process]
+    /// fn slow() -> u8 {
+    ///     std::thread::sleep(Duration::from_millis(200));
+    ///     1
+    /// }
+    ///
+    /// #[multiproc::main]
+    /// fn main() -> multiproc::Result<()> {
+    ///     let pool = multiproc::Pool::new(1)?;
+    ///     let mut r = pool.apply_async(slow, ())?;
+    ///     assert!(r.get_timeout(Duration::from_millis(1)).unwrap_err().is_timeout());
+    ///     assert_eq!(r.get_timeout(Duration::from_secs(30))?, 1);
+    ///     Ok(())
+    /// }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// As [`get`](AsyncResult::get), plus [`ErrorKind::Timeout`](crate::ErrorKind::Timeout);
+    /// [`ErrorKind::Other`](crate::ErrorKind::Other) once the result was taken.
+    pub fn get_timeout(&mut self, timeout: Duration) -> Result<R> {
+        if !self.wait_timeout(timeout) {
+            return Err(Error::new(Repr::Timeout {
+                what: format!("waiting for a task returning {}", type_name::<R>()),
+                after: timeout,
+            }));
+        }
+        self.take()
+    }
+
+    /// `true` once the task is done (its result waits here).
+    ///
+    /// # Examples
+    ///
+    /// See [`AsyncResult::wait`].
+    pub fn ready(&mut self) -> bool {
+        self.wait_timeout(Duration::ZERO)
+    }
+
+    /// Waits until the task is done.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// #[multiproc::process]
+    /// fn one() -> u8 {
+    ///     1
+    /// }
+    ///
+    /// #[multiproc::main]
+    /// fn main() -> multiproc::Result<()> {
+    ///     let pool = multiproc::Pool::new(1)?;
+    ///     let mut r = pool.apply_async(one, ())?;
+    ///     r.wait();
+    ///     assert!(r.ready());
+    ///     assert_eq!(r.get()?, 1);
+    ///     Ok(())
+    /// }
+    /// ```
+    pub fn wait(&mut self) {
+        while !self.wait_timeout(Duration::from_secs(3600)) {}
+    }
+
+    /// Waits at most `timeout` until the task is done; `true` if it is.
+    ///
+    /// # Examples
+    ///
+    /// See [`AsyncResult::get_timeout`].
+    pub fn wait_timeout(&mut self, timeout: Duration) -> bool {
+        if self.done.is_some() || self.taken {
+            return true;
+        }
+        match self.rx.recv_timeout(timeout) {
+            Ok(done) => {
+                settle(done, |_, result| self.done = Some(result));
+                true
+            }
+            Err(mpsc::RecvTimeoutError::Timeout) => false,
+            Err(mpsc::RecvTimeoutError::Disconnected) => {
+                self.done = Some(Err(lost()));
+                true
+            }
+        }
+    }
+
+    fn take(&mut self) -> Result<R> {
+        match self.done.take() {
+            Some(result) => {
+                self.taken = true;
+                result
+            }
+            None => Err(Error::other("this task's result was already taken")),
+        }
+    }
+}
+
+/// Awaiting an `AsyncResult` gives what [`get`](AsyncResult::get) would, without blocking the
+/// executor's thread (any executor: the pool's scheduler wakes the task).
+///
+/// # Examples
+///
+/// ```no_run
+/// #[multiproc::process]
+/// fn square(x: u64) -> u64 {
+///     x * x
+/// }
+///
+/// #[tokio::main]
+/// async fn main() -> multiproc::Result<()> {
+///     multiproc::init();
+///     let pool = multiproc::Pool::new(2)?;
+///     let (a, b) = (pool.apply_async(square, (3,))?, pool.apply_async(square, (4,))?);
+///     assert_eq!(a.await? + b.await?, 25);
+///     Ok(())
+/// }
+/// ```
+// Never pinned structurally: the result is only moved out whole.
+impl<R> Unpin for AsyncResult<R> {}
+
+impl<R: DeserializeOwned> std::future::Future for AsyncResult<R> {
+    type Output = Result<R>;
+
+    fn poll(self: std::pin::Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<R>> {
+        let this = self.get_mut();
+        if this.ready() {
+            return Poll::Ready(this.take());
+        }
+        this.rx.wake_on_next(cx.waker());
+        // The outcome may have come before the waker was in place.
+        if this.ready() {
+            return Poll::Ready(this.take());
+        }
+        Poll::Pending
+    }
+}
+
+impl<R> fmt::Debug for AsyncResult<R> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AsyncResult")
+            .field("done", &self.done.is_some())
+            .field("taken", &self.taken)
+            .finish()
+    }
+}

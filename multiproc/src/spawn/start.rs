@@ -1,0 +1,299 @@
+//! Starting a child, in steps: a bootstrap socket pair, the process (re-executed, or forked
+//! by a zygote), its prefixed streams, the hello, then its state.
+
+use std::any::type_name;
+use std::ffi::OsString;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
+use std::time::Duration;
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use super::exit::{died_starting, reap, refusal_error};
+use super::output::{self, Tail, Target};
+use super::{Builder, JoinHandle, Proc, Stdio, spawner};
+use crate::error::{Error, Repr, Result, Who};
+use crate::hook::{self, Hook};
+use crate::ipc::{self, SendError, WireError};
+use crate::proto::{ENV_BUILD, ENV_ENTRY, ENV_LIMITS, ENV_PARENT, ENV_SOCKET, ENV_STDOUT, Hello};
+use crate::registry;
+use crate::sys::{self, Wait};
+
+/// The thread that relays a child's forwarded tracing events, if any.
+type Relay = Option<std::thread::JoinHandle<()>>;
+
+impl Builder {
+    /// Spawns the entry `key` with `state`: the steps below, each cleaning up the child if it
+    /// fails.
+    pub(crate) fn spawn_entry<T, R>(&self, key: &'static str, state: T) -> Result<JoinHandle<R>>
+    where
+        T: Serialize + DeserializeOwned,
+        R: Serialize + DeserializeOwned,
+    {
+        let hook = hook::hook().ok_or_else(|| Error::new(Repr::NotInitialized))?;
+        let name = self
+            .name
+            .clone()
+            .unwrap_or_else(|| registry::last_segment(key).to_string());
+        let (mine, mut child) = self.start_process(&hook, key, &name)?;
+        let mut who = Who {
+            name,
+            pid: Some(child.id()),
+        };
+        let tail = self.copy_prefixed(&mut child, &who);
+        let timeout = self.start_timeout.unwrap_or(super::DEFAULT_START_TIMEOUT);
+
+        // A zygote's child is this very build (the zygote passed the build check), so its
+        // state can go before its hello: one exchange fewer.
+        let early = self.zygote.is_some();
+        let mut relay = None;
+        if early {
+            let pid = child.id();
+            relay = self.start_or_reap(&mine, &state, &who, pid, &mut child, timeout)?;
+        }
+        let pid = hello::<T, R>(&mine, &mut child, &who, key, timeout)?;
+        who.pid = Some(pid);
+        if !early {
+            relay = self.start_or_reap(&mine, &state, &who, pid, &mut child, timeout)?;
+        }
+        crate::trace::spawned(&who.name, pid, self.zygote.is_some());
+        let mut handle = JoinHandle::new(child, who, mine, self.limits);
+        handle.stderr_tail = tail;
+        handle.relay = relay;
+        Ok(handle)
+    }
+
+    /// Starts the child's process with the child's end of a new bootstrap socket pair;
+    /// returns the parent's end and the process.
+    fn start_process(&self, hook: &Hook, key: &str, name: &str) -> Result<(OwnedFd, Proc)> {
+        let mut lost_zygote = false;
+        loop {
+            let (mine, theirs) = sys::socketpair()
+                .and_then(|(mine, theirs)| Ok((mine, sys::above_stdio(theirs)?)))
+                .map_err(|e| Error::io("cannot create the bootstrap socket", e))?;
+            let Some(zygote) = &self.zygote else {
+                let (spawn, parked) = self.command(hook, key, theirs.as_raw_fd())?;
+                let child = spawner::spawn(spawn)
+                    .map_err(|e| Error::io(format!("cannot start child `{name}`"), e))?;
+                drop(parked);
+                // Only the child holds its end now: its death is end-of-file on ours.
+                drop(theirs);
+                return Ok((mine, child));
+            };
+            match zygote.fork(self, key, theirs, mine.as_fd())? {
+                Some(child) => return Ok((mine, child)),
+                // The zygote died before it forked: once more, from a new one.
+                None if !lost_zygote => lost_zygote = true,
+                None => {
+                    return Err(Error::other(
+                        "the zygote died twice in a row before forking the child",
+                    ));
+                }
+            }
+        }
+    }
+
+    /// Starts copying the child's [`Stdio::Prefixed`] streams; the tail of its stderr.
+    fn copy_prefixed(&self, child: &mut Proc, who: &Who) -> Option<Tail> {
+        let prefix = format!("[{} {}] ", who.name, child.id());
+        if self.stdout == Stdio::Prefixed
+            && let Some(out) = child.stdout.take()
+        {
+            let _ = output::copy_prefixed(out, prefix.clone(), Target::Stdout);
+        }
+        match (self.stderr, child.stderr.take()) {
+            (Stdio::Prefixed, Some(err)) => {
+                Some(output::copy_prefixed(err, prefix, Target::Stderr))
+            }
+            (_, err) => {
+                child.stderr = err;
+                None
+            }
+        }
+    }
+
+    /// Sends a started child what it needs before its entry runs: the tracing channel (if
+    /// forwarded) and its state. Returns the thread relaying its tracing events.
+    #[cfg_attr(not(feature = "tracing"), allow(unused_variables))]
+    fn send_start<T: Serialize>(
+        &self,
+        mine: &OwnedFd,
+        state: &T,
+        who: &Who,
+        pid: u32,
+        wait: Wait,
+    ) -> std::result::Result<Relay, StartError> {
+        #[allow(unused_mut)]
+        let mut relay = None;
+        #[cfg(feature = "tracing")]
+        if self.forward_tracing {
+            let (tx, rx) = crate::channel::channel().map_err(StartError::Other)?;
+            ipc::send_value(mine.as_fd(), &tx, wait).map_err(|e| match e {
+                SendError::Wire(e) => StartError::Wire(e),
+                SendError::Encode(_) => StartError::Other(Error::other(format!(
+                    "cannot send {who} its tracing channel"
+                ))),
+            })?;
+            relay = crate::trace::relay(who.name.clone(), pid, rx);
+        }
+        ipc::send_value(mine.as_fd(), state, wait).map_err(|e| match e {
+            SendError::Wire(e) => StartError::Wire(e),
+            SendError::Encode(message) => StartError::Other(Error::serialize::<T>(message)),
+        })?;
+        Ok(relay)
+    }
+
+    /// [`send_start`](Self::send_start), killing and reaping the child if it fails.
+    fn start_or_reap<T: Serialize>(
+        &self,
+        mine: &OwnedFd,
+        state: &T,
+        who: &Who,
+        pid: u32,
+        child: &mut Proc,
+        timeout: Duration,
+    ) -> Result<Relay> {
+        self.send_start(mine, state, who, pid, Wait::timeout(timeout))
+            .map_err(|e| {
+                let e = e.into_error(child, who, timeout);
+                reap(child);
+                e
+            })
+    }
+
+    /// How to re-run this executable as the child, and the fd numbers reserved for its parked
+    /// stdout and its socket (kept open until the child is started).
+    fn command(
+        &self,
+        hook: &Hook,
+        key: &str,
+        sock: RawFd,
+    ) -> Result<(sys::Spawn, [Option<OwnedFd>; 2])> {
+        let exe = hook::current_exe()?;
+        let mut argv: Vec<OsString> = vec![
+            std::env::args_os()
+                .next()
+                .unwrap_or_else(|| exe.as_os_str().to_owned()),
+        ];
+        let mut env: Vec<(OsString, Option<OsString>)> = Vec::new();
+        let mut parked = None;
+        if let Hook::Test(test) = hook {
+            // Re-run this test binary filtered to the one test whose hook dispatches to the
+            // entry point (procspawn's trick, without a dummy test). libtest prints a banner
+            // before the hook runs: park the real stdout until then.
+            argv.extend(
+                [
+                    test.as_str(),
+                    "--exact",
+                    // An `#[ignore]`d test run with `--ignored` must reach its hook in the
+                    // child too.
+                    "--include-ignored",
+                    "--nocapture",
+                    "--test-threads=1",
+                    "-q",
+                ]
+                .map(OsString::from),
+            );
+            let fd = sys::reserve_fd()
+                .map_err(|e| Error::io("cannot reserve a descriptor for the child", e))?;
+            env.push((ENV_STDOUT.into(), Some(fd.as_raw_fd().to_string().into())));
+            parked = Some(fd);
+        } else {
+            // A stale value inherited from a test-mode ancestor would redirect stdout.
+            env.push((ENV_STDOUT.into(), None));
+        }
+        env.extend(self.envs.iter().cloned());
+        env.push(self.trace_env());
+        env.push((ENV_LIMITS.into(), self.limits.to_env().map(OsString::from)));
+        // The socket's number in the child: reserved here, so that it is free there.
+        let sock_slot = sys::reserve_fd()
+            .map_err(|e| Error::io("cannot reserve a descriptor for the child", e))?;
+        for (k, v) in [
+            (ENV_SOCKET, sock_slot.as_raw_fd().to_string()),
+            (ENV_ENTRY, key.to_string()),
+            (ENV_PARENT, std::process::id().to_string()),
+            (ENV_BUILD, hook::fingerprint().to_string()),
+        ] {
+            env.push((k.into(), Some(v.into())));
+        }
+        let spawn = sys::Spawn {
+            exe: exe.to_path_buf(),
+            argv,
+            env,
+            cwd: self.current_dir.clone(),
+            streams: Stdio::streams(self.stdin, self.stdout, self.stderr),
+            inherit: (sock, sock_slot.as_raw_fd()),
+            park_stdout: parked.as_ref().map(AsRawFd::as_raw_fd),
+        };
+        Ok((spawn, [parked, Some(sock_slot)]))
+    }
+}
+
+/// Receives the child's hello and checks that it runs `key` from `T` to `R`; returns its pid.
+/// Kills and reaps the child on any failure.
+fn hello<T, R>(
+    mine: &OwnedFd,
+    child: &mut Proc,
+    who: &Who,
+    key: &str,
+    timeout: Duration,
+) -> Result<u32> {
+    let first = match ipc::recv(mine.as_fd(), Wait::timeout(timeout)) {
+        Ok(frame) => ipc::decode::<Hello>(frame).map_err(|message| {
+            Error::other(format!(
+                "{who} sent an unreadable start-up message: {message}"
+            ))
+        }),
+        Err(WireError::Closed) => Err(died_starting(child, who)),
+        Err(WireError::WouldBlock) => Err(Error::new(Repr::Timeout {
+            what: format!("starting {who}"),
+            after: timeout,
+        })),
+        Err(WireError::Io(e)) => Err(Error::io(format!("cannot hear from {who}"), e)),
+    };
+    let checked = first.and_then(|hello| match hello {
+        Hello::Ready {
+            pid,
+            state_type,
+            output_type,
+        } => {
+            if state_type == type_name::<T>() && output_type == type_name::<R>() {
+                return Ok(pid);
+            }
+            Err(Error::new(Repr::BuildMismatch {
+                detail: format!(
+                    "entry `{key}` takes `{state_type}` and returns `{output_type}` in the \
+                     child, `{}` and `{}` in the parent",
+                    type_name::<T>(),
+                    type_name::<R>()
+                ),
+                who: who.clone(),
+            }))
+        }
+        Hello::Refused(refusal) => Err(refusal_error(refusal, who.clone())),
+    });
+    checked.inspect_err(|_| reap(child))
+}
+
+/// Why a start message could not be sent.
+enum StartError {
+    Wire(WireError),
+    Other(Error),
+}
+
+impl StartError {
+    /// The error the caller sees.
+    fn into_error(self, child: &mut Proc, who: &Who, timeout: Duration) -> Error {
+        match self {
+            StartError::Other(e) => e,
+            StartError::Wire(WireError::Closed) => died_starting(child, who),
+            StartError::Wire(WireError::WouldBlock) => Error::new(Repr::Timeout {
+                what: format!("sending {who} its state"),
+                after: timeout,
+            }),
+            StartError::Wire(WireError::Io(e)) => {
+                Error::io(format!("cannot send {who} its state"), e)
+            }
+        }
+    }
+}
