@@ -134,6 +134,7 @@ fn end_badly(how: String) -> u32 {
     match how.as_str() {
         // SAFETY: abort and _exit end only this process.
         "abort" => unsafe { libc::abort() },
+        // SAFETY: as above.
         "exit" => unsafe { libc::_exit(3) },
         _ => 0,
     }

@@ -112,9 +112,7 @@ mod tests {
         let map = Mapping::new(sealed.as_fd(), 3, false, true).unwrap();
         assert_eq!(map.len(), 3);
         // SAFETY: three readable bytes of a sealed file, mapped until `map` drops.
-        assert_eq!(
-            unsafe { std::slice::from_raw_parts(map.as_ptr(), 3) },
-            b"abc"
-        );
+        let bytes = unsafe { std::slice::from_raw_parts(map.as_ptr(), 3) };
+        assert_eq!(bytes, b"abc");
     }
 }
