@@ -103,3 +103,66 @@ impl<'de> Deserialize<'de> for Packed {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ipc::frame;
+    use crate::sys::{self, Wait};
+    use std::os::fd::AsRawFd;
+
+    fn entries(packed: Packed) -> Vec<(Vec<u8>, usize)> {
+        let mut entries = packed.into_entries();
+        let mut out = Vec::new();
+        while let Some((bytes, fds)) = entries.next_entry() {
+            out.push((bytes.to_vec(), fds.len()));
+        }
+        out
+    }
+
+    #[test]
+    fn entries_come_back_in_order_with_their_descriptors() {
+        let (r, w) = sys::pipe(false).unwrap();
+        let mut packed = Packed::new();
+        packed.push(b"one", &[]).unwrap();
+        packed.push(b"two", &[r, w]).unwrap();
+        packed.push_owned(b"", Vec::new());
+        assert_eq!(packed.len(), 3);
+        let want = vec![(b"one".to_vec(), 0), (b"two".to_vec(), 2), (Vec::new(), 0)];
+        assert_eq!(entries(packed), want);
+    }
+
+    #[test]
+    fn malformed_data_ends_the_entries() {
+        let packed = Packed {
+            data: vec![9, 0, 0, 0, 0, 0, 1, 2],
+            fds: Vec::new(),
+            len: 1,
+        };
+        assert!(entries(packed).is_empty());
+    }
+
+    #[test]
+    fn a_packed_value_crosses_a_socket_with_its_descriptors() {
+        let (a, b) = sys::socketpair().unwrap();
+        let (r, _w) = sys::pipe(false).unwrap();
+        let mut packed = Packed::new();
+        packed.push(b"x", &[r.try_clone().unwrap()]).unwrap();
+        packed.push(b"yz", &[]).unwrap();
+        wire::with_encoded(&packed, |bytes, fds| {
+            frame::send(a.as_fd(), None, bytes, fds, Wait::Now)
+        })
+        .unwrap()
+        .unwrap();
+        let got: Packed = wire::decode(frame::recv(b.as_fd(), Wait::Now).unwrap()).unwrap();
+        let mut got = got.into_entries();
+        let (bytes, fds) = got.next_entry().unwrap();
+        assert_eq!((bytes, fds.len()), (&b"x"[..], 1));
+        assert_ne!(fds[0].as_raw_fd(), r.as_raw_fd(), "a copy, received");
+        assert_eq!(
+            got.next_entry().map(|(b, f)| (b.to_vec(), f.len())),
+            Some((b"yz".to_vec(), 0))
+        );
+        assert!(got.next_entry().is_none());
+    }
+}

@@ -296,3 +296,94 @@ fn run(pump: &'static Pump) {
     };
     while pump.epoll.wait(ring).is_ok() {}
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ipc::codec;
+
+    /// An inbox that the pump does not watch: the test rings and drains it by hand.
+    fn unwatched() -> (OwnedFd, Arc<Inbox>) {
+        let (tx, rx) = sys::socketpair().unwrap();
+        let inbox = Arc::new(Inbox {
+            fd: rx,
+            doorbell: doorbell().unwrap(),
+            token: u64::MAX,
+            state: Mutex::new(State {
+                registered: true,
+                ..State::default()
+            }),
+        });
+        (tx, inbox)
+    }
+
+    fn send(tx: &OwnedFd, value: u32) {
+        codec::with_encoded(&value, |bytes, fds| {
+            wire::send(tx.as_fd(), None, bytes, fds, Wait::Now)
+        })
+        .unwrap()
+        .unwrap();
+    }
+
+    fn rung(inbox: &Inbox) -> bool {
+        sys::poll_one(inbox.doorbell(), sys::POLLIN, Wait::Now).unwrap()
+    }
+
+    fn received(inbox: &Inbox) -> Vec<u32> {
+        let mut got = Vec::new();
+        while let Ok(Received::Frame(frame)) = inbox.recv(Wait::Now) {
+            got.push(codec::decode(frame).unwrap());
+        }
+        got
+    }
+
+    #[test]
+    fn a_ring_drains_the_socket_into_memory() {
+        let (tx, inbox) = unwatched();
+        send(&tx, 1);
+        send(&tx, 2);
+        ring(inbox.doorbell());
+        inbox.on_ring();
+        assert!(!rung(&inbox), "the ring was taken");
+        assert_eq!(inbox.lock().frames.len(), 2);
+        drop(tx);
+        assert_eq!(received(&inbox), [1, 2]);
+        assert!(matches!(inbox.recv(Wait::Now), Ok(Received::Closed)));
+    }
+
+    #[test]
+    fn a_moving_inbox_is_left_alone_until_it_stays() {
+        let (tx, inbox) = unwatched();
+        send(&tx, 1);
+        inbox.on_ring();
+        // On its way out: what was read is copied, and the pump keeps off the socket.
+        let copies = inbox.detach().unwrap();
+        assert_eq!(copies.len(), 1);
+        send(&tx, 2);
+        ring(inbox.doorbell());
+        inbox.on_ring();
+        assert_eq!(inbox.lock().frames.len(), 1, "not drained while moving");
+        assert!(inbox.lock().missed);
+        // The move failed: the missed ring comes again, and the socket is drained.
+        inbox.stay();
+        assert!(rung(&inbox));
+        assert!(!inbox.lock().moving && !inbox.lock().missed);
+        inbox.on_ring();
+        assert_eq!(received(&inbox), [1, 2]);
+    }
+
+    #[test]
+    fn a_ring_during_a_read_is_rung_again_by_the_reader() {
+        let (tx, inbox) = unwatched();
+        assert!(!inbox.begin_wait(), "nothing to take: a reader waits");
+        send(&tx, 7);
+        ring(inbox.doorbell());
+        inbox.on_ring();
+        assert!(inbox.lock().frames.is_empty(), "the reader owns the socket");
+        assert!(!rung(&inbox));
+        inbox.end_wait();
+        assert!(rung(&inbox), "the reader passed the ring on");
+        inbox.on_ring();
+        assert_eq!(received(&inbox), [7]);
+    }
+}

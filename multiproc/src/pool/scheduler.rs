@@ -262,6 +262,68 @@ struct Chunk {
     revoked: bool,
 }
 
+impl Chunk {
+    /// The next chunk: the first pending task and those after it of the same call, up to the
+    /// call's chunk size and to the descriptors one message carries; numbered from
+    /// `next_seq`, which moves past it.
+    fn take(pending: &mut VecDeque<Task>, next_seq: &mut u64) -> Chunk {
+        let first = pending.pop_front().expect("a pending task");
+        let limit = first.call.chunk.max(1);
+        let mut fds = first.fds.len();
+        let mut tasks = VecDeque::with_capacity(limit.min(pending.len() + 1));
+        tasks.push_back(first);
+        while tasks.len() < limit {
+            let fits = match (pending.front(), tasks.front()) {
+                (Some(next), Some(head)) => {
+                    Arc::ptr_eq(&next.call, &head.call)
+                        && fds + next.fds.len() <= crate::ipc::frame::MAX_FDS
+                }
+                _ => false,
+            };
+            if !fits {
+                break;
+            }
+            let next = pending.pop_front().expect("checked");
+            fds += next.fds.len();
+            tasks.push_back(next);
+        }
+        let first_seq = *next_seq;
+        *next_seq += tasks.len() as u64;
+        Chunk {
+            first_seq,
+            k: 0,
+            tasks,
+            revoked: false,
+        }
+    }
+}
+
+/// Takes a worker's last queued chunk back to the front of `pending`, if it holds one behind
+/// another (behind its initializer, while not `ready`) and the worker has not started it:
+/// [`Progress::revoke`] decides that race. `true` if it did.
+fn take_back(
+    inflight: &mut VecDeque<Chunk>,
+    ready: bool,
+    progress: &Progress,
+    pending: &mut VecDeque<Task>,
+) -> bool {
+    let held = if ready { 2 } else { 1 };
+    if inflight.len() < held {
+        return false;
+    }
+    let Some(last) = inflight.back_mut() else {
+        return false;
+    };
+    if last.revoked || !progress.revoke(last.k) {
+        return false;
+    }
+    last.revoked = true;
+    for task in std::mem::take(&mut last.tasks).into_iter().rev() {
+        pending.push_front(task);
+    }
+    true
+}
+
 /// Starts the workers and the scheduler thread.
 pub(crate) fn start(config: Config) -> Result<Arc<Shared>> {
     let (wake, wake_rx) = crate::channel::<()>()?;
@@ -378,26 +440,14 @@ impl Scheduler {
         if !self.workers.iter().any(|w| w.inflight.is_empty()) {
             return false;
         }
-        for worker in &mut self.workers {
-            // A worker still in its initializer holds even its first chunk idle.
-            let held = if worker.ready { 2 } else { 1 };
-            if worker.inflight.len() < held {
-                continue;
-            }
-            let Some(last) = worker.inflight.back_mut() else {
-                continue;
-            };
-            if last.revoked || !worker.progress.revoke(last.k) {
-                continue;
-            }
-            last.revoked = true;
-            let tasks = std::mem::take(&mut last.tasks);
-            for task in tasks.into_iter().rev() {
-                self.pending.push_front(task);
-            }
-            return true;
-        }
-        false
+        self.workers.iter_mut().any(|worker| {
+            take_back(
+                &mut worker.inflight,
+                worker.ready,
+                &worker.progress,
+                &mut self.pending,
+            )
+        })
     }
 
     /// Breadth first: one chunk to every ready worker that has none, then a second to each.
@@ -417,38 +467,9 @@ impl Scheduler {
         }
     }
 
-    /// The next chunk: the first pending task and those after it of the same call and entry,
-    /// up to the call's chunk size.
+    /// The next chunk of the pending tasks (see [`Chunk::take`]).
     fn take_chunk(&mut self) -> Chunk {
-        let first = self.pending.pop_front().expect("a pending task");
-        let limit = first.call.chunk.max(1);
-        let mut fds = first.fds.len();
-        let mut tasks = VecDeque::with_capacity(limit.min(self.pending.len() + 1));
-        tasks.push_back(first);
-        while tasks.len() < limit {
-            let fits = match (self.pending.front(), tasks.front()) {
-                // One message carries at most MAX_FDS descriptors.
-                (Some(next), Some(head)) => {
-                    Arc::ptr_eq(&next.call, &head.call)
-                        && fds + next.fds.len() <= crate::ipc::frame::MAX_FDS
-                }
-                _ => false,
-            };
-            if !fits {
-                break;
-            }
-            let next = self.pending.pop_front().expect("checked");
-            fds += next.fds.len();
-            tasks.push_back(next);
-        }
-        let first_seq = self.next_seq;
-        self.next_seq += tasks.len() as u64;
-        Chunk {
-            first_seq,
-            k: 0,
-            tasks,
-            revoked: false,
-        }
+        Chunk::take(&mut self.pending, &mut self.next_seq)
     }
 
     /// Sends a chunk to worker `w`; `false` if the worker is gone (the tasks are pending
@@ -678,15 +699,7 @@ impl Scheduler {
             None => self.workers[w].progress.current().map(|(seq, _)| seq),
         };
         let who = self.workers[w].handle.who().clone();
-        let mut exit = match self.workers[w].handle.join_timeout(Duration::from_secs(5)) {
-            Ok(Some(())) => None,
-            Ok(None) => {
-                let _ = self.workers[w].handle.kill();
-                let _ = self.workers[w].handle.join_timeout(Duration::from_secs(5));
-                Some(Error::other(format!("{who} stopped answering")))
-            }
-            Err(e) => Some(e),
-        };
+        let exit = self.reap(w, &who);
         // Outcomes it sent before it ended still count.
         while let Ok(message) = self.workers[w].results.try_recv() {
             if let FromWorker::Done {
@@ -697,17 +710,53 @@ impl Scheduler {
                 self.deliver(w, first_seq, outcomes);
             }
         }
-        let mut worker = self.workers.swap_remove(w);
+        let worker = self.workers.swap_remove(w);
         if !worker.ready && exit.is_some() {
-            self.failed_starts += 1;
-            if self.failed_starts >= MAX_FAILED_STARTS {
-                let why = exit.as_ref().map_or_else(String::new, ToString::to_string);
-                self.shared.lock().broken = Some(format!(
-                    "{MAX_FAILED_STARTS} workers in a row died before they were ready \
-                     (the last: {why})"
-                ));
-            }
+            self.count_failed_start(exit.as_ref());
         }
+        self.requeue(worker, &who, running, exit, timed_out);
+        self.start_replacement(w);
+    }
+
+    /// Waits for worker `w` to end (killing it if it does not); the error its end is, if it
+    /// did not exit cleanly.
+    fn reap(&mut self, w: usize, who: &Who) -> Option<Error> {
+        let handle = &mut self.workers[w].handle;
+        match handle.join_timeout(Duration::from_secs(5)) {
+            Ok(Some(())) => None,
+            Ok(None) => {
+                let _ = handle.kill();
+                let _ = handle.join_timeout(Duration::from_secs(5));
+                Some(Error::other(format!("{who} stopped answering")))
+            }
+            Err(e) => Some(e),
+        }
+    }
+
+    /// A worker died before it was ready: after [`MAX_FAILED_STARTS`] in a row the pool is
+    /// broken (its initializer fails, say) rather than replacing workers forever.
+    fn count_failed_start(&mut self, exit: Option<&Error>) {
+        self.failed_starts += 1;
+        if self.failed_starts >= MAX_FAILED_STARTS {
+            let why = exit.map_or_else(String::new, ToString::to_string);
+            self.shared.lock().broken = Some(format!(
+                "{MAX_FAILED_STARTS} workers in a row died before they were ready \
+                 (the last: {why})"
+            ));
+        }
+    }
+
+    /// The tasks a gone worker held: the one it was `running` fails with its `exit` (or its
+    /// timeout) if it ended abnormally, one that has now lost [`MAX_ATTEMPTS`] workers fails,
+    /// the others go back to the front of the queue.
+    fn requeue(
+        &mut self,
+        mut worker: Worker,
+        who: &Who,
+        running: Option<u64>,
+        mut exit: Option<Error>,
+        timed_out: Option<(u64, Duration)>,
+    ) {
         let abnormal = exit.is_some() || timed_out.is_some();
         for chunk in worker.inflight.drain(..).rev() {
             let mut seq = chunk.first_seq + chunk.tasks.len() as u64;
@@ -737,9 +786,13 @@ impl Scheduler {
                 }
             }
         }
+    }
+
+    /// Starts a worker in the place `w` of one that is gone, unless the pool is stopping or
+    /// broken (a broken pool's workers would only fail again).
+    fn start_replacement(&mut self, w: usize) {
         {
             let st = self.shared.lock();
-            // A broken pool (its initializer fails) would only fail again: no replacement.
             if st.terminate || st.broken.is_some() {
                 return;
             }
@@ -853,5 +906,122 @@ fn clone_io(e: &std::io::Error) -> std::io::Error {
     match e.raw_os_error() {
         Some(code) => std::io::Error::from_raw_os_error(code),
         None => std::io::Error::new(e.kind(), e.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn call(chunk: usize) -> Arc<Call> {
+        Arc::new(Call {
+            key: "k".to_string(),
+            args: Vec::new(),
+            sink: sink().0,
+            chunk,
+        })
+    }
+
+    fn tasks(call: &Arc<Call>, indices: std::ops::Range<usize>) -> VecDeque<Task> {
+        indices
+            .map(|index| Task {
+                call: Arc::clone(call),
+                index,
+                args: 0..0,
+                fds: Vec::new(),
+                attempts: 0,
+            })
+            .collect()
+    }
+
+    fn indices(chunk: &Chunk) -> Vec<usize> {
+        chunk.tasks.iter().map(|t| t.index).collect()
+    }
+
+    #[test]
+    fn a_chunk_takes_one_calls_tasks_up_to_its_size() {
+        let (a, b) = (call(3), call(10));
+        let mut pending = tasks(&a, 0..5);
+        pending.extend(tasks(&b, 0..2));
+        let mut seq = 100;
+        let first = Chunk::take(&mut pending, &mut seq);
+        assert_eq!(
+            (indices(&first), first.first_seq, seq),
+            (vec![0, 1, 2], 100, 103)
+        );
+        // The rest of `a`, not `b`'s tasks behind it.
+        let second = Chunk::take(&mut pending, &mut seq);
+        assert_eq!((indices(&second), second.first_seq), (vec![3, 4], 103));
+        let third = Chunk::take(&mut pending, &mut seq);
+        assert!(Arc::ptr_eq(&third.tasks[0].call, &b));
+        assert_eq!((indices(&third), seq), (vec![0, 1], 107));
+        assert!(pending.is_empty());
+    }
+
+    #[test]
+    fn a_chunk_never_holds_more_descriptors_than_a_message_carries() {
+        let c = call(1000);
+        let mut pending = tasks(&c, 0..3);
+        for task in &mut pending {
+            task.fds = (0..crate::ipc::frame::MAX_FDS / 2)
+                .map(|_| sys_fd())
+                .collect();
+        }
+        let mut seq = 0;
+        assert_eq!(indices(&Chunk::take(&mut pending, &mut seq)), [0, 1]);
+        assert_eq!(indices(&Chunk::take(&mut pending, &mut seq)), [2]);
+    }
+
+    fn sys_fd() -> OwnedFd {
+        std::fs::File::open("/dev/null").unwrap().into()
+    }
+
+    fn queued(pending: &mut VecDeque<Task>, progress: &Progress, k: u64) -> Chunk {
+        let mut chunk = Chunk::take(pending, &mut 0);
+        chunk.k = k;
+        progress.queue(k);
+        chunk
+    }
+
+    #[test]
+    fn only_a_chunk_queued_behind_another_and_not_started_is_taken_back() {
+        let c = call(2);
+        let progress = Progress::new().unwrap();
+        let mut pending = tasks(&c, 0..6);
+        let mut inflight = VecDeque::new();
+        inflight.push_back(queued(&mut pending, &progress, 0));
+        // One chunk of a ready worker is the one it runs: it stays.
+        assert!(!take_back(&mut inflight, true, &progress, &mut pending));
+        inflight.push_back(queued(&mut pending, &progress, 1));
+        assert_eq!(pending.len(), 2);
+        assert!(take_back(&mut inflight, true, &progress, &mut pending));
+        // Its tasks are first in line again, in order; the chunk waits for its `Skipped`.
+        assert_eq!(
+            pending.iter().map(|t| t.index).collect::<Vec<_>>(),
+            [2, 3, 4, 5]
+        );
+        assert!(inflight[1].revoked && inflight[1].tasks.is_empty());
+        assert!(
+            !take_back(&mut inflight, true, &progress, &mut pending),
+            "once"
+        );
+    }
+
+    #[test]
+    fn a_chunk_the_worker_started_is_not_taken_back() {
+        let c = call(1);
+        let progress = Progress::new().unwrap();
+        let mut pending = tasks(&c, 0..3);
+        let mut inflight = VecDeque::new();
+        inflight.push_back(queued(&mut pending, &progress, 0));
+        // A worker still in its initializer holds even its first chunk idle.
+        let mut early = VecDeque::new();
+        early.push_back(queued(&mut pending, &progress, 1));
+        assert!(take_back(&mut early, false, &progress, &mut pending));
+        inflight.push_back(queued(&mut pending, &progress, 2));
+        // The worker took chunk 2 before the pool could.
+        assert!(progress.take(2));
+        assert!(!take_back(&mut inflight, true, &progress, &mut pending));
+        assert_eq!(inflight[1].tasks.len(), 1);
     }
 }

@@ -164,7 +164,7 @@ impl Progress {
     }
 
     /// The worker: takes chunk `k`, unless the pool took it back.
-    fn take(&self, k: u64) -> bool {
+    pub(super) fn take(&self, k: u64) -> bool {
         self.0
             .word64(2 + (k % 2) as usize)
             .compare_exchange(k, k | TAKEN, Ordering::AcqRel, Ordering::Acquire)
@@ -341,5 +341,44 @@ fn run_initializer(
         Err(message) => Err(format!(
             "the initializer's outcome is unreadable: {message}"
         )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_chunk_is_taken_by_the_worker_or_revoked_by_the_pool_never_both() {
+        let p = Progress::new().unwrap();
+        p.queue(0);
+        assert!(p.take(0));
+        assert!(!p.revoke(0), "the worker won");
+        p.queue(1);
+        assert!(p.revoke(1));
+        assert!(!p.take(1), "the pool won");
+        // Chunk 2 reuses chunk 0's word; a stale number matches nothing.
+        p.queue(2);
+        assert!(!p.take(0) && !p.revoke(0));
+        assert!(p.take(2));
+        // A chunk that was not sent after all is neither taken nor revoked.
+        p.queue(3);
+        p.unqueue(3);
+        assert!(!p.take(3) && !p.revoke(3));
+    }
+
+    #[test]
+    fn the_running_task_is_seen_through_a_copy_of_the_region() {
+        let p = Progress::new().unwrap();
+        assert_eq!(p.current(), None);
+        let copy = Progress(Arc::new(
+            Region::from_fd(p.0.fd().try_clone_to_owned().unwrap()).unwrap(),
+        ));
+        copy.start(41, true);
+        let (seq, started) = p.current().unwrap();
+        assert_eq!(seq, 41);
+        assert!(started > 0 && started <= monotonic_ns());
+        copy.finish();
+        assert_eq!(p.current(), None);
     }
 }
