@@ -91,27 +91,52 @@
 #![warn(missing_docs)]
 #![doc(test(attr(deny(warnings))))]
 
-// The layers, bottom up; each imports only from those above it in this list (see
-// ARCHITECTURE.md).
+// The layers, bottom up: each module uses only those declared before it (ARCHITECTURE.md;
+// `tests/tests/layers.rs` checks it).
+
+// The operating system: the only home of libc.
+mod sys;
+
+// The error type every layer builds.
+mod error;
+
+// The local transport: framing, codec, pump, reactor, shared memory.
+mod ipc;
+
+// The public mailboxes, each with its own `impl Selectable`.
+mod select;
+
 mod bytes;
+
 /// Typed channels; the iterator types live here, [`channel()`] and its ends at the root.
 pub mod channel;
-mod child;
-mod error;
-mod hook;
-mod ipc;
-mod pipe;
-mod pool;
-mod proto;
+
 mod queue;
-mod registry;
-mod select;
+
+mod pipe;
+
 mod service;
-mod shutdown;
-mod spawn;
-mod supervisor;
-mod sys;
+
 mod trace;
+
+// The parent-child contract, the registry of entry points, this process's hook.
+mod proto;
+
+mod registry;
+
+mod hook;
+
+mod shutdown;
+
+// The child's side, then the parent's.
+mod child;
+
+mod spawn;
+
+// On top.
+mod pool;
+
+mod supervisor;
 
 #[doc(hidden)]
 #[path = "private.rs"]
