@@ -10,13 +10,14 @@
 //! the same bootstrap as any other (hello, state, outcome over its own socket pair, whose
 //! child end travels in the request), with the same parent-death watch.
 
+use std::ffi::OsString;
 use std::fmt;
 use std::os::fd::{BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use super::{Builder, JoinHandle, Proc};
+use super::{Builder, JoinHandle, Proc, Stdio};
 use crate::error::{Error, Repr, Result};
 use crate::ipc::{self, WireError};
 use crate::proto::{ForkRequest, Hello, ZYGOTE_KEY, ZygoteAnswer, ZygoteRequest};
@@ -151,42 +152,9 @@ impl Zygote {
         theirs: OwnedFd,
         mine: BorrowedFd<'_>,
     ) -> Result<Option<Proc>> {
-        // `set_var` in the child would panic on these; `Command` refuses them too.
-        for (k, v) in &builder.envs {
-            let bad_key = k.is_empty() || k.as_bytes().iter().any(|b| *b == b'=' || *b == 0);
-            let bad_value = v.as_ref().is_some_and(|v| v.as_bytes().contains(&0));
-            if bad_key || bad_value {
-                return Err(Error::other(format!(
-                    "cannot set the environment variable {k:?}={v:?} in a child: names must \
-                     be non-empty without `=` or NUL, values without NUL"
-                )));
-            }
-        }
+        check_envs(&builder.envs)?;
         let mut fds = vec![theirs];
-        let mut stdio = [false; 3];
-        let mut ours: [Option<OwnedFd>; 3] = [None, None, None];
-        let streams = super::Stdio::streams(builder.stdin, builder.stdout, builder.stderr);
-        for (i, stream) in streams.into_iter().enumerate() {
-            let theirs = match stream {
-                Stream::Inherit => None,
-                Stream::Null => Some(dev_null()?),
-                Stream::Piped => {
-                    let (read, write) = sys::pipe(false)
-                        .map_err(|e| Error::io("cannot create a pipe for the child", e))?;
-                    if i == 0 {
-                        ours[i] = Some(write);
-                        Some(read)
-                    } else {
-                        ours[i] = Some(read);
-                        Some(write)
-                    }
-                }
-            };
-            if let Some(fd) = theirs {
-                stdio[i] = true;
-                fds.push(fd);
-            }
-        }
+        let (stdio, ours) = child_streams(builder, &mut fds)?;
         let request = ZygoteRequest::Fork(ForkRequest {
             entry: key.to_string(),
             envs: builder
@@ -297,6 +265,50 @@ fn start_one() -> Result<JoinHandle<()>> {
     let mut builder = Builder::new();
     builder.name("multiproc-zygote");
     builder.spawn_entry::<(), ()>(ZYGOTE_KEY, ())
+}
+
+/// Refuses what `set_var` in the child would panic on (`Command` refuses them too): an empty
+/// name, `=` or NUL in a name, NUL in a value.
+fn check_envs(envs: &[(OsString, Option<OsString>)]) -> Result<()> {
+    for (k, v) in envs {
+        let bad_key = k.is_empty() || k.as_bytes().iter().any(|b| *b == b'=' || *b == 0);
+        let bad_value = v.as_ref().is_some_and(|v| v.as_bytes().contains(&0));
+        if bad_key || bad_value {
+            return Err(Error::other(format!(
+                "cannot set the environment variable {k:?}={v:?} in a child: names must be \
+                 non-empty without `=` or NUL, values without NUL"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// The child's ends of its standard streams, appended to `fds` (in the order
+/// [`ForkRequest`] says), which of the three it gets, and this process's ends of its pipes.
+fn child_streams(
+    builder: &Builder,
+    fds: &mut Vec<OwnedFd>,
+) -> Result<([bool; 3], [Option<OwnedFd>; 3])> {
+    let mut stdio = [false; 3];
+    let mut ours: [Option<OwnedFd>; 3] = [None, None, None];
+    let streams = Stdio::streams(builder.stdin, builder.stdout, builder.stderr);
+    for (i, stream) in streams.into_iter().enumerate() {
+        let theirs = match stream {
+            Stream::Inherit => continue,
+            Stream::Null => dev_null()?,
+            Stream::Piped => {
+                let (read, write) = sys::pipe(false)
+                    .map_err(|e| Error::io("cannot create a pipe for the child", e))?;
+                // Stdin is the child's read end; output streams its write end.
+                let (mine, theirs) = if i == 0 { (write, read) } else { (read, write) };
+                ours[i] = Some(mine);
+                theirs
+            }
+        };
+        stdio[i] = true;
+        fds.push(theirs);
+    }
+    Ok((stdio, ours))
 }
 
 fn dev_null() -> Result<OwnedFd> {
