@@ -255,16 +255,13 @@ fn receive_state<T: DeserializeOwned, R: Serialize>(ctx: &ChildContext) -> T {
     };
     match ipc::decode(frame) {
         Ok(state) => state,
-        Err(message) => {
-            let _ = tell(
-                ctx,
-                &Outcome::<R>::StateNotDeserializable {
-                    type_name: type_name::<T>().to_string(),
-                    message,
-                },
-            );
-            exit_now(EXIT_BOOTSTRAP)
-        }
+        Err(message) => give_up::<R>(
+            ctx,
+            Outcome::StateNotDeserializable {
+                type_name: type_name::<T>().to_string(),
+                message,
+            },
+        ),
     }
 }
 
@@ -291,15 +288,19 @@ fn report<R: Serialize>(ctx: &ChildContext, outcome: Outcome<R>) -> ! {
     match tell(ctx, &outcome) {
         Ok(()) => exit_now(code),
         Err(ipc::SendError::Wire(_)) => exit_now(EXIT_ORPHANED),
-        Err(ipc::SendError::Encode(message)) => {
-            let _ = tell(
-                ctx,
-                &Outcome::<R>::OutputNotSerializable {
-                    type_name: type_name::<R>().to_string(),
-                    message,
-                },
-            );
-            exit_now(EXIT_BOOTSTRAP)
-        }
+        Err(ipc::SendError::Encode(message)) => give_up::<R>(
+            ctx,
+            Outcome::OutputNotSerializable {
+                type_name: type_name::<R>().to_string(),
+                message,
+            },
+        ),
     }
+}
+
+/// Tells the parent why the entry's state or result could not cross (an outcome without an
+/// `R`), and exits.
+fn give_up<R: Serialize>(ctx: &ChildContext, why: Outcome<R>) -> ! {
+    let _ = tell(ctx, &why);
+    exit_now(EXIT_BOOTSTRAP)
 }
