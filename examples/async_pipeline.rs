@@ -2,7 +2,8 @@
 //! its first statement) runs a two-stage pipeline of child processes and a `Pool`, and awaits
 //! every result without blocking tokio's thread: `recv_async` on the last stage's channel,
 //! `join_async` on the stages, and pool results awaited directly. The runtime has a single
-//! thread, and a tokio timer on it ticks while we wait: nothing blocks it.
+//! thread, and a tokio timer on it ticks while we wait for the slow first stage: nothing
+//! blocks it.
 //!
 //! Run: `cargo run --example async_pipeline`
 //!
@@ -12,11 +13,13 @@
 // ANCHOR: stages
 use multiproc::{Receiver, Sender};
 
-/// Stage 1: a job name to its bytes' FNV-1a hash (imagine a crash-prone C library).
+/// Stage 1: a job name to its bytes' FNV-1a hash (imagine a slow, crash-prone C library:
+/// 5 ms a job, which the parent spends awaiting, its thread free for other tasks).
 #[multiproc::process]
 fn hash(input: Receiver<String>, output: Sender<(String, u64)>) -> usize {
     let mut n = 0;
     for job in input {
+        std::thread::sleep(std::time::Duration::from_millis(5));
         let h = job.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
             (h ^ b as u64).wrapping_mul(0x100_0000_01b3)
         });
