@@ -91,11 +91,11 @@ pub(super) fn collect_in_order<R: DeserializeOwned>(rx: Results, n: usize) -> Re
     Ok(values)
 }
 
-/// The results of [`Pool::imap`], in input order.
+/// The results of [`Pool::imap`](crate::Pool::imap), in input order.
 ///
 /// # Examples
 ///
-/// See [`Pool::imap`].
+/// See [`Pool::imap`](crate::Pool::imap).
 pub struct Imap<R> {
     pub(super) rx: Results,
     pub(super) len: usize,
@@ -139,11 +139,11 @@ impl<R> fmt::Debug for Imap<R> {
     }
 }
 
-/// The results of [`Pool::imap_unordered`], each with its task's index, as they finish.
+/// The results of [`Pool::imap_unordered`](crate::Pool::imap_unordered), each with its task's index, as they finish.
 ///
 /// # Examples
 ///
-/// See [`Pool::imap_unordered`].
+/// See [`Pool::imap_unordered`](crate::Pool::imap_unordered).
 pub struct ImapUnordered<R> {
     pub(super) rx: Results,
     pub(super) left: usize,
@@ -185,11 +185,11 @@ impl<R> fmt::Debug for ImapUnordered<R> {
     }
 }
 
-/// The result of [`Pool::apply_async`] or [`Pool::submit`], once its task is done.
+/// The result of [`Pool::apply_async`](crate::Pool::apply_async) or [`Pool::submit`](crate::Pool::submit), once its task is done.
 ///
 /// # Examples
 ///
-/// See [`Pool::apply_async`].
+/// See [`Pool::apply_async`](crate::Pool::apply_async).
 pub struct AsyncResult<R> {
     rx: Results,
     done: Option<Result<R>>,
@@ -209,7 +209,7 @@ impl<R: DeserializeOwned> AsyncResult<R> {
     ///
     /// # Examples
     ///
-    /// See [`Pool::apply_async`].
+    /// See [`Pool::apply_async`](crate::Pool::apply_async).
     ///
     /// # Errors
     ///

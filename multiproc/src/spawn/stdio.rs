@@ -35,8 +35,8 @@ pub enum Stdio {
     Inherit,
     /// Discard output; read nothing.
     Null,
-    /// A pipe the parent reads or writes through [`JoinHandle::take_stdout`],
-    /// [`JoinHandle::take_stderr`] or [`JoinHandle::take_stdin`]. Read it while the child
+    /// A pipe the parent reads or writes through [`JoinHandle::take_stdout`](crate::JoinHandle::take_stdout),
+    /// [`JoinHandle::take_stderr`](crate::JoinHandle::take_stderr) or [`JoinHandle::take_stdin`](crate::JoinHandle::take_stdin). Read it while the child
     /// runs: a full pipe blocks the child.
     Piped,
     /// For stdout and stderr: copied to the parent's, line by line, each line prefixed with
