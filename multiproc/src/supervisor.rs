@@ -421,7 +421,12 @@ impl State {
 
     /// Stops the running children from `i` on, last first.
     fn stop_from(&mut self, i: usize) {
-        for child in self.running[i..].iter_mut().rev() {
+        self.stop(i..self.running.len());
+    }
+
+    /// Stops the running children of `range`, last first; the others are left alone.
+    fn stop(&mut self, range: std::ops::Range<usize>) {
+        for child in self.running[range].iter_mut().rev() {
             if let Some(child) = child.take() {
                 child.stop(self.config.grace);
             }
@@ -527,13 +532,13 @@ impl State {
                 return Err(e);
             }
             // The children to start again: that one, or it and its siblings (stopped first,
-            // last started first).
+            // last started first). No other child is touched.
             let range = match self.config.strategy {
                 Strategy::OneForOne => i..i + 1,
                 Strategy::OneForAll => 0..self.running.len(),
                 Strategy::RestForOne => i..self.running.len(),
             };
-            self.stop_from(range.start);
+            self.stop(range.clone());
             for j in range {
                 // A temporary child stopped by a sibling's restart stays stopped.
                 let restartable = j == i || self.config.specs[j].restart != Restart::Temporary;

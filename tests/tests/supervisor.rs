@@ -240,3 +240,155 @@ impl<T: serde::de::DeserializeOwned> TryIterAll<T> for Receiver<T> {
         std::iter::from_fn(|| self.try_recv().ok()).collect()
     }
 }
+
+/// Reports `(name, incarnation, pid)` when it starts, then runs until asked to stop.
+#[derive(Serialize, Deserialize)]
+struct Member {
+    name: String,
+    incarnation: u32,
+    started: Sender<(String, u32, u32)>,
+}
+
+#[multiproc::process]
+impl Member {
+    fn run(self) {
+        let me = (self.name.clone(), self.incarnation, std::process::id());
+        self.started.send(me).unwrap();
+        while !multiproc::shutdown_requested() {
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+}
+
+const MEMBERS: [&str; 3] = ["a", "b", "c"];
+
+/// A supervisor of `a`, `b`, `c` (permanent [`Member`]s) and the channel they report on.
+fn trio(strategy: Strategy) -> (Supervisor, Receiver<(String, u32, u32)>) {
+    let (tx, rx) = multiproc::channel().unwrap();
+    let mut builder = Supervisor::builder()
+        .strategy(strategy)
+        .intensity(1_000, Duration::from_secs(60))
+        .grace(DEADLINE);
+    for name in MEMBERS {
+        let (tx, mut incarnation) = (tx.clone(), 0);
+        builder = builder.child(name, Restart::Permanent, move || {
+            incarnation += 1;
+            Member {
+                name: name.to_string(),
+                incarnation,
+                started: tx.clone(),
+            }
+        });
+    }
+    (builder.start().unwrap(), rx)
+}
+
+/// Each member's pid, from start reports, until `done` holds for them.
+fn pids_until(
+    rx: &Receiver<(String, u32, u32)>,
+    pids: &mut [u32; 3],
+    done: impl Fn(&[u32; 3]) -> bool,
+) {
+    while !done(pids) {
+        let (name, _, pid) = rx.recv_timeout(DEADLINE).expect("a start report");
+        let i = MEMBERS.iter().position(|m| *m == name).expect("a member");
+        pids[i] = pid;
+    }
+}
+
+fn sigkill(pid: u32) {
+    // SAFETY: kill takes plain integers; `pid` is a child of the supervisor in this process.
+    unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
+}
+
+/// The members a strategy restarts when member `victim` dies.
+fn restarted(strategy: Strategy, victim: usize) -> Vec<bool> {
+    (0..3)
+        .map(|j| match strategy {
+            Strategy::OneForOne => j == victim,
+            Strategy::RestForOne => j >= victim,
+            _ => true,
+        })
+        .collect()
+}
+
+/// Regression (issue 13, item 1): one-for-one stopped the failed child's later siblings and
+/// never restarted them. Kills the first, the middle and the last member under each strategy
+/// and checks whose pid changed: exactly the strategy's set, the others still running.
+#[multiproc::test]
+fn each_strategy_restarts_exactly_its_set_of_siblings() {
+    for strategy in [
+        Strategy::OneForOne,
+        Strategy::RestForOne,
+        Strategy::OneForAll,
+    ] {
+        for victim in 0..3 {
+            let (sup, rx) = trio(strategy);
+            let mut before = [0; 3];
+            pids_until(&rx, &mut before, |p| p.iter().all(|pid| *pid != 0));
+            sigkill(before[victim]);
+            let expected = restarted(strategy, victim);
+            let mut after = before;
+            pids_until(&rx, &mut after, |p| {
+                (0..3).all(|j| (p[j] != before[j]) == expected[j])
+            });
+            for j in 0..3 {
+                if !expected[j] {
+                    assert!(
+                        support::exists(before[j]),
+                        "{strategy:?}, {} killed: {} was stopped",
+                        MEMBERS[victim],
+                        MEMBERS[j]
+                    );
+                }
+            }
+            let report = within(move || sup.stop().unwrap());
+            let starts: Vec<usize> = MEMBERS.iter().map(|m| report.starts_of(m)).collect();
+            let want: Vec<usize> = expected.iter().map(|r| 1 + usize::from(*r)).collect();
+            assert_eq!(starts, want, "{strategy:?}, {} killed", MEMBERS[victim]);
+        }
+    }
+}
+
+/// Fault injection: bursts of SIGKILLs at random members, also while the supervisor is still
+/// restarting the last ones; afterwards every member runs again, under each strategy.
+#[multiproc::test]
+fn random_kills_during_restarts_leave_every_member_running() {
+    let mut rng = std::process::id() as u64 | 1;
+    let mut next = move || {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        rng
+    };
+    for strategy in [
+        Strategy::OneForOne,
+        Strategy::RestForOne,
+        Strategy::OneForAll,
+    ] {
+        let (sup, rx) = trio(strategy);
+        let mut pids = [0; 3];
+        pids_until(&rx, &mut pids, |p| p.iter().all(|pid| *pid != 0));
+        let mut killed = std::collections::HashSet::new();
+        for _ in 0..8 {
+            // A burst of up to three kills, without waiting for the restarts between them.
+            for _ in 0..=(next() % 3) {
+                let pid = pids[next() as usize % 3];
+                if killed.insert(pid) {
+                    sigkill(pid);
+                }
+            }
+            pids_until(&rx, &mut pids, |p| {
+                p.iter()
+                    .all(|pid| !killed.contains(pid) && support::exists(*pid))
+            });
+        }
+        within(move || sup.stop().unwrap());
+        for pid in pids {
+            assert!(
+                !support::exists(pid),
+                "{strategy:?}: stop left {pid} running"
+            );
+        }
+    }
+}
