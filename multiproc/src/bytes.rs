@@ -218,7 +218,7 @@ impl<'de> Deserialize<'de> for SharedMemory {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let index = u32::deserialize(d)?;
         let fd = codec::take_fd(index, "SharedMemory")?;
-        let region = Region::from_fd(fd)
+        let region = Region::from_fd(fd, 0)
             .map_err(|e| codec::de_error(format!("cannot map a shared region: {e}")))?;
         Ok(SharedMemory(Arc::new(region)))
     }

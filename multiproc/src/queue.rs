@@ -477,7 +477,7 @@ impl<'de, T> Deserialize<'de> for Queue<T> {
         };
         let tasks = match w.tasks {
             Some(fd) => Some(
-                Region::from_fd(wire::take_fd(fd, "JoinableQueue")?).map_err(|e| {
+                Region::from_fd(wire::take_fd(fd, "JoinableQueue")?, 4).map_err(|e| {
                     wire::de_error(format!("cannot map a queue's task counter: {e}"))
                 })?,
             ),

@@ -22,9 +22,9 @@ const POPULATE_MAX: usize = 64 << 20;
 impl Region {
     /// A new zero-filled region of `len` bytes.
     pub(crate) fn new(name: &str, len: usize) -> io::Result<Region> {
-        let file = std::fs::File::from(sys::memfd(name, false)?);
+        let file = std::fs::File::from(sys::memfd(name, true)?);
         file.set_len(len as u64)?;
-        Region::map(file.into(), len)
+        Region::sealed(file.into(), len)
     }
 
     /// A new region holding a copy of `bytes`: written with `pwrite` (the kernel allocates
@@ -32,15 +32,40 @@ impl Region {
     /// mapped with its pages in place.
     pub(crate) fn with_bytes(name: &str, bytes: &[u8]) -> io::Result<Region> {
         use std::os::unix::fs::FileExt;
-        let file = std::fs::File::from(sys::memfd(name, false)?);
+        let file = std::fs::File::from(sys::memfd(name, true)?);
         file.write_all_at(bytes, 0)?;
-        Region::map(file.into(), bytes.len())
+        Region::sealed(file.into(), bytes.len())
     }
 
-    /// Maps a region received from another process.
-    pub(crate) fn from_fd(fd: OwnedFd) -> io::Result<Region> {
+    /// Seals a new region's size, so that no process it is sent to can shrink it under the
+    /// mappings of the others (a read past the end of a memfd is SIGBUS), then maps it.
+    fn sealed(fd: OwnedFd, len: usize) -> io::Result<Region> {
+        sys::seal_size(fd.as_fd())?;
+        Region::map(fd, len)
+    }
+
+    /// Maps a region received from another process, which must be at least `min_len` bytes
+    /// and sealed against shrinking (as every region this crate makes is): a region that its
+    /// sender could still shrink could fault this process on any read.
+    pub(crate) fn from_fd(fd: OwnedFd, min_len: usize) -> io::Result<Region> {
+        if !sys::is_size_sealed(fd.as_fd()) {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "a received shared region is not sealed against shrinking (not from \
+                 multiproc?): mapping it could crash this process",
+            ));
+        }
         let len = std::fs::File::from(fd.try_clone()?).metadata()?.len();
-        Region::map(fd, usize::try_from(len).map_err(io::Error::other)?)
+        let len = usize::try_from(len).map_err(io::Error::other)?;
+        if len < min_len {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!(
+                    "a received shared region holds {len} bytes, where {min_len} were expected"
+                ),
+            ));
+        }
+        Region::map(fd, len)
     }
 
     fn map(fd: OwnedFd, len: usize) -> io::Result<Region> {
@@ -151,5 +176,32 @@ impl Slots {
             return Ok(());
         }
         sys::eventfd_add(self.fd(), count)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_received_region_must_be_sealed_and_large_enough() {
+        let region = Region::new("t", 64).unwrap();
+        let copy = || region.fd().try_clone_to_owned().unwrap();
+        assert_eq!(Region::from_fd(copy(), 64).unwrap().len(), 64);
+        let short = Region::from_fd(copy(), 65).err().expect("too short");
+        assert!(
+            short.to_string().contains("holds 64 bytes, where 65"),
+            "{short}"
+        );
+        let unsealed = std::fs::File::from(sys::memfd("t", false).unwrap());
+        unsealed.set_len(64).unwrap();
+        let refused = Region::from_fd(unsealed.into(), 0).err().expect("unsealed");
+        assert!(refused.to_string().contains("not sealed"), "{refused}");
+        // Writes stay allowed, through any mapping.
+        region
+            .word(0)
+            .store(7, std::sync::atomic::Ordering::Release);
+        let other = Region::from_fd(copy(), 4).unwrap();
+        assert_eq!(other.word(0).load(std::sync::atomic::Ordering::Acquire), 7);
     }
 }

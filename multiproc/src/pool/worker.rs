@@ -198,7 +198,7 @@ impl Serialize for Progress {
 impl<'de> Deserialize<'de> for Progress {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let fd = wire::take_fd(u32::deserialize(d)?, "pool progress")?;
-        let region = Region::from_fd(fd)
+        let region = Region::from_fd(fd, 32)
             .map_err(|e| wire::de_error(format!("cannot map the pool's progress word: {e}")))?;
         Ok(Progress(Arc::new(region)))
     }
@@ -372,7 +372,7 @@ mod tests {
         let p = Progress::new().unwrap();
         assert_eq!(p.current(), None);
         let copy = Progress(Arc::new(
-            Region::from_fd(p.0.fd().try_clone_to_owned().unwrap()).unwrap(),
+            Region::from_fd(p.0.fd().try_clone_to_owned().unwrap(), 32).unwrap(),
         ));
         copy.start(41, true);
         let (seq, started) = p.current().unwrap();

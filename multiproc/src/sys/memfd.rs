@@ -40,6 +40,23 @@ pub(crate) fn is_sealed_final(fd: BorrowedFd<'_>) -> bool {
     seals >= 0 && seals & FINAL_SEALS == FINAL_SEALS
 }
 
+/// The seals that fix a memfd's size but leave its contents writable: a shared region.
+const SIZE_SEALS: libc::c_int = libc::F_SEAL_SHRINK | libc::F_SEAL_GROW | libc::F_SEAL_SEAL;
+
+/// Seals a memfd created with `sealing` at its current size: nobody can shrink it (which would
+/// fault every process that maps it on its next read: SIGBUS) or grow it; writes stay allowed.
+pub(crate) fn seal_size(fd: BorrowedFd<'_>) -> io::Result<()> {
+    // SAFETY: fcntl on a descriptor we hold.
+    cvt(unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_ADD_SEALS, SIZE_SEALS) }).map(drop)
+}
+
+/// Whether nobody can shrink this memfd any more: only then is a mapping of it safe to read.
+pub(crate) fn is_size_sealed(fd: BorrowedFd<'_>) -> bool {
+    // SAFETY: fcntl on a descriptor we hold.
+    let seals = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GET_SEALS) };
+    seals >= 0 && seals & libc::F_SEAL_SHRINK != 0
+}
+
 /// A shared mapping of the first `len` bytes of a file, unmapped on drop.
 pub(crate) struct Mapping {
     ptr: NonNull<u8>,
@@ -114,5 +131,18 @@ mod tests {
         // SAFETY: three readable bytes of a sealed file, mapped until `map` drops.
         let bytes = unsafe { std::slice::from_raw_parts(map.as_ptr(), 3) };
         assert_eq!(bytes, b"abc");
+    }
+
+    #[test]
+    fn a_size_sealed_memfd_stays_writable_and_cannot_shrink() {
+        let file = std::fs::File::from(memfd("t", true).unwrap());
+        file.set_len(8).unwrap();
+        assert!(!is_size_sealed(file.as_fd()));
+        seal_size(file.as_fd()).unwrap();
+        assert!(is_size_sealed(file.as_fd()));
+        file.write_all_at(b"xy", 0).unwrap();
+        assert!(file.set_len(0).is_err(), "shrinking is refused");
+        assert!(file.set_len(16).is_err(), "growing is refused");
+        assert_eq!(file.metadata().unwrap().len(), 8);
     }
 }

@@ -29,7 +29,9 @@ pub(crate) use self::fd::{
     above_stdio, claim_inherited, close_raw, dup_onto, hold_stdio_numbers, pipe, reserve_fd,
 };
 pub(crate) use self::futex::{futex_wait, futex_wake_all};
-pub(crate) use self::memfd::{Mapping, is_sealed_final, memfd, seal_final};
+pub(crate) use self::memfd::{
+    Mapping, is_sealed_final, is_size_sealed, memfd, seal_final, seal_size,
+};
 pub(crate) use self::poll::{Epoll, POLLIN, POLLOUT, POLLRDHUP, PollFd, poll, poll_one, pollfd};
 pub(crate) use self::process::{
     SIGABRT, SIGINT, SIGKILL, SIGTERM, SIGXCPU, clone_parent, exe_fingerprint, exit_now,
