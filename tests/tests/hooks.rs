@@ -96,3 +96,66 @@ fn rebuilt_executable_is_a_build_mismatch() {
     assert_eq!(field(&rest, "kind="), "BuildMismatch", "{rest}");
     assert!(field(&rest, "error=").contains("different build"), "{rest}");
 }
+
+/// Regression (issue 13, item 7): a multiproc program started with stale `__MULTIPROC_*`
+/// variables that name a dead parent (it inherited them, say from a child that ran it) exited
+/// at once with code 110 and nothing on stderr. It runs as a normal program now.
+#[test]
+fn issue13_7_stale_bootstrap_variables_are_ignored() {
+    let mut gone = std::process::Command::new("true").spawn().unwrap();
+    let dead = gone.id();
+    gone.wait().unwrap();
+    let out = support::run_bin(env!("CARGO_BIN_EXE_hook_cases"), |c| {
+        c.arg("ok")
+            .env("__MULTIPROC_SOCKET", "3")
+            .env("__MULTIPROC_PARENT", dead.to_string())
+            .env("__MULTIPROC_ENTRY", "hook_cases::echo")
+            .env("__MULTIPROC_BUILD", "stale");
+    });
+    assert_eq!(
+        field(&out.stdout, "ok="),
+        "7",
+        "exit {:?}, stderr: {}",
+        out.status,
+        out.stderr
+    );
+}
+
+/// The other side of item 7: a process that really is a child whose parent died before its
+/// hook (it holds the socket the variables name) exits 110, and says why.
+#[test]
+fn issue13_7_an_orphaned_child_says_why_it_exits() {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::process::CommandExt;
+    let mut gone = std::process::Command::new("true").spawn().unwrap();
+    let dead = gone.id();
+    gone.wait().unwrap();
+    let (ours, theirs) = std::os::unix::net::UnixDatagram::pair().unwrap();
+    let raw = theirs.as_raw_fd();
+    let out = support::run_bin(env!("CARGO_BIN_EXE_hook_cases"), |c| {
+        c.arg("ok")
+            .env("__MULTIPROC_SOCKET", "10")
+            .env("__MULTIPROC_PARENT", dead.to_string())
+            .env("__MULTIPROC_ENTRY", "hook_cases::echo")
+            .env("__MULTIPROC_BUILD", "stale");
+        // SAFETY: dup2 is async-signal-safe; it gives the child the socket at fd 10, without
+        // close-on-exec, as a multiproc parent does.
+        unsafe {
+            c.pre_exec(move || {
+                if libc::dup2(raw, 10) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+    });
+    drop((ours, theirs));
+    assert_eq!(out.status.code(), Some(110), "{}", out.stderr);
+    assert!(
+        out.stderr
+            .contains(&format!("a child of pid {dead}, which exited")),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(out.stdout, "");
+}

@@ -71,11 +71,17 @@ fn take_child_role() -> Option<ChildContext> {
     let sock: i32 = env::var(ENV_SOCKET).ok()?.parse().ok()?;
     let parent: u32 = env::var(ENV_PARENT).ok()?.parse().ok()?;
     if sys::parent_pid() != parent {
-        if sys::process_exists(parent) {
-            // Started by someone else, with our variables inherited: not our child.
+        // The child these variables were set for holds the socket they name, inherited
+        // across its exec; a program that merely inherited the variables (started by a
+        // child, say) does not, and neither does one whose named parent is alive.
+        if !sys::is_socket(sock) || sys::process_exists(parent) {
             return None;
         }
         // Our parent died before we got here.
+        eprintln!(
+            "multiproc: this process was started as a child of pid {parent}, which exited \
+             before the child reached its entry point; exiting (code {EXIT_ORPHANED})"
+        );
         exit_now(EXIT_ORPHANED);
     }
     // Die with the parent (Linux); the socket's hang-up (see `shutdown::watch_parent`) is the

@@ -52,6 +52,16 @@ pub(crate) fn claim_inherited(fd: RawFd) -> Option<OwnedFd> {
     Some(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
+/// Whether the descriptor number `fd` is open in this process and is a socket.
+pub(crate) fn is_socket(fd: RawFd) -> bool {
+    // SAFETY: an all-zero stat is a valid buffer for fstat to fill.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: fstat on a plain number writes into `st`; a number that is not open fails with
+    // EBADF and writes nothing.
+    let rc = unsafe { libc::fstat(fd, &mut st) };
+    rc == 0 && st.st_mode & libc::S_IFMT == libc::S_IFSOCK
+}
+
 /// Opens /dev/null on each of the standard streams' numbers that is closed, so that no
 /// descriptor received later lands there.
 pub(crate) fn hold_stdio_numbers() {
@@ -89,5 +99,9 @@ mod tests {
         let (r, w) = pipe(true).unwrap();
         assert!(r.as_raw_fd() > 2 && w.as_raw_fd() > 2);
         assert!(claim_inherited(1).is_none());
+        let (a, _b) = super::super::socketpair().unwrap();
+        assert!(is_socket(a.as_raw_fd()));
+        assert!(!is_socket(r.as_raw_fd()));
+        assert!(!is_socket(-1));
     }
 }

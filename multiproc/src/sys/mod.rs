@@ -26,7 +26,8 @@ mod time;
 
 pub(crate) use self::eventfd::{eventfd, eventfd_add, eventfd_take};
 pub(crate) use self::fd::{
-    above_stdio, claim_inherited, close_raw, dup_onto, hold_stdio_numbers, pipe, reserve_fd,
+    above_stdio, claim_inherited, close_raw, dup_onto, hold_stdio_numbers, is_socket, pipe,
+    reserve_fd,
 };
 pub(crate) use self::futex::{futex_wait, futex_wake_all};
 pub(crate) use self::memfd::{
