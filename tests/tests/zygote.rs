@@ -178,6 +178,33 @@ fn a_killed_zygote_is_replaced() {
     assert!(support::children().is_empty());
 }
 
+/// Regression (issue 13, item 6): a spawn through a zygote that does not answer (stopped
+/// here) waited a fixed 10 s whatever the builder's start timeout, then silently started a
+/// new zygote. It fails with the builder's timeout now; the next spawn gets a new zygote.
+#[multiproc::test]
+fn issue13_6_a_hung_zygote_fails_the_spawn_within_its_start_timeout() {
+    let _alone = alone();
+    let zygote = Zygote::start().unwrap();
+    let stuck = zygote.pid().unwrap();
+    // SAFETY: kill takes plain integers; `stuck` is our unreaped child.
+    assert_eq!(unsafe { libc::kill(stuck as i32, libc::SIGSTOP) }, 0);
+    let mut builder = with(&zygote);
+    builder.start_timeout(std::time::Duration::from_millis(500));
+    let e = builder.spawn_fn(parent_and_self, ()).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Timeout, "{e}");
+    assert!(e.to_string().contains("500ms"), "{e}");
+    assert!(
+        !support::exists(stuck),
+        "the hung zygote was killed and reaped"
+    );
+    let (parent, _) = join(with(&zygote).spawn_fn(parent_and_self, ()).unwrap()).unwrap();
+    assert_eq!(parent, std::process::id());
+    assert_ne!(zygote.pid(), Some(stuck));
+    drop((builder, zygote));
+    let left = support::children();
+    assert!(left.is_empty(), "{left:?}");
+}
+
 #[multiproc::process]
 fn twice(x: u64) -> u64 {
     x * 2

@@ -247,6 +247,9 @@ impl Builder {
 
     /// How long the child may take from its start to its entry point before it is killed and
     /// spawning fails with [`ErrorKind::Timeout`](crate::ErrorKind::Timeout) (default 30 s).
+    /// With a [`zygote`](Builder::zygote), it also bounds the wait for the zygote to fork the
+    /// child (never more than 10 s): a zygote that does not answer in time is killed, the spawn
+    /// fails, and the next one starts a new zygote.
     ///
     /// # Examples
     ///

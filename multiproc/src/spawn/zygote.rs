@@ -175,19 +175,27 @@ impl Zygote {
             limits: builder.limits,
             stdio,
         });
-        let Some(pid) = self.ask(&request, fds, mine)? else {
+        // A zygote that does not answer within the builder's start timeout fails the spawn.
+        let timeout = builder
+            .start_timeout
+            .unwrap_or(super::DEFAULT_START_TIMEOUT)
+            .min(ANSWER_TIMEOUT);
+        let Some(pid) = self.ask(&request, fds, mine, timeout)? else {
             return Ok(None);
         };
         Ok(Some(Proc::with_pipes(pid, ours)))
     }
 
     /// Sends `request` with `fds` (which it closes here) and returns the forked pid, or
-    /// `None` when the zygote died without forking (it is replaced at the next request).
+    /// `None` when the zygote died without forking (it is replaced at the next request). A
+    /// zygote that does not answer within `timeout` is killed, and the spawn fails with
+    /// [`ErrorKind::Timeout`](crate::ErrorKind::Timeout).
     fn ask(
         &self,
         request: &ZygoteRequest,
         fds: Vec<OwnedFd>,
         mine: BorrowedFd<'_>,
+        timeout: Duration,
     ) -> Result<Option<u32>> {
         let mut slot = self.inner.slot();
         if slot.is_none() {
@@ -199,16 +207,16 @@ impl Zygote {
         };
         // The request carries no descriptor of its own: `fds` go with it.
         let sent = ipc::with_encoded(request, |bytes, _| {
-            ipc::send(sock, None, bytes, &fds, Wait::timeout(ANSWER_TIMEOUT))
+            ipc::send(sock, None, bytes, &fds, Wait::timeout(timeout))
         })
         .map_err(Error::other)?;
         // Ours go now: from here on only the zygote, or a child it forked, holds the child's
         // end of the bootstrap socket.
         drop(fds);
         let answer = match sent {
-            Err(e) => Err(lost(e)),
-            Ok(()) => ipc::recv(sock, Wait::timeout(ANSWER_TIMEOUT))
-                .map_err(lost)
+            Err(e) => Err(lost(e, timeout)),
+            Ok(()) => ipc::recv(sock, Wait::timeout(timeout))
+                .map_err(|e| lost(e, timeout))
                 .and_then(|frame| {
                     ipc::decode(frame)
                         .map_err(|e| Error::other(format!("the zygote's answer: {e}")))
@@ -220,6 +228,7 @@ impl Zygote {
                 Err(Error::other(format!("the zygote could not fork: {why}")))
             }
             Err(e) => {
+                let hung = e.is_timeout();
                 if let Some(mut dead) = slot.take() {
                     let _ = dead.kill();
                     let _ = dead.join_timeout(Duration::from_secs(5));
@@ -227,7 +236,9 @@ impl Zygote {
                 // Whether it forked before it died: a child says hello on `mine`; with no
                 // child, the last copy of the other end went with the zygote.
                 match ipc::recv(mine, Wait::timeout(Duration::from_secs(5))) {
-                    Err(WireError::Closed) => Ok(None),
+                    // It died before it forked: the caller tries once more, with a new one.
+                    // One that hung is an error: retrying would wait out the timeout again.
+                    Err(WireError::Closed) if !hung => Ok(None),
                     Ok(frame) => {
                         if let Ok(Hello::Ready { pid, .. }) = ipc::decode(frame) {
                             let mut child = Proc::forked(pid, None, None, None);
@@ -243,12 +254,12 @@ impl Zygote {
     }
 }
 
-fn lost(e: WireError) -> Error {
+fn lost(e: WireError, timeout: Duration) -> Error {
     match e {
         WireError::Closed => Error::other("the zygote exited"),
         WireError::WouldBlock => Error::new(Repr::Timeout {
-            what: "waiting for the zygote".to_string(),
-            after: ANSWER_TIMEOUT,
+            what: "waiting for the zygote to fork the child".to_string(),
+            after: timeout,
         }),
         WireError::Io(e) => Error::io("cannot talk to the zygote", e),
     }
