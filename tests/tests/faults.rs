@@ -42,3 +42,98 @@ fn issue13_4_a_child_cannot_shrink_a_shared_region_under_its_parent() {
     // Without the seal this read would kill the test process with SIGBUS.
     assert!(region.iter().all(|b| *b == 7));
 }
+
+/// The descriptors above stderr that this process holds, its own bootstrap socket aside
+/// (the one descriptor a child inherits, which its hook marks close-on-exec again).
+#[multiproc::process]
+fn inheritable_fds() -> Vec<i32> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc/self/fd").unwrap().flatten() {
+        let Ok(fd) = entry.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        // SAFETY: F_GETFD only reads the flags; a closed fd (the read_dir's own) gives -1.
+        let flags = unsafe { libc::fcntl(fd, libc::F_GETFD) };
+        if fd > 2 && flags >= 0 && flags & libc::FD_CLOEXEC == 0 {
+            found.push(fd);
+        }
+    }
+    found
+}
+
+#[multiproc::process]
+fn wait_for(go: multiproc::Receiver<()>) {
+    let _ = go.recv();
+}
+
+/// What C code does: descriptors without close-on-exec. Returns `/dev/zero` and a pipe.
+fn open_like_c() -> (i32, [i32; 2]) {
+    // SAFETY: open and pipe return new descriptors (or -1, checked) that this test closes.
+    unsafe {
+        let zero = libc::open(c"/dev/zero".as_ptr(), libc::O_RDONLY);
+        let mut pipe = [0; 2];
+        assert!(zero >= 0 && libc::pipe(pipe.as_mut_ptr()) == 0);
+        (zero, pipe)
+    }
+}
+
+/// The fault tests that count or leak descriptors must not overlap.
+static ALONE: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// Item 5: a child inherited every descriptor of the parent that lacked close-on-exec (a
+/// `/dev/zero` opened by C code, a pipe): the book promises exactly one. Both spawn paths.
+#[multiproc::test]
+fn issue13_5_a_child_inherits_only_its_bootstrap_socket() {
+    let _alone = ALONE.lock().unwrap_or_else(|e| e.into_inner());
+    let (zero, pipe) = open_like_c();
+    let zygote = multiproc::Zygote::start().unwrap();
+    let exec = support::join(multiproc::spawn(inheritable_fds, ()).unwrap()).unwrap();
+    let forked = support::join(
+        multiproc::Builder::new()
+            .zygote(&zygote)
+            .spawn_fn(inheritable_fds, ())
+            .unwrap(),
+    )
+    .unwrap();
+    // SAFETY: closes the descriptors `open_like_c` opened.
+    unsafe {
+        libc::close(zero);
+        libc::close(pipe[0]);
+        libc::close(pipe[1]);
+    }
+    assert_eq!(exec, Vec::<i32>::new(), "inherited by an exec'd child");
+    assert_eq!(forked, Vec::<i32>::new(), "inherited by a zygote's child");
+}
+
+/// Item 5, as a user sees it: a pipe whose writer the parent closed reached end of file only
+/// once a child (which held a copy) exited.
+#[multiproc::test]
+fn issue13_5_a_pipe_closed_by_the_parent_ends_while_a_child_runs() {
+    let _alone = ALONE.lock().unwrap_or_else(|e| e.into_inner());
+    let (zero, [read, write]) = open_like_c();
+    let (go, go_rx) = multiproc::channel().unwrap();
+    let child = multiproc::spawn(wait_for, (go_rx,)).unwrap();
+    // SAFETY: closes descriptors `open_like_c` opened; polls one valid descriptor.
+    let (ready, n) = unsafe {
+        libc::close(zero);
+        libc::close(write);
+        let mut pfd = libc::pollfd {
+            fd: read,
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        let ready = libc::poll(&mut pfd, 1, support::DEADLINE.as_millis() as i32);
+        let mut byte = 0u8;
+        // Only once readable: a read with the writer still open somewhere would block.
+        let n = if ready == 1 {
+            libc::read(read, (&raw mut byte).cast(), 1)
+        } else {
+            -1
+        };
+        libc::close(read);
+        (ready, n)
+    };
+    go.send(()).unwrap();
+    support::join(child).unwrap();
+    assert_eq!((ready, n), (1, 0), "end of file while the child runs");
+}

@@ -82,8 +82,9 @@ fn children_inherit_no_fds_from_the_parent() {
     let (tx2, rx2) = multiproc::channel::<()>().unwrap();
     let a = multiproc::spawn(wait_for, (rx,)).unwrap();
     let b = multiproc::spawn(wait_for, (rx2,)).unwrap();
-    // The parent's own inheritable fds (cargo's jobserver pipe, say) reach every program it
-    // starts, as std does it; multiproc must add none of its own.
+    // The parent's own inheritable fds (cargo's jobserver pipe, say) reach a child only on a
+    // C library that cannot close them at spawn (see tests/faults.rs); multiproc must add none
+    // of its own either way.
     let parents = inheritable_fds_here();
     let childs = support::join(multiproc::spawn(inheritable_fds, ()).unwrap()).unwrap();
     let leaked: Vec<i32> = childs

@@ -176,6 +176,20 @@ impl Builder {
                 .unwrap_or_else(|| exe.as_os_str().to_owned()),
         ];
         let mut env: Vec<(OsString, Option<OsString>)> = Vec::new();
+        // Where the child gets its socket and parked stdout: with its other descriptors closed
+        // (glibc 2.34+), fixed numbers at the bottom; else numbers reserved here, so that
+        // they are free there. `held` keeps the reservations until the child started.
+        let closing = sys::can_close_from();
+        let mut held: [Option<OwnedFd>; 2] = [None, None];
+        let mut slot = |i: usize| -> Result<RawFd> {
+            if closing {
+                return Ok(sys::CHILD_SOCKET + i as RawFd);
+            }
+            let fd = sys::reserve_fd()
+                .map_err(|e| Error::io("cannot reserve a descriptor for the child", e))?;
+            Ok(held[i].insert(fd).as_raw_fd())
+        };
+        let sock_slot = slot(0)?;
         let mut parked = None;
         if let Hook::Test(test) = hook {
             // Re-run this test binary filtered to the one test whose hook dispatches to the
@@ -194,9 +208,8 @@ impl Builder {
                 ]
                 .map(OsString::from),
             );
-            let fd = sys::reserve_fd()
-                .map_err(|e| Error::io("cannot reserve a descriptor for the child", e))?;
-            env.push((ENV_STDOUT.into(), Some(fd.as_raw_fd().to_string().into())));
+            let fd = slot(1)?;
+            env.push((ENV_STDOUT.into(), Some(fd.to_string().into())));
             parked = Some(fd);
         } else {
             // A stale value inherited from a test-mode ancestor would redirect stdout.
@@ -205,11 +218,8 @@ impl Builder {
         env.extend(self.envs.iter().cloned());
         env.push(self.trace_env());
         env.push((ENV_LIMITS.into(), self.limits.to_env().map(OsString::from)));
-        // The socket's number in the child: reserved here, so that it is free there.
-        let sock_slot = sys::reserve_fd()
-            .map_err(|e| Error::io("cannot reserve a descriptor for the child", e))?;
         for (k, v) in [
-            (ENV_SOCKET, sock_slot.as_raw_fd().to_string()),
+            (ENV_SOCKET, sock_slot.to_string()),
             (ENV_ENTRY, key.to_string()),
             (ENV_PARENT, std::process::id().to_string()),
             (ENV_BUILD, hook::fingerprint().to_string()),
@@ -222,10 +232,11 @@ impl Builder {
             env,
             cwd: self.current_dir.clone(),
             streams: Stdio::streams(self.stdin, self.stdout, self.stderr),
-            inherit: (sock, sock_slot.as_raw_fd()),
-            park_stdout: parked.as_ref().map(AsRawFd::as_raw_fd),
+            inherit: (sock, sock_slot),
+            park_stdout: parked,
+            close_from: closing.then_some(sys::CHILD_SOCKET + 2),
         };
-        Ok((spawn, [parked, Some(sock_slot)]))
+        Ok((spawn, held))
     }
 }
 

@@ -40,7 +40,7 @@ pub(crate) use self::process::{
     set_parent_death_signal, set_rlimits, signal_name, signals_to_pipe, unpark_stdout, waitpid,
 };
 pub(crate) use self::socket::{recvmsg, sendmsg, shutdown_write, socketpair};
-pub(crate) use self::spawn::{Spawn, Stream, posix_spawn};
+pub(crate) use self::spawn::{CHILD_SOCKET, Spawn, Stream, can_close_from, posix_spawn};
 pub(crate) use self::time::{Wait, monotonic_ns};
 
 /// Turns the C convention (`-1` and `errno`) into an [`io::Result`].

@@ -40,6 +40,40 @@ pub(crate) struct Spawn {
     /// Where the child's real stdout waits while its stdout is /dev/null (see
     /// [`unpark_stdout`](super::unpark_stdout)).
     pub(crate) park_stdout: Option<RawFd>,
+    /// Close every descriptor from this number on in the child, the inherited socket and
+    /// the parked stdout placed below it (see [`CHILD_SOCKET`]): what the parent opened without
+    /// close-on-exec does not reach the child. Needs [`can_close_from`].
+    pub(crate) close_from: Option<RawFd>,
+}
+
+/// Where the child gets its inherited socket when the others are closed ([`Spawn::close_from`]),
+/// and its parked stdout just above it.
+pub(crate) const CHILD_SOCKET: RawFd = 3;
+
+type AddCloseFrom =
+    unsafe extern "C" fn(*mut libc::posix_spawn_file_actions_t, libc::c_int) -> libc::c_int;
+
+/// `posix_spawn_file_actions_addclosefrom_np` (glibc 2.34), looked up at run time as
+/// [`addchdir`] is.
+fn addclosefrom() -> Option<AddCloseFrom> {
+    static FOUND: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    let address = *FOUND.get_or_init(|| {
+        // SAFETY: dlsym with RTLD_DEFAULT and a valid C string only looks the name up.
+        unsafe {
+            libc::dlsym(
+                libc::RTLD_DEFAULT,
+                c"posix_spawn_file_actions_addclosefrom_np".as_ptr(),
+            ) as usize
+        }
+    });
+    // SAFETY: a non-null address of that symbol is that function, with this signature.
+    (address != 0).then(|| unsafe { std::mem::transmute::<usize, AddCloseFrom>(address) })
+}
+
+/// Whether a spawn can close the child's other descriptors ([`Spawn::close_from`]): glibc
+/// 2.34 or newer.
+pub(crate) fn can_close_from() -> bool {
+    addclosefrom().is_some()
 }
 
 /// A `posix_spawn_file_actions_t` that is destroyed on drop.
@@ -224,6 +258,16 @@ impl Actions {
             // the child's hook puts it back.
             self.dup2(1, parked)?;
             self.open_null(1, libc::O_WRONLY)?;
+        }
+        if let Some(from) = s.close_from {
+            let closefrom = addclosefrom().ok_or_else(|| {
+                io::Error::new(
+                    io::ErrorKind::Unsupported,
+                    "posix_spawn_file_actions_addclosefrom_np is missing (glibc before 2.34)",
+                )
+            })?;
+            // SAFETY: the actions are initialised; the call records a number.
+            check(unsafe { closefrom(&mut self.0, from) })?;
         }
         Ok(())
     }
