@@ -120,3 +120,30 @@ fn a_crashed_childs_error_carries_the_last_lines_of_its_prefixed_stderr() {
         "{e}"
     );
 }
+
+#[multiproc::process]
+fn say_then_panic(words: Vec<String>) {
+    for w in &words {
+        eprintln!("{w}");
+    }
+    panic!("out of words");
+}
+
+/// Regression (issue 13, item 8): a panicked child's error lacked the stderr tail that an
+/// exited one carries.
+#[multiproc::test]
+fn issue13_8_a_panicked_childs_error_carries_its_stderr_tail() {
+    let words: Vec<String> = (1..=3).map(|i| format!("line {i}")).collect();
+    let child = Builder::new()
+        .name("talker")
+        .stderr(multiproc::Stdio::Prefixed)
+        // The panic's own lines, not a backtrace's, are the last ten.
+        .env("RUST_BACKTRACE", "0")
+        .spawn_fn(say_then_panic, (words,))
+        .unwrap();
+    let e = join(child).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Panicked, "{e}");
+    let tail = e.stderr_tail().expect("a tail").join("\n");
+    assert!(tail.contains("line 3"), "{tail}");
+    assert!(tail.contains("out of words"), "the panic message as printed: {tail}");
+}

@@ -469,7 +469,9 @@ where
         let who = self.who.clone();
         match outcome {
             Some(Outcome::Returned(value)) => Ok(value),
-            Some(Outcome::Panicked(panic)) => Err(Error::new(Repr::Panicked { who, panic })),
+            Some(Outcome::Panicked(panic)) => {
+                Err(self.with_tail(Error::new(Repr::Panicked { who, panic })))
+            }
             Some(Outcome::OutputNotSerializable { message, .. }) => {
                 Err(Error::serialize::<R>(message))
             }
@@ -482,11 +484,17 @@ where
                     .signal()
                     .and_then(|sig| self.limits.explain(&who, sig));
                 let error = explained.unwrap_or_else(|| super::exit_error(status, who, true));
-                match &self.stderr_tail {
-                    Some(tail) => Err(error.with_stderr_tail(tail.lines())),
-                    None => Err(error),
-                }
+                Err(self.with_tail(error))
             }
+        }
+    }
+
+    /// `error` with the last lines of the child's [`Stdio::Prefixed`](crate::Stdio::Prefixed)
+    /// stderr, if it had one: what a crash or a panic printed last.
+    fn with_tail(&self, error: Error) -> Error {
+        match &self.stderr_tail {
+            Some(tail) => error.with_stderr_tail(tail.lines()),
+            None => error,
         }
     }
 
