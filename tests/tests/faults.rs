@@ -137,3 +137,21 @@ fn issue13_5_a_pipe_closed_by_the_parent_ends_while_a_child_runs() {
     support::join(child).unwrap();
     assert_eq!((ready, n), (1, 0), "end of file while the child runs");
 }
+
+/// Item 8: the per-message limit is stated in descriptors, with what each kind of end costs
+/// (the text said 252 channel ends, where 126 unbounded senders are the real limit).
+#[test]
+fn issue13_8_the_descriptor_limit_names_what_each_end_costs() {
+    let (tx, rx) = multiproc::channel::<Vec<multiproc::Sender<u8>>>().unwrap();
+    let (one, _keep) = multiproc::channel::<u8>().unwrap();
+    tx.send(vec![one.clone(); 126]).unwrap();
+    assert_eq!(rx.recv().unwrap().len(), 126);
+    let e = tx.send(vec![one; 127]).unwrap_err();
+    assert_eq!(e.kind(), multiproc::ErrorKind::Serialize, "{e}");
+    let text = e.to_string();
+    assert!(text.contains("at most 252 descriptors"), "{text}");
+    assert!(
+        text.contains("an unbounded Sender or Receiver takes 2"),
+        "{text}"
+    );
+}

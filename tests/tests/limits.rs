@@ -145,5 +145,8 @@ fn issue13_8_a_panicked_childs_error_carries_its_stderr_tail() {
     assert_eq!(e.kind(), ErrorKind::Panicked, "{e}");
     let tail = e.stderr_tail().expect("a tail").join("\n");
     assert!(tail.contains("line 3"), "{tail}");
-    assert!(tail.contains("out of words"), "the panic message as printed: {tail}");
+    assert!(
+        tail.contains("out of words"),
+        "the panic message as printed: {tail}"
+    );
 }

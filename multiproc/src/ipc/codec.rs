@@ -311,7 +311,9 @@ pub(crate) fn attach_fd<E: ser::Error>(fd: BorrowedFd<'_>, what: &str) -> Result
         };
         if fds.len() >= MAX_FDS {
             return Err(E::custom(record(format!(
-                "a message can carry at most {MAX_FDS} channel ends and memory regions"
+                "a message can carry at most {MAX_FDS} descriptors, and this one needs more; \
+                 {}",
+                frame::FD_COSTS
             ))));
         }
         let copy = fd

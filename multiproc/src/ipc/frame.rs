@@ -234,11 +234,17 @@ fn send_datagram(
     }
 }
 
+/// What each kind of value costs in descriptors, for the errors of a message that needs more
+/// than [`MAX_FDS`].
+pub(crate) const FD_COSTS: &str = "an unbounded Sender or Receiver takes 2, a bounded one 3 \
+    (a Receiver also those of the messages waiting in it), a Queue 2 (3 with a maxsize, one \
+    more if joinable), a SharedMemory 1: send fewer ends per message, or a Queue instead of \
+    many channels";
+
 /// The error for a message with more descriptors than a datagram carries.
 fn too_many_fds(count: usize) -> WireError {
     WireError::Io(io::Error::other(format!(
-        "a message can carry at most {MAX_FDS} channel ends and memory regions, this one has \
-         {count}"
+        "a message can carry at most {MAX_FDS} descriptors, this one needs {count}; {FD_COSTS}"
     )))
 }
 
