@@ -155,3 +155,60 @@ fn issue13_8_the_descriptor_limit_names_what_each_end_costs() {
         "{text}"
     );
 }
+
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+struct Inner {
+    a: u32,
+}
+
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+struct Flattened {
+    #[serde(flatten)]
+    inner: Inner,
+    b: u32,
+}
+
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+struct Skipping {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    a: Option<u32>,
+    b: u32,
+}
+
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+#[serde(untagged)]
+enum Untagged {
+    Number(u32),
+    Text(String),
+}
+
+/// Item 8: serde attributes that postcard cannot carry compiled and then failed with
+/// postcard's own words ("The length of a sequence must be known", "Found an Option
+/// discriminant that wasn't 0 or 1"); the error names the likely cause and the fix now.
+#[test]
+fn issue13_8_serde_attributes_postcard_cannot_carry_name_the_cause() {
+    let names_cause = |e: multiproc::Error| {
+        let text = e.to_string();
+        assert!(text.contains("#[serde(flatten)]"), "{text}");
+        assert!(text.contains("not self-describing"), "{text}");
+    };
+    let (tx, _rx) = multiproc::channel::<Flattened>().unwrap();
+    let flat = Flattened {
+        inner: Inner { a: 1 },
+        b: 2,
+    };
+    let e = tx.send(flat).unwrap_err();
+    assert_eq!(e.kind(), multiproc::ErrorKind::Serialize);
+    names_cause(e);
+    let (tx, rx) = multiproc::channel::<Skipping>().unwrap();
+    tx.send(Skipping { a: None, b: 7 }).unwrap();
+    let e = rx.recv().unwrap_err();
+    assert_eq!(e.kind(), multiproc::ErrorKind::Deserialize);
+    names_cause(e);
+    let (tx, rx) = multiproc::channel::<Untagged>().unwrap();
+    tx.send(Untagged::Number(3)).unwrap();
+    let e = rx.recv().unwrap_err();
+    assert_eq!(e.kind(), multiproc::ErrorKind::Deserialize);
+    names_cause(e);
+    let _ = Untagged::Text(String::new());
+}

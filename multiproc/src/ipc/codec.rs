@@ -277,16 +277,36 @@ pub(crate) fn decode_slice<T: DeserializeOwned>(
 }
 
 fn describe(e: postcard::Error) -> String {
+    use postcard::Error::*;
     match e {
-        postcard::Error::SerdeSerCustom | postcard::Error::SerdeDeCustom => CUSTOM
+        SerdeSerCustom | SerdeDeCustom => CUSTOM
             .with(|c| c.borrow_mut().take())
             .unwrap_or_else(|| e.to_string()),
-        postcard::Error::DeserializeUnexpectedEnd => {
-            "the message ended early (was it sent as another type?)".to_string()
+        SerializeSeqLengthUnknown => format!("{e}: {NOT_SELF_DESCRIBING}"),
+        WontImplement => format!("the type needs `deserialize_any`: {NOT_SELF_DESCRIBING}"),
+        DeserializeUnexpectedEnd => {
+            format!("the message ended early (was it sent as another type?); {NOT_SELF_DESCRIBING}")
+        }
+        DeserializeBadVarint
+        | DeserializeBadBool
+        | DeserializeBadChar
+        | DeserializeBadUtf8
+        | DeserializeBadOption
+        | DeserializeBadEnum
+        | DeserializeBadEncoding => {
+            format!("{e} (was the message sent as another type?); {NOT_SELF_DESCRIBING}")
         }
         _ => e.to_string(),
     }
 }
+
+/// The likely cause of a value that encodes but cannot be decoded, or cannot be encoded at
+/// all, and the fix (the book's "Runtime semantics" lists the limit).
+const NOT_SELF_DESCRIBING: &str = "if the type uses `#[serde(flatten)]`, \
+    `#[serde(skip_serializing_if = ..)]`, `#[serde(untagged)]` or an internally tagged enum \
+    (anything that needs `deserialize_any`), it cannot cross: multiproc encodes with postcard, \
+    which is not self-describing. Remove the attribute, or send the value as a string (JSON, \
+    say) or `Bytes` inside the message";
 
 /// A decoding error whose text survives postcard.
 pub(crate) fn de_error<E: de::Error>(message: String) -> E {
