@@ -159,3 +159,74 @@ fn issue13_7_an_orphaned_child_says_why_it_exits() {
     );
     assert_eq!(out.stdout, "");
 }
+
+/// Regression (issue 13, item 8): a child whose state arrived in a malformed message took it
+/// for its parent's death ("lost its connection to the parent", exit 110); it reports the
+/// malformed message to its parent now (exit 109). This test plays the parent by hand.
+#[test]
+fn issue13_8_a_corrupted_frame_is_reported_not_taken_for_a_lost_parent() {
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+    use std::os::unix::fs::MetadataExt;
+    use std::os::unix::process::CommandExt;
+    let exe = env!("CARGO_BIN_EXE_hook_cases");
+    let m = std::fs::metadata(exe).unwrap();
+    let build = format!(
+        "{:x}-{:x}-{:x}-{:x}.{:x}",
+        m.dev(),
+        m.ino(),
+        m.size(),
+        m.mtime(),
+        m.mtime_nsec()
+    );
+    let mut fds = [0; 2];
+    // SAFETY: socketpair writes two new descriptors, owned below.
+    let rc = unsafe {
+        libc::socketpair(
+            libc::AF_UNIX,
+            libc::SOCK_SEQPACKET | libc::SOCK_CLOEXEC,
+            0,
+            fds.as_mut_ptr(),
+        )
+    };
+    assert_eq!(rc, 0);
+    // SAFETY: both are new and ours.
+    let (ours, theirs) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+    // Where the state should come, a datagram with an unknown tag.
+    let garbage = [9_u8, 1, 2, 3];
+    // SAFETY: sends 4 bytes from a live buffer on our socket.
+    let sent = unsafe { libc::send(ours.as_raw_fd(), garbage.as_ptr().cast(), 4, 0) };
+    assert_eq!(sent, 4);
+    let raw = theirs.as_raw_fd();
+    let out = support::run_bin(exe, |c| {
+        c.arg("ok")
+            .env("__MULTIPROC_SOCKET", "10")
+            .env("__MULTIPROC_PARENT", std::process::id().to_string())
+            .env("__MULTIPROC_ENTRY", "hook_cases::echo")
+            .env("__MULTIPROC_BUILD", &build);
+        // SAFETY: dup2 is async-signal-safe; it gives the child the socket at fd 10, without
+        // close-on-exec, as a multiproc parent does.
+        unsafe {
+            c.pre_exec(move || {
+                if libc::dup2(raw, 10) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+    });
+    drop(theirs);
+    assert_eq!(out.status.code(), Some(109), "{}", out.stderr);
+    // Its hello, then what it says of the state.
+    let mut said = Vec::new();
+    loop {
+        let mut buf = [0_u8; 4096];
+        // SAFETY: receives into a live buffer; the peer is gone, so this never blocks.
+        let n = unsafe { libc::recv(ours.as_raw_fd(), buf.as_mut_ptr().cast(), 4096, 0) };
+        if n <= 0 {
+            break;
+        }
+        said.extend_from_slice(&buf[..n as usize]);
+    }
+    let said = String::from_utf8_lossy(&said);
+    assert!(said.contains("malformed message"), "{said}");
+}

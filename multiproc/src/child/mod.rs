@@ -256,8 +256,18 @@ fn receive_tracing(ctx: &ChildContext) {
 
 /// The entry's state; a state that does not decode is reported, and the child exits.
 fn receive_state<T: DeserializeOwned, R: Serialize>(ctx: &ChildContext) -> T {
-    let Ok(frame) = recv(ctx) else {
-        exit_now(EXIT_ORPHANED)
+    let frame = match recv(ctx) {
+        Ok(frame) => frame,
+        // Something arrived, but not a message of ours: say so, rather than taking it for
+        // the parent's death.
+        Err(ipc::WireError::Io(e)) => give_up::<R>(
+            ctx,
+            Outcome::StateNotDeserializable {
+                type_name: type_name::<T>().to_string(),
+                message: format!("its state arrived in a malformed message: {e}"),
+            },
+        ),
+        Err(_) => exit_now(EXIT_ORPHANED),
     };
     match ipc::decode(frame) {
         Ok(state) => state,
