@@ -12,6 +12,11 @@
 //! sender never waits for a slow reader (a slow reader's backlog costs its own heap: the
 //! encoded size of each message plus about 50 bytes). [`bounded()`] puts an exact limit on
 //! the messages in flight instead, counted by a semaphore all senders share.
+//!
+//! A receiving process that is stopped (SIGSTOP, a debugger) drains nothing: its senders then
+//! wait once the kernel's buffer is full, about 278 messages of up to a few hundred bytes (94 of
+//! 1 KiB; a message over 64 KiB costs one small datagram), until it runs again; [`Sender::try_send`]
+//! returns `Full` and [`Sender::send_timeout`] a `Timeout` meanwhile, and nothing is lost.
 
 use std::any::type_name;
 use std::collections::VecDeque;
@@ -35,8 +40,8 @@ use crate::sys::{self, Wait};
 /// Creates a typed channel between processes, std's `mpsc::channel` across process bounds.
 ///
 /// Messages sent by one sender arrive in the order they were sent. `send` never blocks on a
-/// slow reader: see [the module docs](mod@crate::channel#where-messages-wait) for where the
-/// messages wait. The [`Receiver`] reports
+/// slow reader, only on a receiving process that is stopped altogether: see
+/// [the module docs](mod@crate::channel#where-messages-wait) for where the messages wait. The [`Receiver`] reports
 /// [`ErrorKind::Disconnected`](crate::ErrorKind::Disconnected) once every [`Sender`] in every
 /// process has been dropped and the messages already sent have been received.
 ///

@@ -212,3 +212,81 @@ fn issue13_8_serde_attributes_postcard_cannot_carry_name_the_cause() {
     names_cause(e);
     let _ = Untagged::Text(String::new());
 }
+
+/// Receives every message until the senders are gone; says when it is in its receive loop.
+#[multiproc::process]
+fn drain(inbox: multiproc::Receiver<Vec<u8>>, ready: multiproc::Sender<()>) -> usize {
+    ready.send(()).unwrap();
+    let mut n = 0;
+    for (i, message) in inbox.into_iter().enumerate() {
+        assert_eq!(message[0] as usize, i % 256, "in order");
+        n += 1;
+    }
+    n
+}
+
+/// SIGCONTs a stopped process on drop, so that a failed assertion never leaves it stopped.
+struct Stopped(u32);
+
+impl Stopped {
+    /// Stops our child `pid` and waits until it is stopped (a signal takes effect when the
+    /// child next runs, not when it is sent).
+    fn stop(pid: u32) -> Stopped {
+        // SAFETY: kill takes plain integers; `pid` is our unreaped child.
+        assert_eq!(unsafe { libc::kill(pid as i32, libc::SIGSTOP) }, 0);
+        let stopped = Stopped(pid);
+        // SAFETY: waitid fills the zeroed siginfo; WNOWAIT leaves the child's state as it
+        // is for its JoinHandle, and WSTOPPED returns once it is stopped.
+        let rc = unsafe {
+            let mut info: libc::siginfo_t = std::mem::zeroed();
+            libc::waitid(libc::P_PID, pid, &mut info, libc::WSTOPPED | libc::WNOWAIT)
+        };
+        assert_eq!(rc, 0, "{}", std::io::Error::last_os_error());
+        stopped
+    }
+}
+
+impl Drop for Stopped {
+    fn drop(&mut self) {
+        // SAFETY: as above.
+        unsafe { libc::kill(self.0 as i32, libc::SIGCONT) };
+    }
+}
+
+/// Item 3: a stopped receiving process (SIGSTOP, a debugger) drains nothing, so an unbounded
+/// channel's senders fill the kernel's socket buffer and then wait. The documented limit
+/// holds: `try_send` reports `Full` (never a hang) after a few hundred small messages, and
+/// once the receiver runs again every message arrives, in order.
+#[multiproc::test]
+fn issue13_3_a_stopped_receiver_fills_the_socket_buffer_then_senders_wait() {
+    let _alone = ALONE.lock().unwrap_or_else(|e| e.into_inner());
+    for size in [8_usize, 100, 1024] {
+        let (tx, rx) = multiproc::channel::<Vec<u8>>().unwrap();
+        let (ready_tx, ready) = multiproc::channel().unwrap();
+        let child = multiproc::spawn(drain, (rx, ready_tx)).unwrap();
+        ready.recv_timeout(support::DEADLINE).unwrap();
+        let stopped = Stopped::stop(child.pid());
+        let mut sent = 0;
+        let full = loop {
+            match tx.try_send(vec![(sent % 256) as u8; size]) {
+                Ok(()) => sent += 1,
+                Err(e) => break e,
+            }
+            assert!(
+                sent < 100_000,
+                "the buffer of a stopped receiver never filled"
+            );
+        };
+        assert_eq!(full.kind(), multiproc::ErrorKind::Full, "{full}");
+        eprintln!("{size} B messages: {sent} fit while the receiver was stopped");
+        assert!(sent >= 50, "{sent} messages of {size} B");
+        let e = tx
+            .send_timeout(vec![0; size], std::time::Duration::from_millis(20))
+            .unwrap_err();
+        assert_eq!(e.kind(), multiproc::ErrorKind::Timeout);
+        drop(stopped);
+        tx.send(vec![(sent % 256) as u8; size]).unwrap();
+        drop(tx);
+        assert_eq!(support::join(child).unwrap(), sent + 1);
+    }
+}
