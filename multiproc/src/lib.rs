@@ -111,7 +111,9 @@ mod bytes;
 /// Typed channels; the iterator types live here, [`channel()`] and its ends at the root.
 pub mod channel;
 
-mod queue;
+/// Multi-consumer queues; the iterator types live here, [`Queue`] and [`JoinableQueue`] at
+/// the root.
+pub mod queue;
 
 mod pipe;
 

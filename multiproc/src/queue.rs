@@ -860,3 +860,149 @@ impl<T> Selectable for JoinableQueue<T> {
         Source::socket(self.queue().ready_fd())
     }
 }
+
+impl<T: Serialize + DeserializeOwned> Queue<T> {
+    /// A blocking iterator over the items, ending once the queue is closed and empty: the
+    /// consumer's loop without a sentinel value. Each item goes to exactly one consumer, so
+    /// consumers iterating one queue in several processes share its items.
+    ///
+    /// An item that cannot be decoded is reported on stderr and skipped, never dropped
+    /// silently; use [`get`](Queue::get) to handle it.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let queue = multiproc::Queue::<u32>::new()?;
+    /// for i in 0..3 {
+    ///     queue.put(i)?;
+    /// }
+    /// queue.close()?;
+    /// assert_eq!(queue.iter().sum::<u32>(), 3);
+    /// for item in &queue {
+    ///     unreachable!("the queue is closed and empty: {item}");
+    /// }
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn iter(&self) -> Iter<'_, T> {
+        Iter { queue: self }
+    }
+
+    fn next_for_iter(&self) -> Option<T> {
+        loop {
+            match self.get() {
+                Ok(item) => return Some(item),
+                Err(e) if e.kind() == crate::ErrorKind::Deserialize => {
+                    eprintln!("multiproc: skipped a queue item: {e}");
+                }
+                Err(e) if e.kind() == crate::ErrorKind::Closed => return None,
+                Err(e) => {
+                    eprintln!("multiproc: queue iteration stopped: {e}");
+                    return None;
+                }
+            }
+        }
+    }
+}
+
+impl<T: Serialize + DeserializeOwned> JoinableQueue<T> {
+    /// A blocking iterator over the items, as [`Queue::iter`]; call
+    /// [`task_done`](JoinableQueue::task_done) for each as it is finished.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let queue = multiproc::JoinableQueue::<u32>::new()?;
+    /// queue.put(5)?;
+    /// queue.close()?;
+    /// for item in &queue {
+    ///     assert_eq!(item, 5);
+    ///     queue.task_done()?;
+    /// }
+    /// queue.join()?;
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn iter(&self) -> Iter<'_, T> {
+        self.queue.iter()
+    }
+}
+
+/// A blocking iterator over a borrowed [`Queue`] or [`JoinableQueue`]; see [`Queue::iter`].
+///
+/// # Examples
+///
+/// ```
+/// let queue = multiproc::Queue::<u8>::new()?;
+/// queue.close()?;
+/// let mut it: multiproc::queue::Iter<'_, u8> = queue.iter();
+/// assert_eq!(it.next(), None);
+/// # Ok::<(), multiproc::Error>(())
+/// ```
+pub struct Iter<'a, T> {
+    queue: &'a Queue<T>,
+}
+
+impl<T: Serialize + DeserializeOwned> Iterator for Iter<'_, T> {
+    type Item = T;
+    fn next(&mut self) -> Option<T> {
+        self.queue.next_for_iter()
+    }
+}
+
+impl<T> fmt::Debug for Iter<'_, T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "queue::Iter<{}>", type_name::<T>())
+    }
+}
+
+/// A blocking iterator that owns its queue handle; see [`Queue`]'s `IntoIterator`.
+///
+/// # Examples
+///
+/// ```
+/// let queue = multiproc::Queue::<u8>::new()?;
+/// queue.put(1)?;
+/// queue.close()?;
+/// let items: Vec<u8> = queue.into_iter().collect();
+/// assert_eq!(items, [1]);
+/// # Ok::<(), multiproc::Error>(())
+/// ```
+pub struct IntoIter<T> {
+    queue: Queue<T>,
+}
+
+impl<T: Serialize + DeserializeOwned> Iterator for IntoIter<T> {
+    type Item = T;
+    fn next(&mut self) -> Option<T> {
+        self.queue.next_for_iter()
+    }
+}
+
+impl<T> fmt::Debug for IntoIter<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "queue::IntoIter<{}>", type_name::<T>())
+    }
+}
+
+impl<'a, T: Serialize + DeserializeOwned> IntoIterator for &'a Queue<T> {
+    type Item = T;
+    type IntoIter = Iter<'a, T>;
+    fn into_iter(self) -> Iter<'a, T> {
+        self.iter()
+    }
+}
+
+impl<T: Serialize + DeserializeOwned> IntoIterator for Queue<T> {
+    type Item = T;
+    type IntoIter = IntoIter<T>;
+    fn into_iter(self) -> IntoIter<T> {
+        IntoIter { queue: self }
+    }
+}
+
+impl<'a, T: Serialize + DeserializeOwned> IntoIterator for &'a JoinableQueue<T> {
+    type Item = T;
+    type IntoIter = Iter<'a, T>;
+    fn into_iter(self) -> Iter<'a, T> {
+        self.iter()
+    }
+}

@@ -354,3 +354,29 @@ fn a_receiver_handed_back_by_a_failed_send_keeps_draining() {
     });
     assert_eq!(got, 20_000);
 }
+
+/// Iterates a queue until it is closed and empty: how many items it got, and their sum.
+#[multiproc::process]
+fn iterate(queue: multiproc::Queue<u64>) -> (usize, u64) {
+    let mut seen = (0, 0);
+    for item in &queue {
+        seen = (seen.0 + 1, seen.1 + item);
+    }
+    seen
+}
+
+/// Issue 13, item 2 (what Python users reach for): consumers in two processes iterate one
+/// queue; every item reaches one of them, and both loops end at `close()`.
+#[multiproc::test]
+fn issue13_2_consumers_iterate_a_queue_until_it_closes() {
+    let queue = multiproc::Queue::<u64>::new().unwrap();
+    let a = multiproc::spawn(iterate, (queue.clone(),)).unwrap();
+    let b = multiproc::spawn(iterate, (queue.clone(),)).unwrap();
+    for i in 1..=100 {
+        queue.put(i).unwrap();
+    }
+    queue.close().unwrap();
+    let (a, b) = (support::join(a).unwrap(), support::join(b).unwrap());
+    assert_eq!(a.0 + b.0, 100);
+    assert_eq!(a.1 + b.1, 5050);
+}
