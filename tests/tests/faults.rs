@@ -290,3 +290,61 @@ fn issue13_3_a_stopped_receiver_fills_the_socket_buffer_then_senders_wait() {
         assert_eq!(support::join(child).unwrap(), sent + 1);
     }
 }
+
+/// Refuses to be encoded, with a reason of its own.
+#[derive(Debug)]
+struct Refuses;
+
+impl serde::Serialize for Refuses {
+    fn serialize<S: serde::Serializer>(&self, _: S) -> Result<S::Ok, S::Error> {
+        Err(serde::ser::Error::custom("refused: the disk is on fire"))
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Refuses {
+    fn deserialize<D: serde::Deserializer<'de>>(_: D) -> Result<Self, D::Error> {
+        Err(serde::de::Error::custom("refused"))
+    }
+}
+
+/// Decodes only even numbers.
+#[derive(Debug, serde::Serialize)]
+struct Even(u32);
+
+impl<'de> serde::Deserialize<'de> for Even {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let n = <u32 as serde::Deserialize>::deserialize(d)?;
+        if n % 2 == 0 {
+            Ok(Even(n))
+        } else {
+            Err(serde::de::Error::custom(format!("{n} is odd")))
+        }
+    }
+}
+
+#[multiproc::process]
+fn give_refuses() -> Refuses {
+    Refuses
+}
+
+/// Item 8: a user's own `Error::custom` text reached our error as "Serde Serialization Error"
+/// or "Serde Deserialization Error"; it is the error's text now, in a send, a receive and a
+/// child's result.
+#[multiproc::test]
+fn issue13_8_a_custom_serde_error_keeps_its_text() {
+    let (tx, _rx) = multiproc::channel::<(u8, Refuses)>().unwrap();
+    let e = tx.send((1, Refuses)).unwrap_err();
+    assert!(
+        e.to_string().contains("refused: the disk is on fire"),
+        "{e}"
+    );
+    let (tx, rx) = multiproc::channel::<Vec<Even>>().unwrap();
+    tx.send(vec![Even(2), Even(3)]).unwrap();
+    let e = rx.recv().unwrap_err();
+    assert!(e.to_string().contains("3 is odd"), "{e}");
+    let e = support::join(multiproc::spawn(give_refuses, ()).unwrap()).unwrap_err();
+    assert!(
+        e.to_string().contains("refused: the disk is on fire"),
+        "{e}"
+    );
+}

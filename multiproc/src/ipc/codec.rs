@@ -10,6 +10,7 @@ use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use serde::de::DeserializeOwned;
 use serde::{Serialize, de, ser};
 
+use super::capture;
 use super::frame::{self, Frame, INLINE_MAX, MAX_FDS, Payload};
 use super::pump::Inbox;
 
@@ -27,6 +28,8 @@ thread_local! {
     /// Receivers the message being encoded moves, `None` outside of [`with_encoded`].
     static MOVES: RefCell<Option<Vec<std::sync::Arc<Inbox>>>> =
         const { RefCell::new(None) };
+    /// Set while [`replay_decode`] runs: [`take_fd`] hands out stand-ins.
+    static REPLAY: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
     /// Set by [`not_sent`].
     static NOT_SENT: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
 }
@@ -43,7 +46,8 @@ pub(crate) fn with_encoded<T: Serialize + ?Sized, R>(
 ) -> Result<R, String> {
     encoding(
         |buf| {
-            *buf = postcard::to_extend(value, std::mem::take(buf)).map_err(describe)?;
+            *buf = postcard::to_extend(value, std::mem::take(buf))
+                .map_err(|e| describe_with(e, || capture::serialize_error(value)))?;
             Ok(())
         },
         |(), bytes, fds| use_frame(bytes, fds),
@@ -99,7 +103,7 @@ pub(crate) fn encode_each<T: Serialize>(
         match postcard::to_extend(&item, std::mem::take(out)) {
             Ok(buf) => *out = buf,
             Err(e) => {
-                result = Err(describe(e));
+                result = Err(describe_with(e, || capture::serialize_error(&item)));
                 break;
             }
         }
@@ -223,7 +227,7 @@ pub(crate) fn with_payload<T: Serialize + ?Sized, R>(
             match (postcard::serialize_with_flavor(value, spill), failed) {
                 (Ok(spilled), None) => Ok(spilled),
                 (_, Some(e)) => Err(format!("cannot write a large message to memory: {e}")),
-                (Err(e), None) => Err(describe(e)),
+                (Err(e), None) => Err(describe_with(e, || capture::serialize_error(value))),
             }
         },
         |spilled, bytes, fds| match spilled {
@@ -273,15 +277,38 @@ pub(crate) fn decode_slice<T: DeserializeOwned>(
     let saved = INCOMING.with(|i| i.replace(Some(fds.into_iter().map(Some).collect())));
     let decoded = postcard::from_bytes::<T>(bytes);
     INCOMING.with(|i| i.replace(saved));
-    decoded.map_err(describe)
+    decoded.map_err(|e| describe_with(e, || replay_decode::<T>(bytes)))
+}
+
+/// Decodes `bytes` once more to capture a custom error's text (see [`capture`]), with
+/// stand-in descriptors: the real ones went to the failed attempt.
+fn replay_decode<T: DeserializeOwned>(bytes: &[u8]) -> Option<String> {
+    let was = REPLAY.with(|r| r.replace(true));
+    let text = capture::deserialize_error::<T>(bytes);
+    REPLAY.with(|r| r.set(was));
+    text
+}
+
+/// The text of a failed encoding or decoding: a custom error's, recorded by multiproc's own
+/// serializers or else captured by `replay`; otherwise postcard's, explained.
+fn describe_with(e: postcard::Error, replay: impl FnOnce() -> Option<String>) -> String {
+    if matches!(
+        e,
+        postcard::Error::SerdeSerCustom | postcard::Error::SerdeDeCustom
+    ) {
+        if let Some(text) = CUSTOM.with(|c| c.borrow_mut().take()) {
+            return text;
+        }
+        if let Some(text) = replay() {
+            return text;
+        }
+    }
+    describe(e)
 }
 
 fn describe(e: postcard::Error) -> String {
     use postcard::Error::*;
     match e {
-        SerdeSerCustom | SerdeDeCustom => CUSTOM
-            .with(|c| c.borrow_mut().take())
-            .unwrap_or_else(|| e.to_string()),
         SerializeSeqLengthUnknown => format!("{e}: {NOT_SELF_DESCRIBING}"),
         WontImplement => format!("the type needs `deserialize_any`: {NOT_SELF_DESCRIBING}"),
         DeserializeUnexpectedEnd => {
@@ -346,6 +373,11 @@ pub(crate) fn attach_fd<E: ser::Error>(fd: BorrowedFd<'_>, what: &str) -> Result
 
 /// Takes the descriptor at `index` of the message being decoded.
 pub(crate) fn take_fd<E: de::Error>(index: u32, what: &str) -> Result<OwnedFd, E> {
+    if REPLAY.with(std::cell::Cell::get) {
+        return std::fs::File::open("/dev/null")
+            .map(OwnedFd::from)
+            .map_err(|e| E::custom(record(format!("cannot open a stand-in descriptor: {e}"))));
+    }
     INCOMING.with(|i| {
         let mut i = i.borrow_mut();
         let Some(fds) = i.as_mut() else {
