@@ -89,6 +89,11 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
 
     /// A queue that holds at most `maxsize` items: `put` waits while it is full.
     ///
+    /// Known limits, until the queue keeps its items in memory of its own (issue 13): the
+    /// kernel's socket buffer also caps it (near 278 small items, whatever `maxsize` says), and
+    /// a process killed between taking a place and sending its item, or between receiving an
+    /// item and giving its place back, loses that place for good.
+    ///
     /// # Examples
     ///
     /// ```
