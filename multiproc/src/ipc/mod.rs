@@ -5,6 +5,8 @@
 //!   attached as `SCM_RIGHTS`, a message over 64 KiB in a sealed memfd, small messages batched.
 //! - [`codec`]: values to bytes and back (postcard), in a per-thread context that collects the
 //!   descriptors a value carries and the receivers it moves.
+//! - `capture`: the text of a custom serde error that postcard dropped, found by walking the
+//!   value again (failures only).
 //! - [`packed`]: many encoded values in one buffer (a pool's chunk of tasks or results).
 //! - [`pump`]: a receiving socket that drains into memory when its senders find it full.
 //! - [`reactor`]: async readiness for any executor.
