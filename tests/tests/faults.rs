@@ -47,18 +47,7 @@ fn issue13_4_a_child_cannot_shrink_a_shared_region_under_its_parent() {
 /// (the one descriptor a child inherits, which its hook marks close-on-exec again).
 #[multiproc::process]
 fn inheritable_fds() -> Vec<i32> {
-    let mut found = Vec::new();
-    for entry in std::fs::read_dir("/proc/self/fd").unwrap().flatten() {
-        let Ok(fd) = entry.file_name().to_string_lossy().parse::<i32>() else {
-            continue;
-        };
-        // SAFETY: F_GETFD only reads the flags; a closed fd (the read_dir's own) gives -1.
-        let flags = unsafe { libc::fcntl(fd, libc::F_GETFD) };
-        if fd > 2 && flags >= 0 && flags & libc::FD_CLOEXEC == 0 {
-            found.push(fd);
-        }
-    }
-    found
+    support::inheritable_fds()
 }
 
 #[multiproc::process]

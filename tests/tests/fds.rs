@@ -54,18 +54,7 @@ fn inheritable_fds() -> Vec<i32> {
 }
 
 fn inheritable_fds_here() -> Vec<i32> {
-    let mut leaked = Vec::new();
-    for entry in std::fs::read_dir("/proc/self/fd").unwrap().flatten() {
-        let Ok(fd) = entry.file_name().to_string_lossy().parse::<i32>() else {
-            continue;
-        };
-        // SAFETY: F_GETFD only reads the flags; a closed fd (the read_dir's own) gives -1.
-        let flags = unsafe { libc::fcntl(fd, libc::F_GETFD) };
-        if fd > 2 && flags >= 0 && flags & libc::FD_CLOEXEC == 0 {
-            leaked.push(fd);
-        }
-    }
-    leaked
+    support::inheritable_fds()
 }
 
 #[multiproc::process]

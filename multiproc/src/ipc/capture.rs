@@ -40,8 +40,8 @@ pub(super) fn serialize_error<T: Serialize + ?Sized>(value: &T) -> Option<String
 
 /// The text of the custom error that decoding `T` from `bytes` raises, if it raises one.
 pub(super) fn deserialize_error<'de, T: de::Deserialize<'de>>(bytes: &'de [u8]) -> Option<String> {
-    let mut inner = postcard::Deserializer::from_bytes(bytes);
-    T::deserialize(Around(&mut inner)).err().map(|e| e.0)
+    let mut postcard = postcard::Deserializer::from_bytes(bytes);
+    T::deserialize(Inner(&mut postcard)).err().map(|e| e.0)
 }
 
 /// A serializer that writes nothing: it only walks the value, to meet its error.
@@ -206,10 +206,6 @@ impl ser::SerializeStructVariant for Walk {
     }
 }
 
-/// Postcard's deserializer, with errors that keep their text: every call goes to it, with the
-/// visitors and accessors wrapped so that the value's own code sees [`Captured`] errors.
-struct Around<'a, 'de>(&'a mut postcard::Deserializer<'de, postcard::de_flavors::Slice<'de>>);
-
 thread_local! {
     /// The text of a `Captured` error on its way back through postcard, which can only carry a
     /// `SerdeDeCustom`.
@@ -220,86 +216,6 @@ thread_local! {
 fn back<E: de::Error>(e: Captured) -> E {
     BACK.with(|b| *b.borrow_mut() = Some(e.0.clone()));
     E::custom(e.0)
-}
-
-macro_rules! forward_deserialize {
-    ($($name:ident),*) => {$(
-        fn $name<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, Captured> {
-            self.0.$name(Wrap(visitor)).map_err(up_any)
-        }
-    )*};
-}
-
-impl<'de> de::Deserializer<'de> for Around<'_, 'de> {
-    type Error = Captured;
-
-    forward_deserialize! {
-        deserialize_any, deserialize_bool, deserialize_i8, deserialize_i16, deserialize_i32,
-        deserialize_i64, deserialize_i128, deserialize_u8, deserialize_u16, deserialize_u32,
-        deserialize_u64, deserialize_u128, deserialize_f32, deserialize_f64, deserialize_char,
-        deserialize_str, deserialize_string, deserialize_bytes, deserialize_byte_buf,
-        deserialize_option, deserialize_unit, deserialize_seq, deserialize_map,
-        deserialize_identifier, deserialize_ignored_any
-    }
-
-    fn deserialize_unit_struct<V: Visitor<'de>>(
-        self,
-        name: &'static str,
-        visitor: V,
-    ) -> Result<V::Value, Captured> {
-        self.0
-            .deserialize_unit_struct(name, Wrap(visitor))
-            .map_err(up_any)
-    }
-    fn deserialize_newtype_struct<V: Visitor<'de>>(
-        self,
-        name: &'static str,
-        visitor: V,
-    ) -> Result<V::Value, Captured> {
-        self.0
-            .deserialize_newtype_struct(name, Wrap(visitor))
-            .map_err(up_any)
-    }
-    fn deserialize_tuple<V: Visitor<'de>>(
-        self,
-        len: usize,
-        visitor: V,
-    ) -> Result<V::Value, Captured> {
-        self.0.deserialize_tuple(len, Wrap(visitor)).map_err(up_any)
-    }
-    fn deserialize_tuple_struct<V: Visitor<'de>>(
-        self,
-        name: &'static str,
-        len: usize,
-        visitor: V,
-    ) -> Result<V::Value, Captured> {
-        self.0
-            .deserialize_tuple_struct(name, len, Wrap(visitor))
-            .map_err(up_any)
-    }
-    fn deserialize_struct<V: Visitor<'de>>(
-        self,
-        name: &'static str,
-        fields: &'static [&'static str],
-        visitor: V,
-    ) -> Result<V::Value, Captured> {
-        self.0
-            .deserialize_struct(name, fields, Wrap(visitor))
-            .map_err(up_any)
-    }
-    fn deserialize_enum<V: Visitor<'de>>(
-        self,
-        name: &'static str,
-        variants: &'static [&'static str],
-        visitor: V,
-    ) -> Result<V::Value, Captured> {
-        self.0
-            .deserialize_enum(name, variants, Wrap(visitor))
-            .map_err(up_any)
-    }
-    fn is_human_readable(&self) -> bool {
-        false
-    }
 }
 
 /// A visitor of the value's, offered postcard's values and accessors wrapped.
@@ -351,8 +267,9 @@ impl<'de, V: Visitor<'de>> Visitor<'de> for Wrap<V> {
     }
 }
 
-/// Any deserializer postcard hands a visitor (for an `Option`'s or a newtype's inside), with
-/// [`Captured`] errors.
+/// A deserializer (postcard's, or one it hands a visitor for an `Option`'s or a newtype's
+/// inside) whose errors keep their text: every call goes to it, with the visitors and
+/// accessors wrapped so that the value's own code sees [`Captured`] errors.
 struct Inner<D>(D);
 
 /// An error from postcard (or from a deserializer it handed over) as a [`Captured`]: the text

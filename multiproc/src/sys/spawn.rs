@@ -57,15 +57,7 @@ type AddCloseFrom =
 /// [`addchdir`] is.
 fn addclosefrom() -> Option<AddCloseFrom> {
     static FOUND: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
-    let address = *FOUND.get_or_init(|| {
-        // SAFETY: dlsym with RTLD_DEFAULT and a valid C string only looks the name up.
-        unsafe {
-            libc::dlsym(
-                libc::RTLD_DEFAULT,
-                c"posix_spawn_file_actions_addclosefrom_np".as_ptr(),
-            ) as usize
-        }
-    });
+    let address = *FOUND.get_or_init(|| lookup(c"posix_spawn_file_actions_addclosefrom_np"));
     // SAFETY: a non-null address of that symbol is that function, with this signature.
     (address != 0).then(|| unsafe { std::mem::transmute::<usize, AddCloseFrom>(address) })
 }
@@ -103,17 +95,15 @@ type AddChdir =
 /// keep the binary from loading on a C library without it (glibc before 2.29).
 fn addchdir() -> Option<AddChdir> {
     static FOUND: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
-    let address = *FOUND.get_or_init(|| {
-        // SAFETY: dlsym with RTLD_DEFAULT and a valid C string only looks the name up.
-        unsafe {
-            libc::dlsym(
-                libc::RTLD_DEFAULT,
-                c"posix_spawn_file_actions_addchdir_np".as_ptr(),
-            ) as usize
-        }
-    });
+    let address = *FOUND.get_or_init(|| lookup(c"posix_spawn_file_actions_addchdir_np"));
     // SAFETY: a non-null address of that symbol is that function, with this signature.
     (address != 0).then(|| unsafe { std::mem::transmute::<usize, AddChdir>(address) })
+}
+
+/// The address of the C library's function `name`, or 0 when it has none.
+fn lookup(name: &std::ffi::CStr) -> usize {
+    // SAFETY: dlsym with RTLD_DEFAULT and a valid C string only looks the name up.
+    unsafe { libc::dlsym(libc::RTLD_DEFAULT, name.as_ptr()) as usize }
 }
 
 /// posix_spawn's convention: 0, or the error number itself.

@@ -220,3 +220,20 @@ impl<'de> serde::Deserialize<'de> for Odd {
         }
     }
 }
+
+/// The open fds above stderr that lack close-on-exec: what this process would leak into every
+/// program it starts.
+pub(crate) fn inheritable_fds() -> Vec<i32> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc/self/fd").unwrap().flatten() {
+        let Ok(fd) = entry.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        // SAFETY: F_GETFD only reads the flags; a closed fd (the read_dir's own) gives -1.
+        let flags = unsafe { libc::fcntl(fd, libc::F_GETFD) };
+        if fd > 2 && flags >= 0 && flags & libc::FD_CLOEXEC == 0 {
+            found.push(fd);
+        }
+    }
+    found
+}
