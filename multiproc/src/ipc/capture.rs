@@ -40,6 +40,8 @@ pub(super) fn serialize_error<T: Serialize + ?Sized>(value: &T) -> Option<String
 
 /// The text of the custom error that decoding `T` from `bytes` raises, if it raises one.
 pub(super) fn deserialize_error<'de, T: de::Deserialize<'de>>(bytes: &'de [u8]) -> Option<String> {
+    // A text left by an error that a value's own code caught and dropped is not this one's.
+    BACK.with(|b| b.borrow_mut().take());
     let mut postcard = postcard::Deserializer::from_bytes(bytes);
     T::deserialize(Inner(&mut postcard)).err().map(|e| e.0)
 }
@@ -176,35 +178,26 @@ impl ser::SerializeMap for Walk {
     }
 }
 
-impl ser::SerializeStruct for Walk {
-    type Ok = ();
-    type Error = Captured;
-    fn serialize_field<T: Serialize + ?Sized>(
-        &mut self,
-        _: &'static str,
-        value: &T,
-    ) -> Result<(), Captured> {
-        value.serialize(Walk)
-    }
-    fn end(self) -> Result<(), Captured> {
-        Ok(())
-    }
+macro_rules! walk_fields {
+    ($($trait:ident),*) => {$(
+        impl ser::$trait for Walk {
+            type Ok = ();
+            type Error = Captured;
+            fn serialize_field<T: Serialize + ?Sized>(
+                &mut self,
+                _: &'static str,
+                value: &T,
+            ) -> Result<(), Captured> {
+                value.serialize(Walk)
+            }
+            fn end(self) -> Result<(), Captured> {
+                Ok(())
+            }
+        }
+    )*};
 }
 
-impl ser::SerializeStructVariant for Walk {
-    type Ok = ();
-    type Error = Captured;
-    fn serialize_field<T: Serialize + ?Sized>(
-        &mut self,
-        _: &'static str,
-        value: &T,
-    ) -> Result<(), Captured> {
-        value.serialize(Walk)
-    }
-    fn end(self) -> Result<(), Captured> {
-        Ok(())
-    }
-}
+walk_fields! { SerializeStruct, SerializeStructVariant }
 
 thread_local! {
     /// The text of a `Captured` error on its way back through postcard, which can only carry a
@@ -212,7 +205,7 @@ thread_local! {
     static BACK: std::cell::RefCell<Option<String>> = const { std::cell::RefCell::new(None) };
 }
 
-/// A [`Captured`] error as postcard's, its text kept aside for [`up`].
+/// A [`Captured`] error as postcard's, its text kept aside for [`up_any`].
 fn back<E: de::Error>(e: Captured) -> E {
     BACK.with(|b| *b.borrow_mut() = Some(e.0.clone()));
     E::custom(e.0)

@@ -340,7 +340,7 @@ pub(crate) fn de_error<E: de::Error>(message: String) -> E {
     E::custom(record(message))
 }
 
-/// Remembers the text of a custom error for [`describe`]; returns it.
+/// Remembers the text of a custom error for [`describe_with`]; returns it.
 fn record(message: String) -> String {
     CUSTOM.with(|c| *c.borrow_mut() = Some(message.clone()));
     message

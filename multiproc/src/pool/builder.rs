@@ -52,7 +52,7 @@ pub struct PoolBuilder {
 
 impl PoolBuilder {
     /// Where the workers' standard output goes (default: inherited); with
-    /// [`Stdio::Prefixed`](Stdio::Prefixed) each line shows the worker's name and pid.
+    /// [`Stdio::Prefixed`] each line shows the worker's name and pid.
     ///
     /// # Examples
     ///
@@ -73,7 +73,7 @@ impl PoolBuilder {
     }
 
     /// Where the workers' standard error goes (default: inherited); with
-    /// [`Stdio::Prefixed`](Stdio::Prefixed), the error of a task whose worker crashed
+    /// [`Stdio::Prefixed`], the error of a task whose worker crashed
     /// also carries the last lines the worker wrote there.
     ///
     /// # Examples
@@ -85,7 +85,7 @@ impl PoolBuilder {
     }
 
     /// Starts the workers, and the replacements of workers that die, from a
-    /// [`Zygote`](crate::Zygote) owned by the pool: a fork instead of an exec each (default:
+    /// [`Zygote`] owned by the pool: a fork instead of an exec each (default:
     /// off). Worth it where workers are replaced often (`max_tasks_per_child`, crashing
     /// tasks) or pools are short-lived.
     ///
