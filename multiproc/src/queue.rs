@@ -1,17 +1,16 @@
 //! [`Queue`] and [`JoinableQueue`]: many producers and many consumers, in any processes.
 //!
-//! A queue is one socket pair that every handle shares: putting sends a datagram on the
-//! shared sending socket, getting takes one from the shared receiving socket. The kernel hands
-//! each datagram to exactly one reader, so every item reaches exactly one consumer, and a
-//! consumer that dies takes nothing with it but the item it was processing. Items put by one
-//! handle are taken in the order they were put.
+//! A queue's items wait in memory that every handle shares (`ipc::ring`): a ring of records
+//! in a sparse memfd, changed under a lock that a process's death cannot leave held, each
+//! change committed whole or not at all. So every item reaches exactly one consumer, a `put`
+//! that returned `Ok` has its item in the queue whatever its producer does next, and no kill
+//! of any process at any point costs the queue a place. Items put by one handle are taken in
+//! the order they were put.
 
 use std::any::type_name;
 use std::fmt;
 use std::marker::PhantomData;
-use std::os::fd::{AsFd, OwnedFd};
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use serde::de::DeserializeOwned;
@@ -20,11 +19,10 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use crate::channel::Attempt;
 use crate::error::{Error, Repr, Result, TrySendError};
 use crate::ipc::codec as wire;
-use crate::ipc::frame;
 use crate::ipc::reactor;
-use crate::ipc::shm::{Region, Slots};
+use crate::ipc::ring::Ring;
 use crate::select::{Selectable, Source};
-use crate::sys::{self, Wait};
+use crate::sys::Wait;
 
 /// A multi-producer, multi-consumer queue shared by any number of processes: Python's
 /// `multiprocessing.Queue`, typed.
@@ -34,9 +32,16 @@ use crate::sys::{self, Wait};
 /// [`close`](Queue::close) ends it for everyone: consumers receive what is left, then an
 /// [`ErrorKind::Closed`](crate::ErrorKind::Closed) error, so no sentinel values are needed.
 ///
-/// Without a `maxsize`, the kernel's socket buffer is the limit (about 200 KiB, a few hundred
-/// small items): `put` waits while it is full, it never grows without bound. A message larger
-/// than 64 KiB waits in a memfd and costs only a small datagram of that buffer.
+/// Without a `maxsize`, `put` never waits and never fails for lack of room: memory is the
+/// only bound. A waiting item costs its encoded size plus 16 bytes (rounded up to 8) of shared
+/// memory, which consumers give back to the system as they take items. The exception is an
+/// item that carries descriptors (a [`Sender`](crate::Sender), a `Queue`, [`Bytes`](crate::Bytes),
+/// [`SharedMemory`](crate::SharedMemory)): those travel in the kernel's socket buffer, so a
+/// few hundred of them can wait at once, and `put` waits for room beyond that.
+///
+/// A consumer killed while it takes an item loses at most that item; a producer killed while
+/// it puts one leaves either the whole item in the queue or nothing. A killed process never
+/// costs a bounded queue a place, and never leaves the others blocked.
 ///
 /// # Examples
 ///
@@ -65,16 +70,12 @@ pub struct Queue<T> {
 
 /// What every handle of one queue shares.
 struct Core {
-    tx: OwnedFd,
-    rx: OwnedFd,
-    slots: Option<Slots>,
-    maxsize: Option<usize>,
-    /// For a [`JoinableQueue`]: word 0 counts the items put and not yet marked done.
-    tasks: Option<Region>,
+    ring: Ring,
 }
 
 impl<T: Serialize + DeserializeOwned> Queue<T> {
-    /// A queue limited only by the kernel's socket buffer.
+    /// A queue limited only by memory: `put` never waits (see [`Queue`] for items that
+    /// carry descriptors).
     ///
     /// # Examples
     ///
@@ -82,17 +83,14 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
     ///
     /// # Errors
     ///
-    /// [`ErrorKind::Io`](crate::ErrorKind::Io) when the system refuses a socket pair.
+    /// [`ErrorKind::Io`](crate::ErrorKind::Io) when the system refuses the queue's shared
+    /// memory or its socket pair.
     pub fn new() -> Result<Self> {
         Self::make(None, false)
     }
 
-    /// A queue that holds at most `maxsize` items: `put` waits while it is full.
-    ///
-    /// Known limits, until the queue keeps its items in memory of its own (issue 13): the
-    /// kernel's socket buffer also caps it (near 278 small items, whatever `maxsize` says), and
-    /// a process killed between taking a place and sending its item, or between receiving an
-    /// item and giving its place back, loses that place for good.
+    /// A queue that holds at most `maxsize` items, for any `maxsize`: `put` waits while it is
+    /// full.
     ///
     /// # Examples
     ///
@@ -118,29 +116,10 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
     }
 
     fn make(maxsize: Option<usize>, joinable: bool) -> Result<Self> {
-        let (tx, rx) = sys::socketpair().map_err(|e| Error::io("cannot create a queue", e))?;
-        let slots = match maxsize {
-            Some(n) => {
-                Some(Slots::new(n).map_err(|e| Error::io("cannot create a queue's semaphore", e))?)
-            }
-            None => None,
-        };
-        let tasks = if joinable {
-            Some(
-                Region::new("multiproc-tasks", 4)
-                    .map_err(|e| Error::io("cannot create a queue's task counter", e))?,
-            )
-        } else {
-            None
-        };
+        let ring = Ring::new(maxsize.map_or(0, |n| n as u64), joinable)
+            .map_err(|e| Error::io("cannot create a queue", e))?;
         Ok(Queue {
-            core: Arc::new(Core {
-                tx,
-                rx,
-                slots,
-                maxsize,
-                tasks,
-            }),
+            core: Arc::new(Core { ring }),
             _type: PhantomData,
         })
     }
@@ -202,27 +181,11 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
     }
 
     fn put_wait(&self, item: &T, wait: Wait, timeout: Duration) -> Result<()> {
-        let core = &*self.core;
-        let sent = wire::with_payload(item, |payload, fds| {
-            if let Some(slots) = &core.slots {
-                // The receiving socket reports read hang-up once the queue is closed.
-                if let Err(e) = slots.acquire(Some((core.rx.as_fd(), sys::POLLRDHUP)), wait) {
-                    wire::not_sent();
-                    return Err(e);
-                }
-            }
-            if let Some(tasks) = &core.tasks {
-                tasks.word(0).fetch_add(1, Ordering::AcqRel);
-            }
-            let sent = frame::send_payload(core.tx.as_fd(), None, payload, fds, wait);
+        let ring = &self.core.ring;
+        let sent = wire::with_encoded(item, |bytes, fds| {
+            let sent = ring.put(bytes, fds, wait);
             if sent.is_err() {
                 wire::not_sent();
-                if let Some(slots) = &core.slots {
-                    slots.release();
-                }
-                if let Some(tasks) = &core.tasks {
-                    finish_task(tasks);
-                }
             }
             sent
         })
@@ -244,13 +207,14 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
                 },
                 || {
                     Error::new(Repr::Full {
-                        what: match core.maxsize {
+                        what: match ring.maxsize() {
                             Some(n) => format!(
                                 "cannot put a {}: the queue is full ({n} items)",
                                 type_name::<T>()
                             ),
                             None => format!(
-                                "cannot put a {}: the queue's socket buffer is full",
+                                "cannot put a {}: the items that carry descriptors fill the \
+                                 kernel's socket buffer",
                                 type_name::<T>()
                             ),
                         },
@@ -319,7 +283,9 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
                 Err(e) if e.kind() == crate::ErrorKind::Empty => {}
                 other => return other,
             }
-            reactor::readable(self.ready_fd()).await?;
+            if !self.core.ring.arm() {
+                reactor::readable(self.core.ring.bell()).await?;
+            }
         }
     }
 
@@ -344,13 +310,8 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
 
     fn get_wait(&self, wait: Wait, timeout: Duration) -> Result<T> {
         let what = type_name::<T>();
-        let failed = match frame::recv(self.core.rx.as_fd(), wait) {
-            Ok(frame) => {
-                if let Some(slots) = &self.core.slots {
-                    slots.release();
-                }
-                return crate::channel::decode(frame);
-            }
+        let failed = match self.core.ring.get(wait) {
+            Ok(frame) => return crate::channel::decode(frame),
             Err(e) => e,
         };
         let attempt = Attempt {
@@ -389,38 +350,75 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
     ///
     /// # Errors
     ///
-    /// [`ErrorKind::Io`](crate::ErrorKind::Io) if the system refuses the shutdown.
+    /// None in practice; the `Result` is kept for queues of other transports.
     pub fn close(&self) -> Result<()> {
-        // It affects the socket shared by every handle.
-        sys::shutdown_write(self.core.tx.as_fd())
-            .map_err(|e| Error::io("cannot close the queue", e))
+        self.core.ring.close();
+        Ok(())
     }
 }
 
 impl<T> Queue<T> {
-    pub(crate) fn ready_fd(&self) -> std::os::fd::BorrowedFd<'_> {
-        self.core.rx.as_fd()
+    /// The number of items in the queue, in every process: approximate, as Python's
+    /// `qsize()`, since other processes put and get while it is read.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let queue = multiproc::Queue::<u8>::new()?;
+    /// queue.put(1)?;
+    /// queue.put(2)?;
+    /// assert_eq!(queue.len(), 2);
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn len(&self) -> usize {
+        usize::try_from(self.core.ring.len()).unwrap_or(usize::MAX)
     }
-}
 
-/// Marks one task of a joinable queue done; `false` if none was pending.
-fn finish_task(tasks: &Region) -> bool {
-    let word = tasks.word(0);
-    let mut current = word.load(Ordering::Acquire);
-    loop {
-        if current == 0 {
-            return false;
-        }
-        match word.compare_exchange_weak(current, current - 1, Ordering::AcqRel, Ordering::Acquire)
-        {
-            Ok(_) => {
-                if current == 1 {
-                    sys::futex_wake_all(word);
-                }
-                return true;
-            }
-            Err(now) => current = now,
-        }
+    /// Whether the queue holds no items: approximate, as [`len`](Queue::len).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let queue = multiproc::Queue::<u8>::new()?;
+    /// assert!(queue.is_empty());
+    /// queue.put(1)?;
+    /// assert!(!queue.is_empty());
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Whether a queue with a `maxsize` holds that many items (never, without one):
+    /// approximate, as [`len`](Queue::len).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let queue = multiproc::Queue::<u8>::with_maxsize(1)?;
+    /// assert!(!queue.is_full());
+    /// queue.put(1)?;
+    /// assert!(queue.is_full());
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn is_full(&self) -> bool {
+        self.core
+            .ring
+            .maxsize()
+            .is_some_and(|n| self.core.ring.len() >= n)
+    }
+
+    /// The `maxsize` the queue was made with, if any.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// assert_eq!(multiproc::Queue::<u8>::with_maxsize(3)?.maxsize(), Some(3));
+    /// assert_eq!(multiproc::Queue::<u8>::new()?.maxsize(), None);
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn maxsize(&self) -> Option<usize> {
+        self.core.ring.maxsize().map(|n| n as usize)
     }
 }
 
@@ -436,38 +434,30 @@ impl<T> Clone for Queue<T> {
 impl<T> fmt::Debug for Queue<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "Queue<{}>", type_name::<T>())?;
-        if let Some(n) = self.core.maxsize {
+        if let Some(n) = self.core.ring.maxsize() {
             write!(f, "(maxsize {n})")?;
         }
         Ok(())
     }
 }
 
-/// How a queue travels: its two sockets, its semaphore and its task counter.
+/// How a queue travels: its shared memory, its doorbell and its descriptors' socket pair.
 #[derive(Serialize, Deserialize)]
 struct QueueWire {
+    data: u32,
+    bell: u32,
     tx: u32,
     rx: u32,
-    slots: Option<(u32, usize)>,
-    tasks: Option<u32>,
 }
 
 impl<T> Serialize for Queue<T> {
     fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
-        let core = &*self.core;
-        let slots = match (&core.slots, core.maxsize) {
-            (Some(slots), Some(n)) => Some((wire::attach_fd(slots.fd(), "Queue")?, n)),
-            _ => None,
-        };
-        let tasks = match &core.tasks {
-            Some(tasks) => Some(wire::attach_fd(tasks.fd(), "JoinableQueue")?),
-            None => None,
-        };
+        let [data, bell, tx, rx] = self.core.ring.fds();
         QueueWire {
-            tx: wire::attach_fd(core.tx.as_fd(), "Queue")?,
-            rx: wire::attach_fd(core.rx.as_fd(), "Queue")?,
-            slots,
-            tasks,
+            data: wire::attach_fd(data, "Queue")?,
+            bell: wire::attach_fd(bell, "Queue")?,
+            tx: wire::attach_fd(tx, "Queue")?,
+            rx: wire::attach_fd(rx, "Queue")?,
         }
         .serialize(s)
     }
@@ -476,26 +466,15 @@ impl<T> Serialize for Queue<T> {
 impl<'de, T> Deserialize<'de> for Queue<T> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
         let w = QueueWire::deserialize(d)?;
-        let (slots, maxsize) = match w.slots {
-            Some((fd, n)) => (Some(Slots::from_fd(wire::take_fd(fd, "Queue")?)), Some(n)),
-            None => (None, None),
-        };
-        let tasks = match w.tasks {
-            Some(fd) => Some(
-                Region::from_fd(wire::take_fd(fd, "JoinableQueue")?, 4).map_err(|e| {
-                    wire::de_error(format!("cannot map a queue's task counter: {e}"))
-                })?,
-            ),
-            None => None,
-        };
+        let ring = Ring::from_fds(
+            wire::take_fd(w.data, "Queue")?,
+            wire::take_fd(w.bell, "Queue")?,
+            wire::take_fd(w.tx, "Queue")?,
+            wire::take_fd(w.rx, "Queue")?,
+        )
+        .map_err(|e| wire::de_error(format!("cannot map a received queue: {e}")))?;
         Ok(Queue {
-            core: Arc::new(Core {
-                tx: wire::take_fd(w.tx, "Queue")?,
-                rx: wire::take_fd(w.rx, "Queue")?,
-                slots,
-                maxsize,
-                tasks,
-            }),
+            core: Arc::new(Core { ring }),
             _type: PhantomData,
         })
     }
@@ -533,7 +512,7 @@ pub struct JoinableQueue<T> {
 }
 
 impl<T: Serialize + DeserializeOwned> JoinableQueue<T> {
-    /// A joinable queue limited only by the kernel's socket buffer; see [`Queue::new`].
+    /// A joinable queue limited only by memory; see [`Queue::new`].
     ///
     /// # Examples
     ///
@@ -715,12 +694,48 @@ impl<T: Serialize + DeserializeOwned> JoinableQueue<T> {
 }
 
 impl<T> JoinableQueue<T> {
-    fn tasks(&self) -> &Region {
-        self.queue
-            .core
-            .tasks
-            .as_ref()
-            .expect("a JoinableQueue always has a task counter")
+    fn ring(&self) -> &Ring {
+        &self.queue.core.ring
+    }
+
+    /// See [`Queue::len`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let queue = multiproc::JoinableQueue::<u8>::new()?;
+    /// queue.put(1)?;
+    /// assert_eq!(queue.len(), 1);
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn len(&self) -> usize {
+        self.queue.len()
+    }
+
+    /// See [`Queue::is_empty`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// assert!(multiproc::JoinableQueue::<u8>::new()?.is_empty());
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn is_empty(&self) -> bool {
+        self.queue.is_empty()
+    }
+
+    /// See [`Queue::is_full`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let queue = multiproc::JoinableQueue::<u8>::with_maxsize(1)?;
+    /// queue.put(1)?;
+    /// assert!(queue.is_full());
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn is_full(&self) -> bool {
+        self.queue.is_full()
     }
 
     /// Marks one item got from the queue as finished.
@@ -741,7 +756,7 @@ impl<T> JoinableQueue<T> {
     /// [`ErrorKind::Other`](crate::ErrorKind::Other) when called more often than items were
     /// put (Python raises `ValueError`); the count stays at zero.
     pub fn task_done(&self) -> Result<()> {
-        if finish_task(self.tasks()) {
+        if self.ring().task_done() {
             Ok(())
         } else {
             Err(Error::other(
@@ -761,7 +776,7 @@ impl<T> JoinableQueue<T> {
     /// # Ok::<(), multiproc::Error>(())
     /// ```
     pub fn unfinished_tasks(&self) -> usize {
-        self.tasks().word(0).load(Ordering::Acquire) as usize
+        usize::try_from(self.ring().unfinished()).unwrap_or(usize::MAX)
     }
 
     /// Waits until every item put so far has been marked done.
@@ -798,27 +813,17 @@ impl<T> JoinableQueue<T> {
     }
 
     fn join_wait(&self, wait: Wait, timeout: Duration) -> Result<()> {
-        let word = self.tasks().word(0);
-        loop {
-            let pending = word.load(Ordering::Acquire);
-            if pending == 0 {
-                return Ok(());
-            }
-            if !sys::futex_wait(word, pending, wait) && word.load(Ordering::Acquire) != 0 {
-                return Err(Error::new(Repr::Timeout {
-                    what: format!(
-                        "waiting for {} unfinished tasks of a JoinableQueue<{}>",
-                        word.load(Ordering::Acquire),
-                        type_name::<T>()
-                    ),
-                    after: timeout,
-                }));
-            }
+        if self.ring().join(wait) {
+            return Ok(());
         }
-    }
-
-    pub(crate) fn queue(&self) -> &Queue<T> {
-        &self.queue
+        Err(Error::new(Repr::Timeout {
+            what: format!(
+                "waiting for {} unfinished tasks of a JoinableQueue<{}>",
+                self.ring().unfinished(),
+                type_name::<T>()
+            ),
+            after: timeout,
+        }))
     }
 }
 
@@ -845,7 +850,7 @@ impl<T> Serialize for JoinableQueue<T> {
 impl<'de, T> Deserialize<'de> for JoinableQueue<T> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
         let queue = Queue::deserialize(d)?;
-        if queue.core.tasks.is_none() {
+        if !queue.core.ring.is_joinable() {
             return Err(wire::de_error(
                 "received a plain Queue where a JoinableQueue was expected".to_string(),
             ));
@@ -856,13 +861,13 @@ impl<'de, T> Deserialize<'de> for JoinableQueue<T> {
 
 impl<T> Selectable for Queue<T> {
     fn __source(&self) -> Source<'_> {
-        Source::socket(self.ready_fd())
+        Source::ring(&self.core.ring)
     }
 }
 
 impl<T> Selectable for JoinableQueue<T> {
     fn __source(&self) -> Source<'_> {
-        Source::socket(self.queue().ready_fd())
+        Source::ring(self.ring())
     }
 }
 

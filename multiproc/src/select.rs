@@ -8,6 +8,7 @@ use std::time::Duration;
 use crate::error::{Error, Repr, Result};
 use crate::ipc::pump::Inbox;
 use crate::ipc::reactor;
+use crate::ipc::ring::{self, Ring};
 use crate::sys::{self, Wait};
 
 /// Waits until one of several mailboxes has something to receive or a child has ended, without
@@ -72,8 +73,10 @@ pub struct Source<'a>(Kind<'a>);
 enum Kind<'a> {
     /// A channel's receiver: messages the pump holds count, then its socket.
     Inbox(&'a Inbox),
-    /// A socket that is ready when readable (a queue, a child's bootstrap socket).
+    /// A socket that is ready when readable (a child's bootstrap socket).
     Socket(BorrowedFd<'a>),
+    /// A queue: ready while it holds items or is closed; its doorbell turns readable.
+    Ring(&'a Ring),
     /// Ready now (a child already joined).
     Now,
 }
@@ -87,6 +90,10 @@ impl<'a> Source<'a> {
         Source(Kind::Socket(fd))
     }
 
+    pub(crate) fn ring(ring: &'a Ring) -> Self {
+        Source(Kind::Ring(ring))
+    }
+
     pub(crate) fn now() -> Self {
         Source(Kind::Now)
     }
@@ -97,6 +104,7 @@ impl<'a> Source<'a> {
         match self.0 {
             Kind::Inbox(inbox) => Some((Some(inbox), inbox.fd())),
             Kind::Socket(fd) => Some((None, fd)),
+            Kind::Ring(ring) => Some((None, ring.bell())),
             Kind::Now => None,
         }
     }
@@ -210,6 +218,12 @@ impl<'a> Select<'a> {
                     found = Some(i);
                     break;
                 }
+                Kind::Ring(ring) => {
+                    if ring.arm() {
+                        found = Some(i);
+                        break;
+                    }
+                }
                 Kind::Socket(_) => {}
             }
         }
@@ -243,6 +257,12 @@ impl<'a> Select<'a> {
                     ready[i] = true;
                     any = true;
                 }
+                Kind::Ring(ring) => {
+                    if ring.arm() {
+                        ready[i] = true;
+                        any = true;
+                    }
+                }
                 Kind::Socket(_) => {}
             }
         }
@@ -262,9 +282,42 @@ impl<'a> Select<'a> {
     }
 
     fn poll_all(&self, wait: Wait) -> Result<Vec<bool>> {
-        let mut fds = self.pollfds();
-        sys::poll(&mut fds, wait).map_err(|e| Error::io("cannot wait on the mailboxes", e))?;
-        Ok(fds.iter().map(|p| p.revents != 0).collect())
+        Ok(self
+            .poll_sliced(wait)?
+            .unwrap_or_else(|| vec![false; self.sources.len()]))
+    }
+
+    /// `poll(2)` on every source, as `wait` says; `None` when the wait ended first. A queue's
+    /// doorbell can miss a ring from a process killed at the wrong moment, so with queues
+    /// among the sources the wait looks at them again every [`ring::RECHECK`].
+    fn poll_sliced(&self, wait: Wait) -> Result<Option<Vec<bool>>> {
+        let rings = self.sources.iter().any(|s| matches!(s.0, Kind::Ring(_)));
+        loop {
+            let mut fds = self.pollfds();
+            let slice = if rings {
+                wait.at_most(ring::RECHECK)
+            } else {
+                wait
+            };
+            if sys::poll(&mut fds, slice)
+                .map_err(|e| Error::io("cannot wait on the mailboxes", e))?
+            {
+                return Ok(Some(fds.iter().map(|p| p.revents != 0).collect()));
+            }
+            if rings {
+                let ready: Vec<bool> = self
+                    .sources
+                    .iter()
+                    .map(|s| matches!(s.0, Kind::Ring(r) if r.ready_now()))
+                    .collect();
+                if ready.contains(&true) {
+                    return Ok(Some(ready));
+                }
+            }
+            if wait.is_over() {
+                return Ok(None);
+            }
+        }
     }
 
     fn pollfds(&self) -> Vec<sys::PollFd> {
@@ -274,6 +327,7 @@ impl<'a> Select<'a> {
                 let fd = match source.0 {
                     Kind::Inbox(inbox) => inbox.fd().as_raw_fd(),
                     Kind::Socket(fd) => fd.as_raw_fd(),
+                    Kind::Ring(ring) => ring.bell().as_raw_fd(),
                     Kind::Now => -1,
                 };
                 sys::pollfd(fd, sys::POLLIN)
@@ -282,11 +336,9 @@ impl<'a> Select<'a> {
     }
 
     fn poll(&self, wait: Wait) -> Result<Option<usize>> {
-        let mut fds = self.pollfds();
-        if !sys::poll(&mut fds, wait).map_err(|e| Error::io("cannot wait on the mailboxes", e))? {
-            return Ok(None);
-        }
-        Ok(fds.iter().position(|p| p.revents != 0))
+        Ok(self
+            .poll_sliced(wait)?
+            .and_then(|ready| ready.iter().position(|&r| r)))
     }
 }
 
@@ -301,7 +353,14 @@ impl fmt::Debug for Select<'_> {
 pub(crate) async fn ready(source: Source<'_>) -> Result<()> {
     match source.inbox_or_fd() {
         None => Ok(()),
-        Some((None, fd)) => reactor::readable(fd).await,
+        Some((None, fd)) => {
+            if let Kind::Ring(ring) = source.0
+                && ring.arm()
+            {
+                return Ok(());
+            }
+            reactor::readable(fd).await
+        }
         Some((Some(inbox), fd)) => {
             // Claim the socket so that the pump does not drain it behind our back.
             if inbox.begin_wait() {

@@ -237,8 +237,8 @@ fn send_datagram(
 /// What each kind of value costs in descriptors, for the errors of a message that needs more
 /// than [`MAX_FDS`].
 pub(crate) const FD_COSTS: &str = "an unbounded Sender or Receiver takes 2, a bounded one 3 \
-    (a Receiver also those of the messages waiting in it), a Queue 2 (3 with a maxsize, one \
-    more if joinable), a SharedMemory 1: send fewer ends per message, or a Queue instead of \
+    (a Receiver also those of the messages waiting in it), a Queue 4, a SharedMemory \
+    1: send fewer ends per message, or a Queue instead of \
     many channels";
 
 /// The error for a message with more descriptors than a datagram carries.

@@ -10,6 +10,7 @@
 //! - [`packed`]: many encoded values in one buffer (a pool's chunk of tasks or results).
 //! - [`pump`]: a receiving socket that drains into memory when its senders find it full.
 //! - [`reactor`]: async readiness for any executor.
+//! - [`ring`]: a queue's items in shared memory, safe from a kill of any process at any point.
 //! - [`shm`]: shared memory regions, and the eventfd semaphores of bounded mailboxes.
 //!
 //! # The seam for another transport
@@ -29,6 +30,7 @@ pub(crate) mod frame;
 pub(crate) mod packed;
 pub(crate) mod pump;
 pub(crate) mod reactor;
+pub(crate) mod ring;
 pub(crate) mod shm;
 #[cfg(test)]
 mod tests;

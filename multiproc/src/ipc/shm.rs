@@ -48,6 +48,31 @@ impl Region {
     /// and sealed against shrinking (as every region this crate makes is): a region that its
     /// sender could still shrink could fault this process on any read.
     pub(crate) fn from_fd(fd: OwnedFd, min_len: usize) -> io::Result<Region> {
+        let len = Region::checked_len(&fd, min_len as u64)?;
+        let len = usize::try_from(len).map_err(io::Error::other)?;
+        Region::map(fd, len)
+    }
+
+    /// A new zero-filled file of `file_len` bytes of which only the first `len` are mapped:
+    /// the header of a store whose other bytes are read and written with `pread`/`pwrite`
+    /// (pages that were never written cost nothing).
+    pub(crate) fn with_file_len(name: &str, len: usize, file_len: u64) -> io::Result<Region> {
+        let file = std::fs::File::from(sys::memfd(name, true)?);
+        file.set_len(file_len)?;
+        let fd = OwnedFd::from(file);
+        sys::seal_size(fd.as_fd())?;
+        Region::map(fd, len)
+    }
+
+    /// Maps the first `len` bytes of a region made by [`with_file_len`](Region::with_file_len)
+    /// in another process, checking it as [`from_fd`](Region::from_fd) does.
+    pub(crate) fn from_fd_prefix(fd: OwnedFd, len: usize, file_len: u64) -> io::Result<Region> {
+        Region::checked_len(&fd, file_len.max(len as u64))?;
+        Region::map(fd, len)
+    }
+
+    /// The length of a received region's file, which must be sealed and at least `min_len`.
+    fn checked_len(fd: &OwnedFd, min_len: u64) -> io::Result<u64> {
         if !sys::is_size_sealed(fd.as_fd()) {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidData,
@@ -56,7 +81,6 @@ impl Region {
             ));
         }
         let len = std::fs::File::from(fd.try_clone()?).metadata()?.len();
-        let len = usize::try_from(len).map_err(io::Error::other)?;
         if len < min_len {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidData,
@@ -65,7 +89,7 @@ impl Region {
                 ),
             ));
         }
-        Region::map(fd, len)
+        Ok(len)
     }
 
     fn map(fd: OwnedFd, len: usize) -> io::Result<Region> {
@@ -80,6 +104,11 @@ impl Region {
 
     pub(crate) fn len(&self) -> usize {
         self.map.as_ref().map_or(0, sys::Mapping::len)
+    }
+
+    /// The size of the region's file (at least its mapped [`len`](Region::len)).
+    pub(crate) fn file_len(&self) -> io::Result<u64> {
+        Ok(std::fs::File::from(self.fd.try_clone()?).metadata()?.len())
     }
 
     pub(crate) fn fd(&self) -> BorrowedFd<'_> {

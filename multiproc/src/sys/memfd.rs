@@ -57,6 +57,67 @@ pub(crate) fn is_size_sealed(fd: BorrowedFd<'_>) -> bool {
     seals >= 0 && seals & libc::F_SEAL_SHRINK != 0
 }
 
+/// Reads up to `buf.len()` bytes at `offset` (`pread`); fewer only at the end of the file.
+pub(crate) fn read_at(fd: BorrowedFd<'_>, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+    let mut done = 0;
+    while done < buf.len() {
+        let at = libc::off_t::try_from(offset + done as u64).map_err(io::Error::other)?;
+        // SAFETY: reads into the unfilled part of `buf`, which stays borrowed for the call.
+        let n = super::cvt_r(|| unsafe {
+            libc::pread(
+                fd.as_raw_fd(),
+                buf[done..].as_mut_ptr().cast(),
+                buf.len() - done,
+                at,
+            )
+        })?;
+        if n == 0 {
+            break;
+        }
+        done += n as usize;
+    }
+    Ok(done)
+}
+
+/// Writes all of `bytes` at `offset` (`pwrite`).
+pub(crate) fn write_at(fd: BorrowedFd<'_>, bytes: &[u8], offset: u64) -> io::Result<()> {
+    let mut done = 0;
+    while done < bytes.len() {
+        let at = libc::off_t::try_from(offset + done as u64).map_err(io::Error::other)?;
+        // SAFETY: writes from the unwritten part of `bytes`, borrowed for the call.
+        let n = super::cvt_r(|| unsafe {
+            libc::pwrite(
+                fd.as_raw_fd(),
+                bytes[done..].as_ptr().cast(),
+                bytes.len() - done,
+                at,
+            )
+        })?;
+        if n == 0 {
+            return Err(io::Error::from(io::ErrorKind::WriteZero));
+        }
+        done += n as usize;
+    }
+    Ok(())
+}
+
+/// Gives the pages of `len` bytes at `offset` back to the system; they read as zeros after
+/// (`fallocate(PUNCH_HOLE)`; the file keeps its size).
+pub(crate) fn punch_hole(fd: BorrowedFd<'_>, offset: u64, len: u64) -> io::Result<()> {
+    let at = libc::off_t::try_from(offset).map_err(io::Error::other)?;
+    let len = libc::off_t::try_from(len).map_err(io::Error::other)?;
+    // SAFETY: fallocate on a descriptor we hold; it touches no memory of ours.
+    cvt(unsafe {
+        libc::fallocate(
+            fd.as_raw_fd(),
+            libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE,
+            at,
+            len,
+        )
+    })
+    .map(drop)
+}
+
 /// A shared mapping of the first `len` bytes of a file, unmapped on drop.
 pub(crate) struct Mapping {
     ptr: NonNull<u8>,

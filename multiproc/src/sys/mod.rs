@@ -31,15 +31,17 @@ pub(crate) use self::fd::{
 };
 pub(crate) use self::futex::{futex_wait, futex_wake_all};
 pub(crate) use self::memfd::{
-    Mapping, is_sealed_final, is_size_sealed, memfd, seal_final, seal_size,
+    Mapping, is_sealed_final, is_size_sealed, memfd, punch_hole, read_at, seal_final, seal_size,
+    write_at,
 };
-pub(crate) use self::poll::{Epoll, POLLIN, POLLOUT, POLLRDHUP, PollFd, poll, poll_one, pollfd};
+pub(crate) use self::poll::{Epoll, POLLIN, POLLOUT, PollFd, poll, poll_one, pollfd};
 pub(crate) use self::process::{
     SIGABRT, SIGINT, SIGKILL, SIGTERM, SIGXCPU, clone_parent, exe_fingerprint, exit_now,
-    is_main_thread, parent_pid, pidfd_kill, pidfd_open, process_exists, raise_default, send_signal,
-    set_parent_death_signal, set_rlimits, signal_name, signals_to_pipe, unpark_stdout, waitpid,
+    identity_alive, is_main_thread, parent_pid, pidfd_kill, pidfd_open, process_exists,
+    process_identity, raise_default, send_signal, set_parent_death_signal, set_rlimits,
+    signal_name, signals_to_pipe, unpark_stdout, waitpid,
 };
-pub(crate) use self::socket::{recvmsg, sendmsg, shutdown_write, socketpair};
+pub(crate) use self::socket::{recvmsg, sendmsg, socketpair};
 pub(crate) use self::spawn::{CHILD_SOCKET, Spawn, Stream, can_close_from, posix_spawn};
 pub(crate) use self::time::{Wait, monotonic_ns};
 

@@ -13,8 +13,6 @@ pub(crate) type PollFd = libc::pollfd;
 pub(crate) const POLLIN: libc::c_short = libc::POLLIN;
 /// Writable.
 pub(crate) const POLLOUT: libc::c_short = libc::POLLOUT;
-/// The peer shut down its sending side or closed.
-pub(crate) const POLLRDHUP: libc::c_short = libc::POLLRDHUP;
 
 /// A [`poll`] entry for `fd` (a negative number is skipped) and `events`.
 pub(crate) fn pollfd(fd: RawFd, events: libc::c_short) -> PollFd {

@@ -88,6 +88,53 @@ pub(crate) fn process_exists(pid: u32) -> bool {
     }
 }
 
+/// This process as a nonzero word that no other live process shares: its pid in the high
+/// half, the low half of its start time (clock ticks since boot, from `/proc`) in the low half,
+/// so that a pid reused by a later process does not pass for the first. Zero start time where
+/// `/proc` is not readable.
+pub(crate) fn process_identity() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    // A forked child inherits the cache, so it is keyed by the pid it was computed for.
+    static CACHE: AtomicU64 = AtomicU64::new(0);
+    let pid = std::process::id();
+    let cached = CACHE.load(Ordering::Relaxed);
+    if cached >> 32 == u64::from(pid) && cached != 0 {
+        return cached;
+    }
+    let start = start_time(pid).map_or(0, |(_, start)| start);
+    let identity = (u64::from(pid) << 32) | (start & 0xffff_ffff);
+    CACHE.store(identity, Ordering::Relaxed);
+    identity
+}
+
+/// Whether the process that [`process_identity`] named is still running: `false` once it has
+/// exited (a zombie counts as exited) or its pid belongs to a later process.
+pub(crate) fn identity_alive(identity: u64) -> bool {
+    let pid = (identity >> 32) as u32;
+    match start_time(pid) {
+        Some((state, start)) => {
+            !matches!(state, b'Z' | b'X' | b'x')
+                && (identity as u32 == 0 || start & 0xffff_ffff == identity & 0xffff_ffff)
+        }
+        // No `/proc` entry: gone, unless `/proc` is not there at all.
+        None => process_exists(pid) && std::fs::metadata("/proc/self/stat").is_err(),
+    }
+}
+
+/// A process's state letter and start time, from `/proc/<pid>/stat`.
+fn start_time(pid: u32) -> Option<(u8, u64)> {
+    let stat = std::fs::read(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) may hold spaces and parentheses: fields resume after the
+    // last ')'.
+    let after = stat.iter().rposition(|&b| b == b')')? + 1;
+    let rest = std::str::from_utf8(&stat[after..]).ok()?;
+    let mut fields = rest.split_ascii_whitespace();
+    let state = *fields.next()?.as_bytes().first()?;
+    // Field 3 was the state; the start time is field 22.
+    let start = fields.nth(18)?.parse().ok()?;
+    Some((state, start))
+}
+
 /// A pidfd for `pid` (Linux 5.3+).
 pub(crate) fn pidfd_open(pid: u32) -> io::Result<OwnedFd> {
     // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor or -1.
@@ -270,6 +317,28 @@ pub(crate) fn signal_name(signal: i32) -> Option<&'static str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_identity_dies_with_its_process_even_as_a_zombie() {
+        let me = process_identity();
+        assert!(identity_alive(me));
+        // The same pid with another start time is a later process, not this one.
+        assert!(!identity_alive(me ^ 1));
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let pid = child.id();
+        let identity = (u64::from(pid) << 32) | (start_time(pid).unwrap().1 & 0xffff_ffff);
+        // Waits for the exit without reaping: the child stays a zombie.
+        // SAFETY: waitid writes one siginfo_t.
+        let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+        // SAFETY: as above; pid is our child.
+        let rc =
+            unsafe { libc::waitid(libc::P_PID, pid, &mut info, libc::WEXITED | libc::WNOWAIT) };
+        assert_eq!(rc, 0);
+        assert!(process_exists(pid), "a zombie still answers kill(0)");
+        assert!(!identity_alive(identity));
+        child.wait().unwrap();
+        assert!(!identity_alive(identity));
+    }
 
     #[test]
     fn this_process_exists_and_has_a_parent() {

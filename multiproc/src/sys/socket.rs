@@ -145,16 +145,6 @@ pub(crate) fn recvmsg(
     Ok((n as usize, fds))
 }
 
-/// Shuts down the sending direction of a socket: its peers read end of file once they have
-/// read what was sent. An already disconnected socket is fine.
-pub(crate) fn shutdown_write(sock: BorrowedFd<'_>) -> io::Result<()> {
-    // SAFETY: shutdown on a descriptor we hold.
-    match cvt(unsafe { libc::shutdown(sock.as_raw_fd(), libc::SHUT_WR) }) {
-        Err(e) if e.kind() != io::ErrorKind::NotConnected => Err(e),
-        _ => Ok(()),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

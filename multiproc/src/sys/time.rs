@@ -21,6 +21,26 @@ impl Wait {
         }
     }
 
+    /// This wait, but ending after `at_most` if it would go on longer: for a wait that
+    /// re-checks something no wake-up reports (a process that died).
+    pub(crate) fn at_most(self, at_most: Duration) -> Wait {
+        let cap = Instant::now() + at_most;
+        match self {
+            Wait::Until(deadline) if deadline <= cap => self,
+            Wait::Now => Wait::Now,
+            _ => Wait::Until(cap),
+        }
+    }
+
+    /// Whether the time this wait allows is over (at once for [`Wait::Now`]).
+    pub(crate) fn is_over(self) -> bool {
+        match self {
+            Wait::Now => true,
+            Wait::Forever => false,
+            Wait::Until(deadline) => Instant::now() >= deadline,
+        }
+    }
+
     /// The `poll(2)` timeout in milliseconds (rounded up), or `None` once the wait is over.
     pub(super) fn poll_ms(self) -> Option<libc::c_int> {
         match self {
