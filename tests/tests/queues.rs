@@ -380,3 +380,208 @@ fn issue13_2_consumers_iterate_a_queue_until_it_closes() {
     assert_eq!(a.0 + b.0, 100);
     assert_eq!(a.1 + b.1, 5050);
 }
+
+/// Iterates a queue of strings until it is closed: how many, and the sum of their numbers.
+#[multiproc::process]
+fn count_strings(queue: Queue<String>) -> (usize, u64) {
+    let mut seen = (0, 0);
+    for item in &queue {
+        let n: u64 = item.trim_start_matches("item ").parse().unwrap();
+        seen = (seen.0 + 1, seen.1 + n);
+    }
+    seen
+}
+
+/// Issue 13, item 2: "put everything, then start the workers". An unbounded queue takes
+/// 100,000 items with no consumer yet (before the fix, the 278th small put blocked for good).
+#[multiproc::test]
+fn issue13_2_an_unbounded_queue_takes_100k_puts_before_any_consumer_starts() {
+    let queue = Queue::<String>::new().unwrap();
+    let filler = queue.clone();
+    within(move || {
+        for i in 0..100_000u64 {
+            filler.try_put(format!("item {i}")).unwrap();
+        }
+    });
+    assert_eq!(queue.len(), 100_000);
+    assert!(!queue.is_full());
+    let a = multiproc::spawn(count_strings, (queue.clone(),)).unwrap();
+    let b = multiproc::spawn(count_strings, (queue.clone(),)).unwrap();
+    queue.close().unwrap();
+    let (a, b) = (join(a).unwrap(), join(b).unwrap());
+    assert_eq!(a.0 + b.0, 100_000);
+    assert_eq!(a.1 + b.1, 100_000 * 99_999 / 2);
+    assert!(queue.is_empty());
+}
+
+/// Fills a queue from another process until it reports full: how many it took.
+#[multiproc::process]
+fn fill(queue: Queue<u32>) -> usize {
+    let mut n = 0;
+    loop {
+        match queue.try_put(n as u32) {
+            Ok(()) => n += 1,
+            Err(e) if e.is_full() => return n,
+            Err(e) => panic!("{e}"),
+        }
+    }
+}
+
+/// Issue 13, item 2: `with_maxsize(n)` holds exactly n items for any n (before the fix, the
+/// kernel's socket buffer capped every queue near 278 small items).
+#[multiproc::test]
+fn issue13_2_a_bounded_queue_holds_exactly_maxsize_items_for_any_maxsize() {
+    for n in [1, 300, 5_000] {
+        let queue = Queue::<u32>::with_maxsize(n).unwrap();
+        assert_eq!(
+            join(multiproc::spawn(fill, (queue.clone(),)).unwrap()).unwrap(),
+            n
+        );
+        assert!(queue.is_full());
+        assert_eq!(queue.len(), n);
+        let full = queue.try_put(7).unwrap_err();
+        assert!(
+            full.to_string().contains(&format!("full ({n} items)")),
+            "{full}"
+        );
+        assert_eq!(queue.get().unwrap(), 0);
+        queue.try_put(7).unwrap();
+        assert!(queue.try_put(8).unwrap_err().is_full());
+    }
+}
+
+#[multiproc::process]
+fn put_and_exit(queue: Queue<u32>, n: u32) {
+    for i in 0..n {
+        queue.put(i).unwrap();
+    }
+}
+
+/// Issue 13, item 2: an item whose `put` returned is in the queue once its producer has
+/// exited, and joining the producer before draining the queue (Python's deadlock, whose
+/// feeder thread must flush before the process may end) returns at once.
+#[multiproc::test]
+fn issue13_2_items_outlive_their_producer_and_joining_it_before_draining_returns() {
+    let queue = Queue::<u32>::new().unwrap();
+    let producer = multiproc::spawn(put_and_exit, (queue.clone(), 20_000)).unwrap();
+    join(producer).unwrap();
+    assert_eq!(queue.len(), 20_000);
+    queue.close().unwrap();
+    let items: Vec<u32> = queue.iter().collect();
+    assert_eq!(items, (0..20_000).collect::<Vec<_>>());
+}
+
+#[multiproc::process]
+fn answer_each(queue: Queue<(u32, Sender<u32>)>) -> usize {
+    let mut n = 0;
+    for (i, reply) in &queue {
+        reply.send(i * 2).unwrap();
+        n += 1;
+    }
+    n
+}
+
+/// Issue 13, item 2: items that carry descriptors (here a channel end each) still reach
+/// their consumer whole, in order, after the redesign moved the items out of the socket.
+#[multiproc::test]
+fn issue13_2_queue_items_that_carry_channel_ends_reach_a_consumer_whole() {
+    let queue = Queue::<(u32, Sender<u32>)>::new().unwrap();
+    let (tx, rx) = multiproc::channel::<u32>().unwrap();
+    for i in 0..200 {
+        queue.put((i, tx.clone())).unwrap();
+    }
+    let child = multiproc::spawn(answer_each, (queue.clone(),)).unwrap();
+    queue.close().unwrap();
+    assert_eq!(join(child).unwrap(), 200);
+    let answers: Vec<u32> = (0..200)
+        .map(|_| rx.recv_timeout(DEADLINE).unwrap())
+        .collect();
+    assert_eq!(answers, (0..200).map(|i| i * 2).collect::<Vec<_>>());
+}
+
+#[multiproc::process]
+fn produce_forever(queue: Queue<(u64, String)>, done: Sender<u64>, base: u64) {
+    // Large items keep the lock held long enough that some kills land while it is.
+    let filler = "x".repeat(64 << 10);
+    for i in base.. {
+        queue.put((i, filler.clone())).unwrap();
+        done.send(i).unwrap();
+    }
+}
+
+#[multiproc::process]
+fn consume_forever(queue: Queue<(u64, String)>, got: Sender<u64>) {
+    loop {
+        got.send(queue.get().unwrap().0).unwrap();
+    }
+}
+
+/// Issue 13, items 2 and 9 (fault injection): a producer and a consumer of a bounded queue
+/// are SIGKILLed at random points of their puts and gets, round after round. Afterwards no
+/// item is duplicated, every item whose put returned was taken or is still there (a killed
+/// consumer may lose the one it had taken, no more), and the queue holds exactly its maxsize
+/// again. Before the fix, 60 such kills lost 13 to 16 places for good, and a `with_maxsize(4)`
+/// queue ended with none.
+#[multiproc::test]
+fn issue13_2_random_kills_during_bounded_put_and_get_never_cost_a_place() {
+    const MAXSIZE: usize = 4;
+    const ROUNDS: u64 = 60;
+    let mut rng = std::process::id() as u64 | 1;
+    let mut next = move || {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        rng
+    };
+    let queue = Queue::<(u64, String)>::with_maxsize(MAXSIZE).unwrap();
+    let (put_tx, put_rx) = multiproc::channel::<u64>().unwrap();
+    let (got_tx, got_rx) = multiproc::channel::<u64>().unwrap();
+    let mut got = Vec::new();
+    for round in 0..ROUNDS {
+        let mut producer = multiproc::spawn(
+            produce_forever,
+            (queue.clone(), put_tx.clone(), round << 32),
+        )
+        .unwrap();
+        let mut consumer =
+            multiproc::spawn(consume_forever, (queue.clone(), got_tx.clone())).unwrap();
+        // Strikes after a random number of items went through: one of the two first, the
+        // other after a few more of its own steps.
+        for _ in 0..1 + next() % 40 {
+            got.push(got_rx.recv_timeout(DEADLINE).unwrap());
+        }
+        let (first, second) = if next() % 2 == 0 {
+            (&mut producer, &mut consumer)
+        } else {
+            (&mut consumer, &mut producer)
+        };
+        first.kill().unwrap();
+        for _ in 0..next() % 200 {
+            std::hint::spin_loop();
+        }
+        second.kill().unwrap();
+        for handle in [producer, consumer] {
+            let e = join(handle).unwrap_err();
+            assert_eq!(e.signal(), Some(libc::SIGKILL), "{e}");
+        }
+    }
+    drop((put_tx, got_tx));
+    let put: Vec<u64> = put_rx.iter().collect();
+    got.extend(got_rx.iter());
+    while let Ok((item, _)) = queue.try_get() {
+        got.push(item);
+    }
+    let taken: BTreeSet<u64> = got.iter().copied().collect();
+    assert_eq!(taken.len(), got.len(), "an item was delivered twice");
+    let lost = put.iter().filter(|i| !taken.contains(i)).count();
+    assert!(
+        lost as u64 <= ROUNDS,
+        "{lost} items lost to {ROUNDS} consumer kills (at most one each)"
+    );
+    // Every place is back.
+    assert!(queue.is_empty());
+    for i in 0..MAXSIZE as u64 {
+        queue.try_put((i, String::new())).unwrap();
+    }
+    assert!(queue.try_put((99, String::new())).unwrap_err().is_full());
+}

@@ -10,13 +10,13 @@
 //! - [`packed`]: many encoded values in one buffer (a pool's chunk of tasks or results).
 //! - [`pump`]: a receiving socket that drains into memory when its senders find it full.
 //! - [`reactor`]: async readiness for any executor.
-//! - [`ring`]: a queue's items in shared memory, safe from a kill of any process at any point.
 //! - [`shm`]: shared memory regions, and the eventfd semaphores of bounded mailboxes.
+//! - [`ring`]: a queue's items in shared memory, safe from a kill of any process at any point.
 //!
 //! # The seam for another transport
 //!
-//! What is local here is [`frame`], [`pump`], [`reactor`] and [`shm`]: sockets, descriptors and
-//! memory that only processes of one machine can share. [`codec`] is not: it turns a value
+//! What is local here is [`frame`], [`pump`], [`reactor`], [`shm`] and [`ring`]: sockets,
+//! descriptors and memory that only processes of one machine can share. [`codec`] is not: it turns a value
 //! into bytes (plus descriptors, which a network transport refuses) and back, and is what a
 //! second transport (the `cluster` feature's NATS, say) reuses. The mailboxes talk to this
 //! layer through a few verbs: [`send_value`] / [`frame::send`] (put one encoded message),
