@@ -21,7 +21,7 @@ use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use multiproc::{Bytes, Receiver, Sender, SharedMemory};
+use multiproc::{Bytes, Queue, Receiver, Sender, SharedMemory};
 
 const BARE: &str = "MULTIPROC_BENCH_BARE";
 const UNIX_ECHO: &str = "MULTIPROC_BENCH_UNIX_ECHO";
@@ -253,6 +253,9 @@ fn main() -> multiproc::Result<()> {
         SharedMemory::from_bytes(&data).expect("a fresh region")
     })?);
     rate("1 MiB one-way, fresh SharedMemory (GB/s)", ours, raw);
+
+    println!();
+    queues(quick)?;
 
     println!();
     pools(quick, trips)?;
@@ -490,6 +493,66 @@ fn pools(quick: bool, trips: usize) -> multiproc::Result<()> {
 }
 
 /// One row against Python's figure; `higher` says which way is better.
+#[multiproc::process]
+fn drain_queue(queue: Queue<Bytes>, ready: Sender<()>) -> usize {
+    ready.send(()).expect("the bench waits for this");
+    queue.iter().count()
+}
+
+/// Seconds to put `n` items made by `make` into a queue (with `maxsize`, if any) that a child
+/// drains, until it has taken them all. Starts once the child is waiting on the queue.
+fn queue_one_way(
+    n: usize,
+    maxsize: Option<usize>,
+    mut make: impl FnMut() -> Bytes,
+) -> multiproc::Result<f64> {
+    let queue = match maxsize {
+        Some(max) => Queue::with_maxsize(max)?,
+        None => Queue::new()?,
+    };
+    let (ready_tx, ready_rx) = multiproc::channel::<()>()?;
+    let child = multiproc::spawn(drain_queue, (queue.clone(), ready_tx))?;
+    ready_rx.recv()?;
+    let t = Instant::now();
+    for _ in 0..n {
+        queue.put(make())?;
+    }
+    queue.close()?;
+    let taken = child.join()?;
+    let secs = t.elapsed().as_secs_f64();
+    assert_eq!(taken, n);
+    Ok(secs)
+}
+
+/// A `Queue` from a producer to a consumer process, beside Python's `multiprocessing.Queue`
+/// on the same workload (Python's producer is the child, ours the parent).
+fn queues(quick: bool) -> multiproc::Result<()> {
+    let python = Python::find();
+    let small = if quick { 20_000 } else { 200_000 };
+    let ours = queue_one_way(small, None, || Bytes::from(vec![0_u8; 64]))?;
+    let py = python.get("queue_small", "py.queue_64B.msgs_per_s");
+    versus(
+        "Queue one-way, 64 B Bytes (msg/s)",
+        small as f64 / ours,
+        py,
+        true,
+    );
+    if !quick {
+        let mib = 1 << 20;
+        let data = vec![1_u8; mib];
+        let big = 2_000;
+        let ours = queue_one_way(big, Some(64), || Bytes::from(data.as_slice()))?;
+        let py = python.get("queue_large", "py.queue_1MiB.MB_per_s");
+        versus(
+            "Queue one-way, 1 MiB Bytes (MB/s)",
+            (big * mib) as f64 / ours / 1e6,
+            py,
+            true,
+        );
+    }
+    Ok(())
+}
+
 fn versus(name: &str, ours: f64, python: Option<f64>, higher: bool) {
     match python {
         Some(py) => {
