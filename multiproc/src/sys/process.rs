@@ -108,29 +108,40 @@ pub(crate) fn process_identity() -> u64 {
 }
 
 /// Whether the process that [`process_identity`] named is still running: `false` once it has
-/// exited (a zombie counts as exited) or its pid belongs to a later process.
+/// exited (a zombie counts as exited) or its pid belongs to a later process. When it cannot
+/// tell (`/proc` unreadable for want of descriptors, say), it answers `true`: a live lock
+/// holder must never be taken for dead.
 pub(crate) fn identity_alive(identity: u64) -> bool {
     let pid = (identity >> 32) as u32;
-    match start_time(pid) {
-        Some((state, start)) => {
-            !matches!(state, b'Z' | b'X' | b'x')
-                && (identity as u32 == 0 || start & 0xffff_ffff == identity & 0xffff_ffff)
+    match std::fs::read(format!("/proc/{pid}/stat")) {
+        Ok(stat) => match parse_stat(&stat) {
+            Some((state, start)) => {
+                !matches!(state, b'Z' | b'X' | b'x')
+                    && (identity as u32 == 0 || start & 0xffff_ffff == identity & 0xffff_ffff)
+            }
+            None => true,
+        },
+        // No entry: gone, unless there is no `/proc` at all.
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            std::fs::metadata("/proc/self/stat").is_err() && process_exists(pid)
         }
-        // No `/proc` entry: gone, unless `/proc` is not there at all.
-        None => process_exists(pid) && std::fs::metadata("/proc/self/stat").is_err(),
+        Err(_) => true,
     }
 }
 
 /// A process's state letter and start time, from `/proc/<pid>/stat`.
 fn start_time(pid: u32) -> Option<(u8, u64)> {
-    let stat = std::fs::read(format!("/proc/{pid}/stat")).ok()?;
+    parse_stat(&std::fs::read(format!("/proc/{pid}/stat")).ok()?)
+}
+
+/// The state letter (field 3) and start time (field 22) of a `/proc/<pid>/stat` text.
+fn parse_stat(stat: &[u8]) -> Option<(u8, u64)> {
     // The command name (field 2) may hold spaces and parentheses: fields resume after the
     // last ')'.
     let after = stat.iter().rposition(|&b| b == b')')? + 1;
     let rest = std::str::from_utf8(&stat[after..]).ok()?;
     let mut fields = rest.split_ascii_whitespace();
     let state = *fields.next()?.as_bytes().first()?;
-    // Field 3 was the state; the start time is field 22.
     let start = fields.nth(18)?.parse().ok()?;
     Some((state, start))
 }
