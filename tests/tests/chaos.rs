@@ -20,20 +20,11 @@ fn work(x: u64) -> u64 {
     x * 3
 }
 
-/// A small, seedless pseudo-random sequence (xorshift), so that runs differ in where they
-/// strike but need no dependency.
-fn next(state: &mut u64) -> u64 {
-    *state ^= *state << 13;
-    *state ^= *state >> 7;
-    *state ^= *state << 17;
-    *state
-}
-
 #[multiproc::test]
 fn sigkill_random_workers_while_mapping_ten_thousand_tasks() {
     let (results, kills, after) = within(|| {
         let pool = Pool::builder().workers(3).name("chaos").build().unwrap();
-        let mut rng = std::process::id() as u64 | 1;
+        let mut next = support::random();
         let mut kills = 0;
         let mut results = Vec::with_capacity(10_000);
         for (i, result) in pool.imap(work, 0..10_000).unwrap().enumerate() {
@@ -42,7 +33,7 @@ fn sigkill_random_workers_while_mapping_ten_thousand_tasks() {
             if i % 400 == 399 {
                 let workers = support::children();
                 if !workers.is_empty() {
-                    let (pid, _) = workers[next(&mut rng) as usize % workers.len()];
+                    let (pid, _) = workers[next() as usize % workers.len()];
                     // SAFETY: kill takes plain integers; `pid` is our unreaped child.
                     unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
                     kills += 1;

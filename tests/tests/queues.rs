@@ -526,13 +526,7 @@ fn consume_forever(queue: Queue<(u64, String)>, got: Sender<u64>) {
 fn issue13_2_random_kills_during_bounded_put_and_get_never_cost_a_place() {
     const MAXSIZE: usize = 4;
     const ROUNDS: u64 = 60;
-    let mut rng = std::process::id() as u64 | 1;
-    let mut next = move || {
-        rng ^= rng << 13;
-        rng ^= rng >> 7;
-        rng ^= rng << 17;
-        rng
-    };
+    let mut next = support::random();
     let queue = Queue::<(u64, String)>::with_maxsize(MAXSIZE).unwrap();
     let (put_tx, put_rx) = multiproc::channel::<u64>().unwrap();
     let (got_tx, got_rx) = multiproc::channel::<u64>().unwrap();
@@ -550,7 +544,7 @@ fn issue13_2_random_kills_during_bounded_put_and_get_never_cost_a_place() {
         for _ in 0..1 + next() % 40 {
             got.push(got_rx.recv_timeout(DEADLINE).unwrap());
         }
-        let (first, second) = if next() % 2 == 0 {
+        let (first, second) = if next().is_multiple_of(2) {
             (&mut producer, &mut consumer)
         } else {
             (&mut consumer, &mut producer)

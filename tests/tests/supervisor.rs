@@ -354,13 +354,7 @@ fn each_strategy_restarts_exactly_its_set_of_siblings() {
 /// restarting the last ones; afterwards every member runs again, under each strategy.
 #[multiproc::test]
 fn random_kills_during_restarts_leave_every_member_running() {
-    let mut rng = std::process::id() as u64 | 1;
-    let mut next = move || {
-        rng ^= rng << 13;
-        rng ^= rng >> 7;
-        rng ^= rng << 17;
-        rng
-    };
+    let mut next = support::random();
     for strategy in [
         Strategy::OneForOne,
         Strategy::RestForOne,

@@ -237,3 +237,15 @@ pub(crate) fn inheritable_fds() -> Vec<i32> {
     }
     found
 }
+
+/// A small, seedless pseudo-random sequence (xorshift, seeded by the pid), so that runs
+/// differ in where fault injection strikes but need no dependency.
+pub(crate) fn random() -> impl FnMut() -> u64 {
+    let mut state = u64::from(std::process::id()) | 1;
+    move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    }
+}
