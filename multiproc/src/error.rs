@@ -67,6 +67,13 @@ pub enum ErrorKind {
     Disconnected,
     /// The handle was already joined.
     AlreadyJoined,
+    /// A server of the `cluster` feature (NATS) cannot be reached, or the connection to it
+    /// was lost and not restored in time.
+    Unreachable,
+    /// A server of the `cluster` feature refused the credentials (or their absence).
+    AuthRefused,
+    /// A value is larger than the transport carries (a cluster server's `max_payload`, say).
+    PayloadTooLarge,
     /// An operating-system call failed; [`std::error::Error::source`] has the [`io::Error`].
     Io,
     /// Anything else; see the message.
@@ -198,6 +205,18 @@ pub(crate) enum Repr {
     Disconnected { what: String },
     #[error("{who} was already joined")]
     AlreadyJoined { who: Who },
+    #[cfg(feature = "cluster")]
+    #[error("cannot reach the NATS server at {server}: {cause}")]
+    Unreachable { server: String, cause: String },
+    #[cfg(feature = "cluster")]
+    #[error(
+        "the NATS server at {server} refused the connection's credentials: {cause} (check \
+         the user, password, token, nkey or .creds file given to `Cluster::builder()`)"
+    )]
+    AuthRefused { server: String, cause: String },
+    #[cfg(feature = "cluster")]
+    #[error("{what}")]
+    PayloadTooLarge { what: String },
     #[error("{context}")]
     Io {
         context: String,
@@ -341,6 +360,12 @@ impl Error {
             Repr::Deserialize { .. } => ErrorKind::Deserialize,
             Repr::Disconnected { .. } => ErrorKind::Disconnected,
             Repr::AlreadyJoined { .. } => ErrorKind::AlreadyJoined,
+            #[cfg(feature = "cluster")]
+            Repr::Unreachable { .. } => ErrorKind::Unreachable,
+            #[cfg(feature = "cluster")]
+            Repr::AuthRefused { .. } => ErrorKind::AuthRefused,
+            #[cfg(feature = "cluster")]
+            Repr::PayloadTooLarge { .. } => ErrorKind::PayloadTooLarge,
             Repr::Io { .. } => ErrorKind::Io,
             Repr::Other(_) => ErrorKind::Other,
         }

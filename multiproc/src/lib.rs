@@ -49,7 +49,10 @@
 //!
 //! # Feature flags
 //!
-//! None yet.
+//! - `tracing`: `tracing` events for spawn, exit, restart and pool dispatch, and
+//!   `Builder::forward_tracing`.
+//! - `cluster`: `multiproc::cluster`, durable queues across machines on NATS (pulls in the
+//!   `async-nats` client and a small `tokio` runtime; off by default).
 //!
 //! # Platform support
 //!
@@ -139,6 +142,10 @@ mod spawn;
 mod pool;
 
 mod supervisor;
+
+// Across machines, beside the local stack (uses codec, error and the entry points).
+#[cfg(feature = "cluster")]
+pub mod cluster;
 
 #[doc(hidden)]
 #[path = "private.rs"]

@@ -1,0 +1,878 @@
+//! [`Queue`]: a named, durable, many-producer many-consumer queue in a NATS server
+//! (a JetStream work-queue stream with one shared pull consumer).
+
+use std::any::type_name;
+use std::fmt;
+use std::marker::PhantomData;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_nats::jetstream::consumer::{AckPolicy, PullConsumer, pull};
+use async_nats::jetstream::stream::{self, DiscardPolicy, RetentionPolicy, StorageType};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use super::{Cluster, describe};
+use crate::error::{Error, Repr, Result, TrySendError};
+use crate::ipc::codec as wire;
+
+/// How long a taken item may stay unacknowledged before the server gives it to another
+/// consumer: the window in which a consumer killed between taking and acknowledging loses
+/// nothing but time.
+const ACK_WAIT: Duration = Duration::from_secs(5);
+/// The longest one wait for an item asks the server for; a longer `get` asks again.
+const PULL_SLICE: Duration = Duration::from_secs(5);
+/// How long an operation retries while the server cannot be reached (it restarts, the
+/// client reconnects) before it fails with `Unreachable`.
+const RETRY_FOR: Duration = Duration::from_secs(15);
+
+/// A named queue in the NATS server: Python's `BaseManager` task queue, durable.
+///
+/// Every handle with the same name, in any process on any host connected to the same server,
+/// is the same queue, and each item goes to exactly one consumer. Items live in the server
+/// (file storage), so they survive every process that uses the queue and a restart of the
+/// server. [`get`](Queue::get) acknowledges an item before it returns it: a consumer killed
+/// before that point loses nothing (the server gives the item to another consumer 5 s
+/// later); one killed after it loses that item, as locally. A `put` whose acknowledgement
+/// is lost (the server restarts) is sent again with the same message id, which the server
+/// deduplicates: each `put` that returns `Ok` is in the queue once.
+///
+/// Items are encoded as locally (serde, postcard); an item that carries a descriptor (a
+/// channel end, a local queue, `Bytes`, `SharedMemory`) cannot cross machines and is refused
+/// with a `Serialize` error. An item larger than the server's `max_payload` (1 MiB by
+/// default) is a [`PayloadTooLarge`](crate::ErrorKind::PayloadTooLarge) error.
+///
+/// # Examples
+///
+/// ```no_run
+/// let cluster = multiproc::cluster::Cluster::connect("nats://127.0.0.1:4222")?;
+/// let results = cluster.queue::<String>("results")?;
+/// results.put("done".to_string())?;
+/// for line in &results {
+///     println!("{line}");
+/// }
+/// # Ok::<(), multiproc::Error>(())
+/// ```
+pub struct Queue<T> {
+    shared: Arc<Shared>,
+    _type: PhantomData<fn(T) -> T>,
+}
+
+struct Shared {
+    cluster: Cluster,
+    name: String,
+    subject: String,
+    stream: stream::Stream,
+    consumer: PullConsumer,
+    maxsize: Option<usize>,
+}
+
+impl Cluster {
+    /// The queue named `name` (letters, digits, `-` and `_`), made in the server if it does
+    /// not exist yet, without a bound.
+    ///
+    /// # Examples
+    ///
+    /// See [`Queue`].
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::Other`](crate::ErrorKind::Other) for a name outside those characters or
+    /// a server without JetStream (start it with `-js`);
+    /// [`ErrorKind::Unreachable`](crate::ErrorKind::Unreachable) when the server does not
+    /// answer.
+    pub fn queue<T: Serialize + DeserializeOwned>(&self, name: &str) -> Result<Queue<T>> {
+        self.open_queue(name, None)
+    }
+
+    /// The queue named `name`, holding at most `maxsize` items: `put` waits while it is full.
+    /// The bound is the stream's: the last handle opened with a different one sets it.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// let cluster = multiproc::cluster::Cluster::connect("nats://127.0.0.1:4222")?;
+    /// let tasks = cluster.queue_with_maxsize::<u64>("tasks", 1000)?;
+    /// assert_eq!(tasks.maxsize(), Some(1000));
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// As [`queue`](Cluster::queue); a `maxsize` of 0 is an `Other` error.
+    pub fn queue_with_maxsize<T: Serialize + DeserializeOwned>(
+        &self,
+        name: &str,
+        maxsize: usize,
+    ) -> Result<Queue<T>> {
+        if maxsize == 0 {
+            return Err(Error::other(
+                "a queue's maxsize must be at least 1 (use `cluster.queue(name)` for no maxsize)",
+            ));
+        }
+        self.open_queue(name, Some(maxsize))
+    }
+
+    fn open_queue<T>(&self, name: &str, maxsize: Option<usize>) -> Result<Queue<T>> {
+        if name.is_empty()
+            || !name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        {
+            return Err(Error::other(format!(
+                "`{name}` cannot name a cluster queue: use letters, digits, `-` and `_` only"
+            )));
+        }
+        let subject = format!("multiproc.queue.{name}");
+        let config = stream::Config {
+            name: format!("MPQ_{name}"),
+            subjects: vec![subject.clone()],
+            retention: RetentionPolicy::WorkQueue,
+            storage: StorageType::File,
+            discard: DiscardPolicy::New,
+            max_messages: maxsize.map_or(-1, |n| n as i64),
+            ..Default::default()
+        };
+        let jetstream = self.inner.jetstream.clone();
+        let server = self.server().to_string();
+        let opened = self.block_on(async move {
+            let stream = match jetstream.get_stream(&config.name).await {
+                Ok(mut stream) => {
+                    let info = stream.info().await.map_err(|e| describe(&e))?.config.clone();
+                    if info.max_messages != config.max_messages && info.subjects == config.subjects {
+                        jetstream
+                            .update_stream(stream::Config {
+                                max_messages: config.max_messages,
+                                ..info
+                            })
+                            .await
+                            .map_err(|e| describe(&e))?;
+                    }
+                    stream
+                }
+                Err(_) => jetstream
+                    .get_or_create_stream(config)
+                    .await
+                    .map_err(|e| describe(&e))?,
+            };
+            let consumer: PullConsumer = stream
+                .get_or_create_consumer(
+                    "multiproc",
+                    pull::Config {
+                        durable_name: Some("multiproc".to_string()),
+                        ack_policy: AckPolicy::Explicit,
+                        ack_wait: ACK_WAIT,
+                        ..Default::default()
+                    },
+                )
+                .await
+                .map_err(|e| describe(&e))?;
+            Ok::<_, String>((stream, consumer))
+        })?;
+        let (stream, consumer) = opened.map_err(|cause| {
+            if cause.contains("jetstream not enabled") || cause.contains("JetStream not enabled")
+            {
+                Error::other(format!(
+                    "the NATS server at {server} has no JetStream, which cluster queues live in: \
+                     start it with `nats-server -js`"
+                ))
+            } else {
+                self.unreachable(format!("cannot open the queue `{name}`: {cause}"))
+            }
+        })?;
+        Ok(Queue {
+            shared: Arc::new(Shared {
+                cluster: self.clone(),
+                name: name.to_string(),
+                subject,
+                stream,
+                consumer,
+                maxsize,
+            }),
+            _type: PhantomData,
+        })
+    }
+}
+
+/// Why one publish did not put the item.
+enum PutFailed {
+    Full,
+    Closed,
+    Other(Error),
+}
+
+/// Why one pull did not take an item.
+enum GetFailed {
+    Empty,
+    Other(Error),
+}
+
+impl<T: Serialize + DeserializeOwned> Queue<T> {
+    /// Puts an item, waiting while the queue is full.
+    ///
+    /// # Examples
+    ///
+    /// See [`Queue`].
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::Closed`](crate::ErrorKind::Closed) after [`close`](Queue::close);
+    /// [`ErrorKind::Serialize`](crate::ErrorKind::Serialize) for an item that cannot be
+    /// encoded or carries a descriptor; [`ErrorKind::PayloadTooLarge`](crate::ErrorKind::PayloadTooLarge);
+    /// [`ErrorKind::Unreachable`](crate::ErrorKind::Unreachable) when the server does not
+    /// acknowledge it in time.
+    pub fn put(&self, item: T) -> Result<()> {
+        self.put_until(&item, None, Duration::MAX)
+    }
+
+    /// Puts an item if there is room at once; otherwise hands it back in an
+    /// [`ErrorKind::Full`](crate::ErrorKind::Full) error.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// let cluster = multiproc::cluster::Cluster::connect("nats://127.0.0.1:4222")?;
+    /// let q = cluster.queue_with_maxsize::<u8>("tiny", 1)?;
+    /// q.try_put(1)?;
+    /// assert!(q.try_put(2).unwrap_err().is_full());
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// As [`put`](Queue::put), plus `Full`; every error carries the item.
+    pub fn try_put(&self, item: T) -> std::result::Result<(), TrySendError<T>> {
+        self.put_until(&item, Some(Instant::now()), Duration::ZERO)
+            .map_err(|e| TrySendError::new(e, item))
+    }
+
+    /// Puts an item, waiting at most `timeout` for room.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// let cluster = multiproc::cluster::Cluster::connect("nats://127.0.0.1:4222")?;
+    /// let q = cluster.queue::<u8>("jobs")?;
+    /// q.put_timeout(1, std::time::Duration::from_secs(1))?;
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// As [`put`](Queue::put), plus [`ErrorKind::Timeout`](crate::ErrorKind::Timeout); every
+    /// error carries the item.
+    pub fn put_timeout(
+        &self,
+        item: T,
+        timeout: Duration,
+    ) -> std::result::Result<(), TrySendError<T>> {
+        self.put_until(&item, Some(Instant::now() + timeout), timeout)
+            .map_err(|e| TrySendError::new(e, item))
+    }
+
+    /// Puts an item without blocking the thread, under any executor.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn f() -> multiproc::Result<()> {
+    /// let cluster = multiproc::cluster::Cluster::connect("nats://127.0.0.1:4222")?;
+    /// cluster.queue::<u8>("jobs")?.put_async(1).await?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// As [`put`](Queue::put).
+    pub async fn put_async(&self, item: T) -> Result<()> {
+        let payload = self.encode(&item)?;
+        let id = message_id();
+        let mut pause = Duration::from_millis(5);
+        let mut retry = Retry::default();
+        loop {
+            let publish = self.publish(payload.clone(), id.clone());
+            match self.shared.cluster.run(publish).await? {
+                Ok(()) => return Ok(()),
+                Err(PutFailed::Full) => {}
+                Err(PutFailed::Closed) => return Err(self.closed_for_put()),
+                Err(PutFailed::Other(e)) => retry.again(e)?,
+            }
+            let sleep = tokio::time::sleep(pause);
+            self.shared.cluster.run(sleep).await?;
+            pause = (pause * 2).min(Duration::from_millis(200));
+        }
+    }
+
+    fn put_until(&self, item: &T, deadline: Option<Instant>, timeout: Duration) -> Result<()> {
+        let payload = self.encode(item)?;
+        let id = message_id();
+        let mut pause = Duration::from_millis(5);
+        let mut retry = Retry::default();
+        loop {
+            match self
+                .shared
+                .cluster
+                .block_on(self.publish(payload.clone(), id.clone()))?
+            {
+                Ok(()) => return Ok(()),
+                Err(PutFailed::Full) => retry = Retry::default(),
+                Err(PutFailed::Closed) => return Err(self.closed_for_put()),
+                Err(PutFailed::Other(e)) => retry.again(e)?,
+            }
+            // Full (or unreachable for now): the server has no "wait for room", so look
+            // again, less and less often.
+            let now = Instant::now();
+            match deadline {
+                Some(d) if now >= d => {
+                    if let Some(e) = retry.last {
+                        return Err(e);
+                    }
+                    return Err(if timeout.is_zero() {
+                        Error::new(Repr::Full {
+                            what: format!(
+                                "cannot put a {}: the cluster queue `{}` is full ({} items)",
+                                type_name::<T>(),
+                                self.shared.name,
+                                self.shared.maxsize.unwrap_or(0)
+                            ),
+                        })
+                    } else {
+                        Error::new(Repr::Timeout {
+                            what: format!(
+                                "putting a {} into the cluster queue `{}`",
+                                type_name::<T>(),
+                                self.shared.name
+                            ),
+                            after: timeout,
+                        })
+                    });
+                }
+                Some(d) => std::thread::sleep(pause.min(d - now)),
+                None => std::thread::sleep(pause),
+            }
+            pause = (pause * 2).min(Duration::from_millis(200));
+        }
+    }
+
+    /// The item's bytes, refused when it carries descriptors or exceeds the server's limit.
+    fn encode(&self, item: &T) -> Result<Vec<u8>> {
+        let encoded = wire::with_encoded(item, |bytes, fds| {
+            if fds.is_empty() {
+                Ok(bytes.to_vec())
+            } else {
+                wire::not_sent();
+                Err(fds.len())
+            }
+        })
+        .map_err(Error::serialize::<T>)?;
+        let bytes = encoded.map_err(|n| {
+            Error::serialize::<T>(format!(
+                "it carries {n} file descriptors (a channel end, a local Queue, Bytes or \
+                 SharedMemory), which cannot cross machines: send plain data through a \
+                 cluster queue"
+            ))
+        })?;
+        let limit = self.shared.cluster.inner.client.server_info().max_payload;
+        if bytes.len() > limit {
+            return Err(Error::new(Repr::PayloadTooLarge {
+                what: format!(
+                    "cannot put a {} of {} bytes into the cluster queue `{}`: the server at {} \
+                     takes at most {limit} bytes per message (its `max_payload`)",
+                    type_name::<T>(),
+                    bytes.len(),
+                    self.shared.name,
+                    self.shared.cluster.server()
+                ),
+            }));
+        }
+        Ok(bytes)
+    }
+
+    /// One publish, acknowledged by the stream; `id` makes a repeat of it a no-op.
+    fn publish(
+        &self,
+        payload: Vec<u8>,
+        id: String,
+    ) -> impl std::future::Future<Output = std::result::Result<(), PutFailed>> + Send + 'static
+    {
+        let jetstream = self.shared.cluster.inner.jetstream.clone();
+        let subject = self.shared.subject.clone();
+        let cluster = self.shared.cluster.clone();
+        async move {
+            let mut headers = async_nats::HeaderMap::new();
+            headers.insert("Nats-Msg-Id", id.as_str());
+            let ack = jetstream
+                .publish_with_headers(subject, headers, payload.into())
+                .await
+                .map_err(|e| PutFailed::Other(cluster.unreachable(describe(&e))))?;
+            match ack.await {
+                Ok(_) => Ok(()),
+                Err(e) => {
+                    let text = describe(&e);
+                    if text.contains("maximum messages") {
+                        Err(PutFailed::Full)
+                    } else if matches!(
+                        e.kind(),
+                        async_nats::jetstream::context::PublishErrorKind::StreamNotFound
+                    ) {
+                        Err(PutFailed::Closed)
+                    } else {
+                        Err(PutFailed::Other(cluster.unreachable(text)))
+                    }
+                }
+            }
+        }
+    }
+
+    fn closed_for_put(&self) -> Error {
+        Error::new(Repr::Closed {
+            what: format!(
+                "cannot put a {}: the cluster queue `{}` is closed (or was deleted)",
+                type_name::<T>(),
+                self.shared.name
+            ),
+        })
+    }
+
+    /// Takes the next item, waiting for one.
+    ///
+    /// # Examples
+    ///
+    /// See [`Queue`].
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::Closed`](crate::ErrorKind::Closed) once the queue is closed and empty;
+    /// [`ErrorKind::Deserialize`](crate::ErrorKind::Deserialize) for an item that is not a `T`
+    /// (it is removed, and the queue stays usable);
+    /// [`ErrorKind::Unreachable`](crate::ErrorKind::Unreachable) when the server is gone.
+    pub fn get(&self) -> Result<T> {
+        self.get_until(None, Duration::MAX)
+    }
+
+    /// Takes an item if one is waiting, else returns an
+    /// [`ErrorKind::Empty`](crate::ErrorKind::Empty) error at once.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// let cluster = multiproc::cluster::Cluster::connect("nats://127.0.0.1:4222")?;
+    /// let q = cluster.queue::<u8>("maybe-empty")?;
+    /// match q.try_get() {
+    ///     Ok(item) => println!("{item}"),
+    ///     Err(e) if e.kind() == multiproc::ErrorKind::Empty => println!("nothing yet"),
+    ///     Err(e) => return Err(e),
+    /// }
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// As [`get`](Queue::get), plus `Empty`.
+    pub fn try_get(&self) -> Result<T> {
+        self.get_until(Some(Instant::now()), Duration::ZERO)
+    }
+
+    /// Takes the next item, waiting at most `timeout`.
+    ///
+    /// # Examples
+    ///
+    /// See the [module](super).
+    ///
+    /// # Errors
+    ///
+    /// As [`get`](Queue::get), plus [`ErrorKind::Timeout`](crate::ErrorKind::Timeout).
+    pub fn get_timeout(&self, timeout: Duration) -> Result<T> {
+        self.get_until(Some(Instant::now() + timeout), timeout)
+    }
+
+    /// Takes the next item without blocking the thread, under any executor.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn f() -> multiproc::Result<()> {
+    /// let cluster = multiproc::cluster::Cluster::connect("nats://127.0.0.1:4222")?;
+    /// let n: u8 = cluster.queue::<u8>("jobs")?.get_async().await?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// As [`get`](Queue::get).
+    pub async fn get_async(&self) -> Result<T> {
+        let mut retry = Retry::default();
+        loop {
+            match self.shared.cluster.run(self.pull(PULL_SLICE)).await? {
+                Ok(payload) => return decode::<T>(&payload),
+                Err(GetFailed::Empty) => match self.is_closed_async().await {
+                    Ok(true) => return Err(self.closed_for_get()),
+                    Ok(false) => {}
+                    Err(e) => retry.again(e)?,
+                },
+                Err(GetFailed::Other(e)) => retry.again(e)?,
+            }
+            if retry.failing() {
+                let pause = tokio::time::sleep(Duration::from_millis(100));
+                self.shared.cluster.run(pause).await?;
+            }
+        }
+    }
+
+    fn get_until(&self, deadline: Option<Instant>, timeout: Duration) -> Result<T> {
+        let mut retry = Retry::default();
+        loop {
+            let slice = match deadline {
+                None => PULL_SLICE,
+                Some(d) => d.saturating_duration_since(Instant::now()).min(PULL_SLICE),
+            };
+            match self.shared.cluster.block_on(self.pull(slice))? {
+                Ok(payload) => return decode::<T>(&payload),
+                Err(GetFailed::Empty) => match self.is_closed() {
+                    Ok(true) => return Err(self.closed_for_get()),
+                    Ok(false) => retry = Retry::default(),
+                    Err(e) => retry.again(e)?,
+                },
+                Err(GetFailed::Other(e)) => retry.again(e)?,
+            }
+            if retry.failing() && !deadline.is_some_and(|d| Instant::now() >= d) {
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            if deadline.is_some_and(|d| Instant::now() >= d) {
+                if let Some(e) = retry.last {
+                    return Err(e);
+                }
+                return Err(if timeout.is_zero() {
+                    Error::new(Repr::Empty)
+                } else {
+                    Error::new(Repr::Timeout {
+                        what: format!(
+                            "getting a {} from the cluster queue `{}`",
+                            type_name::<T>(),
+                            self.shared.name
+                        ),
+                        after: timeout,
+                    })
+                });
+            }
+        }
+    }
+
+    /// One pull of at most one item, waiting at most `wait` (not at all for zero), and its
+    /// acknowledgement, confirmed by the server before the item is handed over.
+    fn pull(
+        &self,
+        wait: Duration,
+    ) -> impl std::future::Future<Output = std::result::Result<Vec<u8>, GetFailed>> + Send + 'static
+    {
+        use futures_util::StreamExt;
+        let consumer = self.shared.consumer.clone();
+        let cluster = self.shared.cluster.clone();
+        async move {
+            let fail = |e: &dyn std::error::Error| GetFailed::Other(cluster.unreachable(describe(e)));
+            let mut messages = if wait < Duration::from_millis(10) {
+                consumer
+                    .fetch()
+                    .max_messages(1)
+                    .messages()
+                    .await
+                    .map_err(|e| fail(&e))?
+            } else {
+                consumer
+                    .batch()
+                    .max_messages(1)
+                    .expires(wait)
+                    .messages()
+                    .await
+                    .map_err(|e| fail(&e))?
+            };
+            let message = match messages.next().await {
+                None => return Err(GetFailed::Empty),
+                Some(Err(e)) => return Err(fail(&*e)),
+                Some(Ok(message)) => message,
+            };
+            message.double_ack().await.map_err(|e| fail(&*e))?;
+            Ok(message.payload.to_vec())
+        }
+    }
+
+    fn closed_for_get(&self) -> Error {
+        Error::new(Repr::Closed {
+            what: format!(
+                "no more {} to get: the cluster queue `{}` is closed and empty",
+                type_name::<T>(),
+                self.shared.name
+            ),
+        })
+    }
+}
+
+/// Retries while the server cannot be reached, for at most [`RETRY_FOR`] from the first
+/// failure; any other error at once.
+#[derive(Default)]
+struct Retry {
+    since: Option<Instant>,
+    /// The failure being retried: what a wait that ends meanwhile reports.
+    last: Option<Error>,
+}
+
+impl Retry {
+    fn again(&mut self, e: Error) -> Result<()> {
+        if e.kind() != crate::ErrorKind::Unreachable {
+            return Err(e);
+        }
+        let since = *self.since.get_or_insert_with(Instant::now);
+        if since.elapsed() >= RETRY_FOR {
+            return Err(e);
+        }
+        self.last = Some(e);
+        Ok(())
+    }
+
+    fn failing(&self) -> bool {
+        self.since.is_some()
+    }
+}
+
+/// A message id no other put uses: host, pid, time and a counter.
+fn message_id() -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    format!(
+        "{}-{}-{}-{}",
+        host.trim(),
+        std::process::id(),
+        crate::sys::monotonic_ns(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// Decodes one item: the bytes alone (a network message carries no descriptors).
+fn decode<T: DeserializeOwned>(payload: &[u8]) -> Result<T> {
+    wire::decode_slice(payload, Vec::new()).map_err(|message| {
+        Error::new(Repr::Deserialize {
+            type_name: type_name::<T>(),
+            message,
+        })
+    })
+}
+
+impl<T> Queue<T> {
+    /// The queue's name, as given to [`Cluster::queue`].
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// let cluster = multiproc::cluster::Cluster::connect("nats://127.0.0.1:4222")?;
+    /// assert_eq!(cluster.queue::<u8>("jobs")?.name(), "jobs");
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn name(&self) -> &str {
+        &self.shared.name
+    }
+
+    /// The `maxsize` this handle was opened with.
+    ///
+    /// # Examples
+    ///
+    /// See [`Cluster::queue_with_maxsize`].
+    pub fn maxsize(&self) -> Option<usize> {
+        self.shared.maxsize
+    }
+
+    /// The number of items in the queue (put, and not yet taken): asked of the server, so
+    /// approximate while others put and get, as Python's `qsize()`.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// let cluster = multiproc::cluster::Cluster::connect("nats://127.0.0.1:4222")?;
+    /// println!("{} tasks waiting", cluster.queue::<u8>("jobs")?.len()?);
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::Unreachable`](crate::ErrorKind::Unreachable) when the server does not
+    /// answer.
+    #[allow(clippy::len_without_is_empty)] // `len` asks the server: one call, not two
+    pub fn len(&self) -> Result<usize> {
+        let stream = self.shared.stream.clone();
+        let info = self.shared.cluster.block_on(async move { stream.get_info().await })?;
+        info.map(|info| info.state.messages as usize)
+            .map_err(|e| self.shared.cluster.unreachable(describe(&e)))
+    }
+
+    /// Closes the queue for every handle on every host: later puts fail with
+    /// [`ErrorKind::Closed`](crate::ErrorKind::Closed), consumers take what is left and then
+    /// get `Closed`, and iteration ends. It stays closed for handles opened later; a new
+    /// queue needs a new name (or [`delete`](Queue::delete) first).
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// let cluster = multiproc::cluster::Cluster::connect("nats://127.0.0.1:4222")?;
+    /// let q = cluster.queue::<u8>("once")?;
+    /// q.put(1)?;
+    /// q.close()?;
+    /// assert!(q.put(2).is_err());
+    /// assert_eq!(q.get()?, 1);
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::Unreachable`](crate::ErrorKind::Unreachable) when the server does not
+    /// answer.
+    pub fn close(&self) -> Result<()> {
+        // The stream stops listening on the queue's subject: publishes find no stream.
+        let jetstream = self.shared.cluster.inner.jetstream.clone();
+        let mut stream = self.shared.stream.clone();
+        let closed_subject = format!("multiproc.closed.{}", self.shared.name);
+        let done = self.shared.cluster.block_on(async move {
+            let config = stream.info().await.map_err(|e| describe(&e))?.config.clone();
+            jetstream
+                .update_stream(stream::Config {
+                    subjects: vec![closed_subject],
+                    ..config
+                })
+                .await
+                .map(drop)
+                .map_err(|e| describe(&e))
+        })?;
+        done.map_err(|e| self.shared.cluster.unreachable(format!("cannot close the queue: {e}")))
+    }
+
+    /// Removes the queue and every item in it from the server.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// let cluster = multiproc::cluster::Cluster::connect("nats://127.0.0.1:4222")?;
+    /// cluster.queue::<u8>("scratch")?.delete()?;
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::Unreachable`](crate::ErrorKind::Unreachable) when the server does not
+    /// answer.
+    pub fn delete(&self) -> Result<()> {
+        let jetstream = self.shared.cluster.inner.jetstream.clone();
+        let name = format!("MPQ_{}", self.shared.name);
+        let done = self
+            .shared
+            .cluster
+            .block_on(async move { jetstream.delete_stream(name).await.map(drop) })?;
+        done.map_err(|e| self.shared.cluster.unreachable(describe(&e)))
+    }
+
+    fn is_closed(&self) -> Result<bool> {
+        let check = self.closed_check();
+        self.shared.cluster.block_on(check)?
+    }
+
+    async fn is_closed_async(&self) -> Result<bool> {
+        let check = self.closed_check();
+        self.shared.cluster.run(check).await?
+    }
+
+    /// Whether the stream stopped listening on the queue's subject (see [`close`](Queue::close)).
+    fn closed_check(&self) -> impl std::future::Future<Output = Result<bool>> + Send + 'static {
+        let stream = self.shared.stream.clone();
+        let subject = self.shared.subject.clone();
+        let cluster = self.shared.cluster.clone();
+        async move {
+            match stream.get_info().await {
+                Ok(info) => Ok(!info.config.subjects.contains(&subject)),
+                Err(e) => {
+                    let text = describe(&e);
+                    if text.contains("not found") {
+                        Ok(true)
+                    } else {
+                        Err(cluster.unreachable(text))
+                    }
+                }
+            }
+        }
+    }
+}
+
+impl<T: Serialize + DeserializeOwned> Queue<T> {
+    /// A blocking iterator over the items, ending once the queue is closed and empty. An item
+    /// that is not a `T` is reported on stderr and skipped; any other error ends the
+    /// iteration after it is reported.
+    ///
+    /// # Examples
+    ///
+    /// See [`Queue`].
+    pub fn iter(&self) -> Iter<'_, T> {
+        Iter { queue: self }
+    }
+}
+
+impl<T> Clone for Queue<T> {
+    fn clone(&self) -> Self {
+        Queue {
+            shared: Arc::clone(&self.shared),
+            _type: PhantomData,
+        }
+    }
+}
+
+impl<T> fmt::Debug for Queue<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "cluster::Queue<{}>({:?} at {})",
+            type_name::<T>(),
+            self.shared.name,
+            self.shared.cluster.server()
+        )
+    }
+}
+
+/// A blocking iterator over a cluster [`Queue`]; see [`Queue::iter`].
+///
+/// # Examples
+///
+/// See [`Queue`].
+pub struct Iter<'a, T> {
+    queue: &'a Queue<T>,
+}
+
+impl<T: Serialize + DeserializeOwned> Iterator for Iter<'_, T> {
+    type Item = T;
+    fn next(&mut self) -> Option<T> {
+        loop {
+            match self.queue.get() {
+                Ok(item) => return Some(item),
+                Err(e) if e.kind() == crate::ErrorKind::Deserialize => {
+                    eprintln!("multiproc: skipped a cluster queue item: {e}");
+                }
+                Err(e) if e.kind() == crate::ErrorKind::Closed => return None,
+                Err(e) => {
+                    eprintln!("multiproc: cluster queue iteration stopped: {e}");
+                    return None;
+                }
+            }
+        }
+    }
+}
+
+impl<T> fmt::Debug for Iter<'_, T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "cluster::queue::Iter<{}>", type_name::<T>())
+    }
+}
+
+impl<'a, T: Serialize + DeserializeOwned> IntoIterator for &'a Queue<T> {
+    type Item = T;
+    type IntoIter = Iter<'a, T>;
+    fn into_iter(self) -> Iter<'a, T> {
+        self.iter()
+    }
+}
