@@ -159,7 +159,7 @@ fn a_hundred_thousand_messages_keep_the_fd_count_flat() {
     }
     drop(first_tx);
     let sum: u64 = last_rx.iter().sum();
-    assert_eq!(sum, (0..100_000_u64).sum());
+    assert_eq!(sum, (0..100_000_u64).sum::<u64>());
     for child in [a, b] {
         let counts = join(child).unwrap();
         assert_eq!(counts.len(), 10);

@@ -157,7 +157,7 @@ fn send_many_keeps_order_across_batches_big_items_and_channel_ends() {
     tx.send_many(items).unwrap();
     drop(tx);
     let (sum, big, replies) = join(child).unwrap();
-    assert_eq!(sum, (0..30_000_u64).sum());
+    assert_eq!(sum, (0..30_000_u64).sum::<u64>());
     assert_eq!((big, replies), (300_000, 3));
     drop(reply_tx);
     assert_eq!(reply_rx.iter().collect::<Vec<_>>(), [0, 1, 2]);

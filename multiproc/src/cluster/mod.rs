@@ -95,6 +95,7 @@ impl Cluster {
     ///     .name("worker-1")
     ///     .connect_timeout(Duration::from_secs(2))
     ///     .connect("nats://10.0.0.5:4222")?;
+    /// println!("connected to {}", cluster.server());
     /// # Ok::<(), multiproc::Error>(())
     /// ```
     pub fn builder() -> Builder {
@@ -268,7 +269,11 @@ impl Builder {
     /// let builder = multiproc::cluster::Cluster::builder().client_certificate("me.pem", "me.key");
     /// # drop(builder);
     /// ```
-    pub fn client_certificate(mut self, cert: impl Into<PathBuf>, key: impl Into<PathBuf>) -> Builder {
+    pub fn client_certificate(
+        mut self,
+        cert: impl Into<PathBuf>,
+        key: impl Into<PathBuf>,
+    ) -> Builder {
         self.client_certificate = Some((cert.into(), key.into()));
         self
     }
@@ -325,10 +330,14 @@ impl Builder {
         let request_timeout = self.request_timeout.unwrap_or(Duration::from_secs(5));
         let connecting = {
             let server = server.clone();
-            async move { self.connect_async(&server, request_timeout).await }
+            async move {
+                let client = self.connect_async(&server, request_timeout).await?;
+                // The JetStream context starts a task: it is made on the runtime.
+                let jetstream = async_nats::jetstream::new(client.clone());
+                Ok::<_, Error>((client, jetstream))
+            }
         };
-        let client = runtime.block_on(connecting)??;
-        let jetstream = async_nats::jetstream::new(client.clone());
+        let (client, jetstream) = runtime.block_on(connecting)??;
         Ok(Cluster {
             inner: Arc::new(Inner {
                 client,
@@ -355,7 +364,10 @@ impl Builder {
             Some(Auth::NKey(seed)) => options.nkey(seed),
             Some(Auth::CredentialsFile(path)) => {
                 options.credentials_file(&path).await.map_err(|e| {
-                    Error::io(format!("cannot read the credentials file {}", path.display()), e)
+                    Error::io(
+                        format!("cannot read the credentials file {}", path.display()),
+                        e,
+                    )
                 })?
             }
         };

@@ -138,8 +138,14 @@ impl Cluster {
         let opened = self.block_on(async move {
             let stream = match jetstream.get_stream(&config.name).await {
                 Ok(mut stream) => {
-                    let info = stream.info().await.map_err(|e| describe(&e))?.config.clone();
-                    if info.max_messages != config.max_messages && info.subjects == config.subjects {
+                    let info = stream
+                        .info()
+                        .await
+                        .map_err(|e| describe(&e))?
+                        .config
+                        .clone();
+                    if info.max_messages != config.max_messages && info.subjects == config.subjects
+                    {
                         jetstream
                             .update_stream(stream::Config {
                                 max_messages: config.max_messages,
@@ -170,8 +176,7 @@ impl Cluster {
             Ok::<_, String>((stream, consumer))
         })?;
         let (stream, consumer) = opened.map_err(|cause| {
-            if cause.contains("jetstream not enabled") || cause.contains("JetStream not enabled")
-            {
+            if cause.contains("jetstream not enabled") || cause.contains("JetStream not enabled") {
                 Error::other(format!(
                     "the NATS server at {server} has no JetStream, which cluster queues live in: \
                      start it with `nats-server -js`"
@@ -275,11 +280,11 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
     /// # Examples
     ///
     /// ```no_run
-    /// # async fn f() -> multiproc::Result<()> {
-    /// let cluster = multiproc::cluster::Cluster::connect("nats://127.0.0.1:4222")?;
-    /// cluster.queue::<u8>("jobs")?.put_async(1).await?;
-    /// # Ok(())
-    /// # }
+    /// #[tokio::main]
+    /// async fn main() -> multiproc::Result<()> {
+    ///     let cluster = multiproc::cluster::Cluster::connect("nats://127.0.0.1:4222")?;
+    ///     cluster.queue::<u8>("jobs")?.put_async(1).await
+    /// }
     /// ```
     ///
     /// # Errors
@@ -492,11 +497,13 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
     /// # Examples
     ///
     /// ```no_run
-    /// # async fn f() -> multiproc::Result<()> {
-    /// let cluster = multiproc::cluster::Cluster::connect("nats://127.0.0.1:4222")?;
-    /// let n: u8 = cluster.queue::<u8>("jobs")?.get_async().await?;
-    /// # Ok(())
-    /// # }
+    /// #[tokio::main]
+    /// async fn main() -> multiproc::Result<()> {
+    ///     let cluster = multiproc::cluster::Cluster::connect("nats://127.0.0.1:4222")?;
+    ///     let n: u8 = cluster.queue::<u8>("jobs")?.get_async().await?;
+    ///     println!("{n}");
+    ///     Ok(())
+    /// }
     /// ```
     ///
     /// # Errors
@@ -537,7 +544,7 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
                 },
                 Err(GetFailed::Other(e)) => retry.again(e)?,
             }
-            if retry.failing() && !deadline.is_some_and(|d| Instant::now() >= d) {
+            if retry.failing() && deadline.is_none_or(|d| Instant::now() < d) {
                 std::thread::sleep(Duration::from_millis(100));
             }
             if deadline.is_some_and(|d| Instant::now() >= d) {
@@ -571,7 +578,8 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
         let consumer = self.shared.consumer.clone();
         let cluster = self.shared.cluster.clone();
         async move {
-            let fail = |e: &dyn std::error::Error| GetFailed::Other(cluster.unreachable(describe(e)));
+            let fail =
+                |e: &dyn std::error::Error| GetFailed::Other(cluster.unreachable(describe(e)));
             let mut messages = if wait < Duration::from_millis(10) {
                 consumer
                     .fetch()
@@ -701,7 +709,10 @@ impl<T> Queue<T> {
     #[allow(clippy::len_without_is_empty)] // `len` asks the server: one call, not two
     pub fn len(&self) -> Result<usize> {
         let stream = self.shared.stream.clone();
-        let info = self.shared.cluster.block_on(async move { stream.get_info().await })?;
+        let info = self
+            .shared
+            .cluster
+            .block_on(async move { stream.get_info().await })?;
         info.map(|info| info.state.messages as usize)
             .map_err(|e| self.shared.cluster.unreachable(describe(&e)))
     }
@@ -733,7 +744,12 @@ impl<T> Queue<T> {
         let mut stream = self.shared.stream.clone();
         let closed_subject = format!("multiproc.closed.{}", self.shared.name);
         let done = self.shared.cluster.block_on(async move {
-            let config = stream.info().await.map_err(|e| describe(&e))?.config.clone();
+            let config = stream
+                .info()
+                .await
+                .map_err(|e| describe(&e))?
+                .config
+                .clone();
             jetstream
                 .update_stream(stream::Config {
                     subjects: vec![closed_subject],
@@ -743,7 +759,11 @@ impl<T> Queue<T> {
                 .map(drop)
                 .map_err(|e| describe(&e))
         })?;
-        done.map_err(|e| self.shared.cluster.unreachable(format!("cannot close the queue: {e}")))
+        done.map_err(|e| {
+            self.shared
+                .cluster
+                .unreachable(format!("cannot close the queue: {e}"))
+        })
     }
 
     /// Removes the queue and every item in it from the server.

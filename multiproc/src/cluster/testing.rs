@@ -61,7 +61,13 @@ impl NatsServer {
     /// # Examples
     ///
     /// ```no_run
-    /// let server = multiproc::cluster::testing::NatsServer::start_with(&["--user", "u", "--pass", "p"])?;
+    /// use multiproc::cluster::{Cluster, testing::NatsServer};
+    ///
+    /// let server = NatsServer::start_with(&["--user", "u", "--pass", "p"])?;
+    /// let cluster = Cluster::builder()
+    ///     .user_and_password("u", "p")
+    ///     .connect(&server.url())?;
+    /// # drop(cluster);
     /// # Ok::<(), multiproc::Error>(())
     /// ```
     ///
@@ -206,7 +212,14 @@ impl NatsServer {
     fn launch(&mut self) -> Result<()> {
         let mut command = Command::new("nats-server");
         command
-            .args(["-a", "127.0.0.1", "-p", &self.port.to_string(), "-js", "-sd"])
+            .args([
+                "-a",
+                "127.0.0.1",
+                "-p",
+                &self.port.to_string(),
+                "-js",
+                "-sd",
+            ])
             .arg(&self.dir)
             .args(&self.args)
             .stdin(Stdio::null())
@@ -223,9 +236,9 @@ impl NatsServer {
                 });
             }
         }
-        let child = command.spawn().map_err(|e| {
-            Error::io(format!("cannot start nats-server ({INSTALL})"), e)
-        })?;
+        let child = command
+            .spawn()
+            .map_err(|e| Error::io(format!("cannot start nats-server ({INSTALL})"), e))?;
         self.child = Some(child);
         let address = SocketAddr::from(([127, 0, 0, 1], self.port));
         let deadline = Instant::now() + Duration::from_secs(10);
@@ -238,7 +251,10 @@ impl NatsServer {
             {
                 self.child = None;
                 return Err(Error::io(
-                    format!("nats-server exited at start ({status}); its arguments: {:?}", self.args),
+                    format!(
+                        "nats-server exited at start ({status}); its arguments: {:?}",
+                        self.args
+                    ),
                     std::io::Error::other("exited"),
                 ));
             }

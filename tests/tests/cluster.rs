@@ -1,0 +1,233 @@
+//! Cluster queues on a real `nats-server` (the `cluster` feature): delivery across processes,
+//! kills, a server restart, bad input, credentials. Each test starts its own server; without
+//! `nats-server` on PATH they say so loudly and pass, unless MULTIPROC_REQUIRE_NATS=1 (CI).
+#![cfg(feature = "cluster")]
+
+mod support;
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use multiproc::cluster::Cluster;
+use multiproc::cluster::testing::NatsServer;
+use multiproc::{ErrorKind, Sender};
+use support::{DEADLINE, join};
+
+/// Takes items until the queue is closed; returns them.
+#[multiproc::process]
+fn take_all(url: String, name: String) -> Vec<u64> {
+    let cluster = Cluster::connect(&url).unwrap();
+    let queue = cluster.queue::<u64>(&name).unwrap();
+    queue.iter().collect()
+}
+
+#[multiproc::test]
+fn a_cluster_queue_gives_each_item_to_exactly_one_consumer_process() {
+    let Some(server) = NatsServer::for_test() else {
+        return;
+    };
+    let cluster = Cluster::connect(&server.url()).unwrap();
+    let queue = cluster.queue::<u64>("tasks").unwrap();
+    let consumers: Vec<_> = (0..3)
+        .map(|_| multiproc::spawn(take_all, (server.url(), "tasks".to_string())).unwrap())
+        .collect();
+    for i in 0..300 {
+        queue.put(i).unwrap();
+    }
+    queue.close().unwrap();
+    assert_eq!(queue.put(1).unwrap_err().kind(), ErrorKind::Closed);
+    let mut all = Vec::new();
+    for c in consumers {
+        all.extend(join(c).unwrap());
+    }
+    all.sort_unstable();
+    assert_eq!(
+        all,
+        (0..300).collect::<Vec<_>>(),
+        "lost or duplicated items"
+    );
+    assert_eq!(queue.len().unwrap(), 0);
+}
+
+#[multiproc::test]
+fn puts_gets_timeouts_and_a_bound_behave_as_locally() {
+    let Some(server) = NatsServer::for_test() else {
+        return;
+    };
+    let cluster = Cluster::connect(&server.url()).unwrap();
+    let queue = cluster.queue_with_maxsize::<String>("bounded", 3).unwrap();
+    assert_eq!(queue.try_get().unwrap_err().kind(), ErrorKind::Empty);
+    assert!(
+        queue
+            .get_timeout(Duration::from_millis(200))
+            .unwrap_err()
+            .is_timeout()
+    );
+    for s in ["a", "b", "c"] {
+        queue.try_put(s.to_string()).unwrap();
+    }
+    assert_eq!(queue.len().unwrap(), 3);
+    let full = queue.try_put("d".to_string()).unwrap_err();
+    assert!(full.is_full(), "{full}");
+    assert_eq!(full.into_inner(), "d");
+    let late = queue
+        .put_timeout("e".to_string(), Duration::from_millis(200))
+        .unwrap_err();
+    assert!(late.error().is_timeout(), "{}", late.error());
+    assert_eq!(queue.get().unwrap(), "a");
+    queue.try_put("f".to_string()).unwrap();
+    let rest: Vec<String> = (0..3).map(|_| queue.get().unwrap()).collect();
+    assert_eq!(rest, ["b", "c", "f"]);
+}
+
+/// Takes items and reports each on `got` after it has it, until killed.
+#[multiproc::process]
+fn take_and_report(url: String, got: Sender<u64>) {
+    let cluster = Cluster::connect(&url).unwrap();
+    let queue = cluster.queue::<u64>("killed").unwrap();
+    loop {
+        got.send(queue.get().unwrap()).unwrap();
+    }
+}
+
+/// A consumer killed at a random point of its gets loses at most the one item it had taken
+/// (acknowledged, not yet reported): an item taken from the server but not acknowledged goes
+/// to the next consumer.
+#[multiproc::test]
+fn a_consumer_killed_mid_stream_loses_at_most_the_item_it_held() {
+    let Some(server) = NatsServer::for_test() else {
+        return;
+    };
+    let cluster = Cluster::connect(&server.url()).unwrap();
+    let queue = cluster.queue::<u64>("killed").unwrap();
+    for i in 0..400 {
+        queue.put(i).unwrap();
+    }
+    let mut next = support::random();
+    let (got_tx, got_rx) = multiproc::channel::<u64>().unwrap();
+    let mut got = Vec::new();
+    const KILLS: usize = 3;
+    for _ in 0..KILLS {
+        let mut consumer =
+            multiproc::spawn(take_and_report, (server.url(), got_tx.clone())).unwrap();
+        for _ in 0..1 + next() % 40 {
+            got.push(got_rx.recv_timeout(DEADLINE).unwrap());
+        }
+        consumer.kill().unwrap();
+        let _ = join(consumer);
+    }
+    drop(got_tx);
+    got.extend(got_rx.iter());
+    // What is left, including what a killed consumer had fetched but not acknowledged
+    // (given out again after the acknowledgement wait).
+    while let Ok(item) = queue.get_timeout(Duration::from_secs(8)) {
+        got.push(item);
+        if got.len() >= 400 {
+            break;
+        }
+    }
+    let taken: BTreeSet<u64> = got.iter().copied().collect();
+    assert_eq!(taken.len(), got.len(), "an item was delivered twice");
+    let lost = 400 - taken.len();
+    assert!(lost <= KILLS, "{lost} items lost to {KILLS} consumer kills");
+}
+
+#[multiproc::test]
+fn items_survive_a_restart_of_the_server() {
+    let Some(mut server) = NatsServer::for_test() else {
+        return;
+    };
+    let cluster = Cluster::connect(&server.url()).unwrap();
+    let queue = cluster.queue::<u64>("durable").unwrap();
+    for i in 0..100 {
+        queue.put(i).unwrap();
+    }
+    server.restart().unwrap();
+    // The client reconnects on its own; puts and gets wait for it.
+    for i in 100..110 {
+        queue.put(i).unwrap();
+    }
+    let items: Vec<u64> = (0..110)
+        .map(|_| queue.get_timeout(DEADLINE).unwrap())
+        .collect();
+    assert_eq!(items, (0..110).collect::<Vec<_>>());
+}
+
+#[multiproc::test]
+fn a_malformed_item_is_an_error_and_the_queue_stays_usable() {
+    let Some(server) = NatsServer::for_test() else {
+        return;
+    };
+    let cluster = Cluster::connect(&server.url()).unwrap();
+    // Another program (or a hostile client) puts bytes that are no u64 on the same queue.
+    cluster
+        .queue::<[u8; 12]>("mixed")
+        .unwrap()
+        .put([0xff; 12])
+        .unwrap();
+    let queue = cluster.queue::<u64>("mixed").unwrap();
+    queue.put(5).unwrap();
+    let e = queue.get().unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Deserialize, "{e}");
+    assert_eq!(queue.get().unwrap(), 5);
+}
+
+#[multiproc::test]
+fn items_that_cannot_cross_machines_are_refused_with_the_reason() {
+    let Some(server) = NatsServer::for_test() else {
+        return;
+    };
+    let cluster = Cluster::connect(&server.url()).unwrap();
+    let senders = cluster.queue::<Sender<u8>>("ends").unwrap();
+    let (tx, _rx) = multiproc::channel::<u8>().unwrap();
+    let e = senders.put(tx).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Serialize);
+    assert!(e.to_string().contains("cannot cross machines"), "{e}");
+
+    let big = cluster.queue::<String>("big").unwrap();
+    let e = big.put("x".repeat(2 << 20)).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::PayloadTooLarge);
+    assert!(e.to_string().contains("max_payload"), "{e}");
+
+    let e = cluster.queue::<u8>("no spaces").unwrap_err();
+    assert!(e.to_string().contains("letters, digits"), "{e}");
+}
+
+#[multiproc::test]
+fn credentials_are_checked_and_a_refusal_says_so() {
+    let Some(server) = NatsServer::for_test_with(&["--user", "worker", "--pass", "s3cret"]) else {
+        return;
+    };
+    let url = server.url();
+    let e = Cluster::connect(&url).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::AuthRefused, "{e}");
+    assert!(e.to_string().contains(&url), "{e}");
+    let e = Cluster::builder()
+        .user_and_password("worker", "wrong")
+        .connect(&url)
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::AuthRefused, "{e}");
+    let cluster = Cluster::builder()
+        .user_and_password("worker", "s3cret")
+        .name("test-worker")
+        .connect(&url)
+        .unwrap();
+    let queue = cluster.queue::<u8>("authed").unwrap();
+    queue.put(1).unwrap();
+    assert_eq!(queue.get().unwrap(), 1);
+}
+
+#[multiproc::test]
+fn an_unreachable_server_is_an_error_naming_it() {
+    let Some(mut server) = NatsServer::for_test() else {
+        return;
+    };
+    let url = server.url();
+    server.kill();
+    let e = Cluster::builder()
+        .connect_timeout(Duration::from_millis(500))
+        .connect(&url)
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Unreachable, "{e}");
+    assert!(e.to_string().contains(&url), "{e}");
+}
