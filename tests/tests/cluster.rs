@@ -231,3 +231,28 @@ fn an_unreachable_server_is_an_error_naming_it() {
     assert_eq!(e.kind(), ErrorKind::Unreachable, "{e}");
     assert!(e.to_string().contains(&url), "{e}");
 }
+
+/// The tutorial's example, as a user runs it: its own server, two worker processes.
+#[test]
+fn the_distributed_master_worker_example_runs() {
+    if NatsServer::for_test().is_none() {
+        return;
+    }
+    let out = support::run_bin(env!("CARGO_BIN_EXE_distributed_master_worker"), |_| {});
+    assert!(out.status.success(), "{}\n{}", out.stdout, out.stderr);
+    let mut lines: Vec<&str> = out.stdout.lines().collect();
+    assert_eq!(
+        lines.first(),
+        Some(&"10 tasks, 2 workers"),
+        "{}",
+        out.stdout
+    );
+    assert_eq!(lines.last(), Some(&"10 results"), "{}", out.stdout);
+    let mut results = lines.drain(1..11).collect::<Vec<_>>();
+    results.sort_unstable();
+    let mut expected: Vec<String> = (0..10u64)
+        .map(|n| format!("{n} * {n} = {}", n * n))
+        .collect();
+    expected.sort_unstable();
+    assert_eq!(results, expected);
+}

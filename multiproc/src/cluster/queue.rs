@@ -896,3 +896,30 @@ impl<'a, T: Serialize + DeserializeOwned> IntoIterator for &'a Queue<T> {
         self.iter()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cluster::testing::NatsServer;
+
+    /// A put sent twice (its acknowledgement lost, say, to a server restart) is in the queue
+    /// once: the repeat carries the same message id, which the server deduplicates.
+    #[test]
+    fn a_repeated_put_is_in_the_queue_once() {
+        let Some(server) = NatsServer::for_test() else {
+            return;
+        };
+        let cluster = Cluster::connect(&server.url()).unwrap();
+        let queue = cluster.queue::<u64>("repeat").unwrap();
+        let payload = queue.encode(&7).unwrap();
+        let id = message_id();
+        for _ in 0..2 {
+            let publish = queue.publish(payload.clone(), id.clone());
+            assert!(cluster.block_on(publish).unwrap().is_ok());
+        }
+        assert_eq!(queue.len().unwrap(), 1);
+        let other = queue.publish(payload, message_id());
+        assert!(cluster.block_on(other).unwrap().is_ok());
+        assert_eq!(queue.len().unwrap(), 2);
+    }
+}

@@ -1,0 +1,86 @@
+//! Distributed master and workers: Python's `BaseManager` tutorial (a task queue and a result
+//! queue served to workers on other machines) on NATS. One binary, two roles:
+//!
+//! - `distributed_master_worker` starts a `nats-server` of its own (from PATH), two worker
+//!   processes that connect to it as other hosts would, puts ten tasks and prints the ten
+//!   results.
+//! - `distributed_master_worker master nats://host:4222` does the same against a server of
+//!   yours; `distributed_master_worker worker nats://host:4222` is one worker, to run on other
+//!   machines (it stops once the task queue has been empty for a second).
+//!
+//! Run: `cargo run --example distributed_master_worker --features cluster`
+//!
+//! Prints `10 tasks, 2 workers`, then one `n * n = m` line per task (in the order the
+//! workers finished them) and `10 results`.
+use std::time::Duration;
+
+use multiproc::cluster::Cluster;
+use multiproc::cluster::testing::NatsServer;
+
+// ANCHOR: worker
+/// A worker host (Python: `m.connect(); m.get_task_queue()`): takes tasks until the queue
+/// has been empty for a second, puts one result per task. Returns how many it did.
+#[multiproc::process]
+fn worker(url: String) -> usize {
+    let run = || -> multiproc::Result<usize> {
+        let cluster = Cluster::connect(&url)?;
+        let tasks = cluster.queue::<u64>("tasks")?;
+        let results = cluster.queue::<String>("results")?;
+        let mut done = 0;
+        while let Ok(n) = tasks.get_timeout(Duration::from_secs(1)) {
+            results.put(format!("{n} * {n} = {}", n * n))?;
+            done += 1;
+        }
+        Ok(done)
+    };
+    run().unwrap_or_else(|e| panic!("worker: {e}"))
+}
+// ANCHOR_END: worker
+
+// ANCHOR: master
+/// The master (Python: `QueueManager(address=..., authkey=...).start()`): the queues live in
+/// the NATS server, so the master only puts tasks and reads results.
+fn master(url: &str, workers: usize) -> multiproc::Result<()> {
+    const TASKS: u64 = 10;
+    println!("{TASKS} tasks, {workers} workers");
+    let cluster = Cluster::connect(url)?;
+    let tasks = cluster.queue::<u64>("tasks")?;
+    let results = cluster.queue::<String>("results")?;
+    let handles = (0..workers)
+        .map(|_| multiproc::spawn(worker, (url.to_string(),)))
+        .collect::<multiproc::Result<Vec<_>>>()?;
+    for n in 0..TASKS {
+        tasks.put(n)?;
+    }
+    for _ in 0..TASKS {
+        println!("{}", results.get_timeout(Duration::from_secs(10))?);
+    }
+    let mut done = 0;
+    for handle in handles {
+        done += handle.join()?;
+    }
+    println!("{done} results");
+    Ok(())
+}
+// ANCHOR_END: master
+
+#[multiproc::main]
+fn main() -> multiproc::Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match args.iter().map(String::as_str).collect::<Vec<_>>()[..] {
+        [] => {
+            // A server of our own, on a free loopback port, gone when we are.
+            let server = NatsServer::start()?;
+            master(&server.url(), 2)
+        }
+        ["master", url] => master(url, 2),
+        ["worker", url] => {
+            let done = worker(url.to_string());
+            println!("worker: {done} tasks");
+            Ok(())
+        }
+        _ => Err(multiproc::Error::other(
+            "usage: distributed_master_worker [master URL | worker URL]",
+        )),
+    }
+}
