@@ -6,7 +6,8 @@
 //!   results.
 //! - `distributed_master_worker master nats://host:4222` does the same against a server of
 //!   yours; `distributed_master_worker worker nats://host:4222` is one worker, to run on other
-//!   machines (it stops once the task queue has been empty for a second).
+//!   machines (it stops once the task queue has been empty for a second);
+//!   `distributed_master_worker node nats://host:4222` serves cluster pool tasks of this build.
 //!
 //! Run: `cargo run --example distributed_master_worker --features cluster`
 //!
@@ -79,8 +80,10 @@ fn main() -> multiproc::Result<()> {
             println!("worker: {done} tasks");
             Ok(())
         }
+        // A pool node of this build (see the book's "Across machines").
+        ["node", url] => Cluster::connect(url)?.node().workers(2).serve(),
         _ => Err(multiproc::Error::other(
-            "usage: distributed_master_worker [master URL | worker URL]",
+            "usage: distributed_master_worker [master URL | worker URL | node URL]",
         )),
     }
 }

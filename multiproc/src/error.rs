@@ -80,6 +80,64 @@ pub enum ErrorKind {
     Other,
 }
 
+#[cfg(feature = "cluster")]
+impl ErrorKind {
+    /// Every kind, for [`ErrorKind::from_name`].
+    const ALL: [ErrorKind; 22] = [
+        ErrorKind::Panicked,
+        ErrorKind::Exited,
+        ErrorKind::Signaled,
+        ErrorKind::MemoryLimit,
+        ErrorKind::CpuLimit,
+        ErrorKind::Timeout,
+        ErrorKind::Empty,
+        ErrorKind::Full,
+        ErrorKind::Closed,
+        ErrorKind::NoEntryHook,
+        ErrorKind::NotInitialized,
+        ErrorKind::EntryNotFound,
+        ErrorKind::BuildMismatch,
+        ErrorKind::Serialize,
+        ErrorKind::Deserialize,
+        ErrorKind::Disconnected,
+        ErrorKind::AlreadyJoined,
+        ErrorKind::Unreachable,
+        ErrorKind::AuthRefused,
+        ErrorKind::PayloadTooLarge,
+        ErrorKind::Io,
+        ErrorKind::Other,
+    ];
+
+    /// The kind whose `Debug` name is `name` (how an error crosses machines); `Other` for
+    /// a name this build does not know.
+    pub(crate) fn from_name(name: &str) -> ErrorKind {
+        ErrorKind::ALL
+            .into_iter()
+            .find(|k| format!("{k:?}") == name)
+            .unwrap_or(ErrorKind::Other)
+    }
+}
+
+#[cfg(feature = "cluster")]
+impl Error {
+    /// An error described on another host.
+    pub(crate) fn remote(
+        kind: ErrorKind,
+        text: String,
+        node: String,
+        signal: Option<i32>,
+        code: Option<i32>,
+    ) -> Error {
+        Error::new(Repr::Remote {
+            kind,
+            text,
+            node,
+            signal,
+            code,
+        })
+    }
+}
+
 /// A panic that happened in a child process, carried over to the parent.
 ///
 /// # Examples
@@ -217,6 +275,16 @@ pub(crate) enum Repr {
     #[cfg(feature = "cluster")]
     #[error("{what}")]
     PayloadTooLarge { what: String },
+    /// An error that happened on another host (a cluster node), as it was described there.
+    #[cfg(feature = "cluster")]
+    #[error("{text} (on node {node})")]
+    Remote {
+        kind: ErrorKind,
+        text: String,
+        node: String,
+        signal: Option<i32>,
+        code: Option<i32>,
+    },
     #[error("{context}")]
     Io {
         context: String,
@@ -366,6 +434,8 @@ impl Error {
             Repr::AuthRefused { .. } => ErrorKind::AuthRefused,
             #[cfg(feature = "cluster")]
             Repr::PayloadTooLarge { .. } => ErrorKind::PayloadTooLarge,
+            #[cfg(feature = "cluster")]
+            Repr::Remote { kind, .. } => *kind,
             Repr::Io { .. } => ErrorKind::Io,
             Repr::Other(_) => ErrorKind::Other,
         }
@@ -391,6 +461,8 @@ impl Error {
     pub fn exit_code(&self) -> Option<i32> {
         match &*self.repr {
             Repr::Exited { code, .. } => Some(*code),
+            #[cfg(feature = "cluster")]
+            Repr::Remote { code, .. } => *code,
             _ => None,
         }
     }
@@ -417,6 +489,8 @@ impl Error {
             Repr::Signaled { signal, .. } => Some(*signal),
             Repr::MemoryLimit { .. } => Some(crate::sys::SIGABRT),
             Repr::CpuLimit { .. } => Some(crate::sys::SIGXCPU),
+            #[cfg(feature = "cluster")]
+            Repr::Remote { signal, .. } => *signal,
             _ => None,
         }
     }

@@ -5,11 +5,10 @@
 //! [`results`] turns deliveries into what a call returns.
 
 mod builder;
-mod results;
-mod scheduler;
+pub(crate) mod results;
+pub(crate) mod scheduler;
 mod worker;
 
-use std::collections::HashMap;
 use std::fmt;
 use std::os::fd::OwnedFd;
 use std::sync::Arc;
@@ -199,12 +198,7 @@ impl Pool {
         let _ = f;
         let items = items.into_iter().map(|a| (a,));
         let (rx, n) = self.submit_fn::<F, _>(items, |_| self.chunksize.unwrap_or(1))?;
-        Ok(Imap {
-            rx,
-            len: n,
-            next: 0,
-            early: HashMap::new(),
-        })
+        Ok(Imap::new(rx, n))
     }
 
     /// Like [`imap`](Pool::imap), yielding each result as soon as its task is done, whatever
@@ -244,11 +238,7 @@ impl Pool {
         let _ = f;
         let items = items.into_iter().map(|a| (a,));
         let (rx, n) = self.submit_fn::<F, _>(items, |_| self.chunksize.unwrap_or(1))?;
-        Ok(ImapUnordered {
-            rx,
-            left: n,
-            ready: std::collections::VecDeque::new(),
-        })
+        Ok(ImapUnordered::new(rx, n))
     }
 
     /// Runs one call in a worker and waits for its result.
@@ -506,6 +496,42 @@ impl Pool {
             }
         }
         Ok((rx, n))
+    }
+}
+
+/// For a cluster node: tasks that arrived encoded (by another host's caller).
+#[cfg(feature = "cluster")]
+impl Pool {
+    /// Runs tasks of the entry point `key` whose arguments lie, encoded, in `args` at
+    /// `spans`; their outcomes (numbered from 0, in `spans`' order) arrive on the results.
+    pub(crate) fn submit_encoded(
+        &self,
+        key: &str,
+        args: Vec<u8>,
+        spans: Vec<std::ops::Range<usize>>,
+    ) -> Result<Results> {
+        let key = registry::resolve_key_str(key)?;
+        let (sink, rx) = scheduler::sink();
+        let chunk = spans.len().div_ceil(self.workers.max(1)).max(1);
+        let call = Arc::new(Call {
+            key: key.to_string(),
+            args,
+            sink,
+            chunk,
+        });
+        let tasks = spans
+            .into_iter()
+            .enumerate()
+            .map(|(index, args)| Task {
+                call: Arc::clone(&call),
+                index,
+                args,
+                fds: Vec::new(),
+                attempts: 0,
+            })
+            .collect();
+        self.shared.submit(tasks)?;
+        Ok(rx)
     }
 }
 

@@ -94,6 +94,44 @@ pub(crate) fn resolve_key(key: &'static str) -> Result<&'static str> {
     }
 }
 
+/// As [`resolve_key`], for a key that arrived from elsewhere (a cluster task): the key as
+/// this binary registered it.
+#[cfg(feature = "cluster")]
+pub(crate) fn resolve_key_str(key: &str) -> Result<&'static str> {
+    match find(key) {
+        Ok(entry) => Ok(entry.fn_type.map_or(entry.key, |fn_type| fn_type())),
+        Err(Lookup::Missing) => Err(Error::new(Repr::EntryNotFound {
+            key: key.to_string(),
+            known: similar(key),
+        })),
+        Err(Lookup::Duplicate(n)) => Err(duplicate(key, n)),
+    }
+}
+
+/// What hosts compare to know that they run compatible builds: a hash of every registered
+/// entry point's key and argument type, the same for the same code on any host.
+#[cfg(feature = "cluster")]
+pub(crate) fn build_id() -> String {
+    let mut entries: Vec<String> = inventory::iter::<EntryPoint>()
+        .map(|e| {
+            format!(
+                "{}|{}|{}",
+                e.key,
+                e.fn_type.map_or("", |f| f()),
+                (e.state_type)()
+            )
+        })
+        .collect();
+    entries.sort();
+    // FNV-1a, 64 bits: stable across hosts and Rust versions (std's hasher is neither).
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in entries.join("\n").bytes() {
+        hash ^= u64::from(byte);
+        hash = hash.wrapping_mul(0x0100_0000_01b3);
+    }
+    format!("{hash:016x}")
+}
+
 fn duplicate(key: &str, n: usize) -> Error {
     Error::other(format!(
         "{n} entry points are registered as `{key}`: rename all but one"

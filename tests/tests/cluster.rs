@@ -256,3 +256,61 @@ fn the_distributed_master_worker_example_runs() {
     expected.sort_unstable();
     assert_eq!(results, expected);
 }
+
+#[multiproc::process]
+fn square(n: u64) -> u64 {
+    n * n
+}
+
+#[multiproc::process]
+fn boom(n: u64) -> u64 {
+    panic!("task {n} fails")
+}
+
+/// A node host: serves this build's pool tasks with two workers until killed.
+#[multiproc::process]
+fn serve_node(url: String, name: String) {
+    let cluster = Cluster::connect(&url).unwrap();
+    cluster.node().workers(2).name(&name).serve().unwrap();
+}
+
+fn nodes(server: &NatsServer, n: usize) -> Vec<multiproc::JoinHandle<()>> {
+    (0..n)
+        .map(|i| multiproc::spawn(serve_node, (server.url(), format!("node-{i}"))).unwrap())
+        .collect()
+}
+
+fn stop(nodes: Vec<multiproc::JoinHandle<()>>) {
+    for mut node in nodes {
+        let _ = node.kill();
+        let _ = join(node);
+    }
+}
+
+#[multiproc::test]
+fn a_cluster_pool_maps_over_two_node_processes() {
+    let Some(server) = NatsServer::for_test() else {
+        return;
+    };
+    let hosts = nodes(&server, 2);
+    let cluster = Cluster::connect(&server.url()).unwrap();
+    let pool = cluster.pool().unwrap();
+    let squares: Vec<u64> = pool.map(square, 0..2_000u64).unwrap();
+    assert_eq!(squares, (0..2_000u64).map(|n| n * n).collect::<Vec<_>>());
+    assert_eq!(pool.apply(square, (12,)).unwrap(), 144);
+    assert_eq!(pool.starmap(square, [(2,), (3,)]).unwrap(), [4, 9]);
+    let mut seen: Vec<usize> = pool
+        .imap_unordered(square, 0..50u64)
+        .unwrap()
+        .map(|(i, r)| {
+            assert_eq!(r.unwrap(), (i * i) as u64);
+            i
+        })
+        .collect();
+    seen.sort_unstable();
+    assert_eq!(seen, (0..50).collect::<Vec<_>>());
+    let e = pool.apply(boom, (7,)).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Panicked, "{e}");
+    assert_eq!(e.remote_panic().unwrap().message(), "task 7 fails");
+    stop(hosts);
+}

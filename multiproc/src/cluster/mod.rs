@@ -30,6 +30,8 @@
 //! # }
 //! ```
 
+mod node;
+mod pool;
 mod queue;
 pub mod testing;
 
@@ -42,6 +44,8 @@ use async_nats::ConnectErrorKind;
 
 use crate::error::{Error, Repr, Result};
 
+pub use self::node::Node;
+pub use self::pool::Pool;
 pub use self::queue::{Iter, Queue};
 
 /// A connection to a NATS server, shared by every queue made from it. Reconnects on its own

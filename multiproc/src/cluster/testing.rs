@@ -301,3 +301,40 @@ fn free_port() -> Result<u16> {
         .map(|a| a.port())
         .map_err(|e| Error::io("cannot find a free loopback port", e))
 }
+
+/// For tests of bad input: publishes `payload` as is on `subject`, as any client with
+/// publish rights could.
+///
+/// # Examples
+///
+/// ```no_run
+/// use multiproc::cluster::{Cluster, testing};
+///
+/// let cluster = Cluster::connect("nats://127.0.0.1:4222")?;
+/// testing::publish_raw(&cluster, &testing::task_subject(), b"garbage")?;
+/// # Ok::<(), multiproc::Error>(())
+/// ```
+///
+/// # Errors
+///
+/// [`ErrorKind::Unreachable`](crate::ErrorKind::Unreachable) when the server does not take it.
+pub fn publish_raw(cluster: &super::Cluster, subject: &str, payload: &[u8]) -> Result<()> {
+    let client = cluster.inner.client.clone();
+    let (subject, payload) = (subject.to_string(), payload.to_vec());
+    let sent = cluster.block_on(async move {
+        client.publish(subject, payload.into()).await?;
+        client.flush().await.map_err(async_nats::Error::from)
+    })?;
+    sent.map_err(|e| cluster.unreachable(super::describe(&*e)))
+}
+
+/// The subject that this build's cluster pool tasks are published on.
+///
+/// # Examples
+///
+/// ```
+/// assert!(multiproc::cluster::testing::task_subject().starts_with("multiproc.task."));
+/// ```
+pub fn task_subject() -> String {
+    super::pool::task_subject(&crate::registry::build_id())
+}

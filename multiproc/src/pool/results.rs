@@ -18,7 +18,7 @@ use crate::ipc::codec as wire;
 use crate::proto::Outcome;
 
 /// Decodes a delivery: hands `each` every task's index and result.
-pub(super) fn settle<R: DeserializeOwned>(done: Done, mut each: impl FnMut(usize, Result<R>)) {
+pub(crate) fn settle<R: DeserializeOwned>(done: Done, mut each: impl FnMut(usize, Result<R>)) {
     match done {
         Done::Failed { index, error } => each(index, Err(error)),
         Done::Outcomes {
@@ -70,7 +70,7 @@ fn lost() -> Error {
 
 /// Receives `n` outcomes and decodes them in input order.
 /// Every result of a call, in input order, or the first error in that order.
-pub(super) fn collect_in_order<R: DeserializeOwned>(rx: Results, n: usize) -> Result<Vec<R>> {
+pub(crate) fn collect_in_order<R: DeserializeOwned>(rx: Results, n: usize) -> Result<Vec<R>> {
     let mut slots: Vec<Option<Result<R>>> = (0..n).map(|_| None).collect();
     let mut got = 0;
     while got < n {
@@ -101,6 +101,18 @@ pub struct Imap<R> {
     pub(super) len: usize,
     pub(super) next: usize,
     pub(super) early: HashMap<usize, Result<R>>,
+}
+
+impl<R> Imap<R> {
+    /// The results of `len` tasks that arrive on `rx`.
+    pub(crate) fn new(rx: Results, len: usize) -> Self {
+        Imap {
+            rx,
+            len,
+            next: 0,
+            early: HashMap::new(),
+        }
+    }
 }
 
 impl<R: DeserializeOwned> Iterator for Imap<R> {
@@ -150,6 +162,17 @@ pub struct ImapUnordered<R> {
     pub(super) ready: std::collections::VecDeque<(usize, Result<R>)>,
 }
 
+impl<R> ImapUnordered<R> {
+    /// The results of `left` tasks that arrive on `rx`, as they arrive.
+    pub(crate) fn new(rx: Results, left: usize) -> Self {
+        ImapUnordered {
+            rx,
+            left,
+            ready: std::collections::VecDeque::new(),
+        }
+    }
+}
+
 impl<R: DeserializeOwned> Iterator for ImapUnordered<R> {
     type Item = (usize, Result<R>);
 
@@ -197,7 +220,7 @@ pub struct AsyncResult<R> {
 }
 
 impl<R: DeserializeOwned> AsyncResult<R> {
-    pub(super) fn new(rx: Results) -> Self {
+    pub(crate) fn new(rx: Results) -> Self {
         AsyncResult {
             rx,
             done: None,

@@ -1,0 +1,338 @@
+//! [`Node`]: a host that runs cluster pool tasks in a local, crash-isolated worker pool.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use async_nats::jetstream::AckKind;
+use async_nats::jetstream::Message;
+use futures_util::StreamExt;
+
+use super::pool::{
+    ACK_WAIT, DISCOVERY, Delivery, NodeInfo, PROGRESS_EVERY, RemoteError, TaskChunk,
+};
+use super::{Cluster, describe};
+use crate::bytes::Bytes;
+use crate::error::{Error, Result};
+use crate::ipc::codec as wire;
+use crate::pool::scheduler::Done;
+use crate::proto::Outcome;
+use crate::registry;
+
+/// How to serve: from [`Cluster::node`].
+///
+/// # Examples
+///
+/// ```no_run
+/// let cluster = multiproc::cluster::Cluster::connect("nats://127.0.0.1:4222")?;
+/// cluster.node().workers(4).serve()?;
+/// # Ok::<(), multiproc::Error>(())
+/// ```
+#[derive(Debug, Clone)]
+pub struct Node {
+    cluster: Cluster,
+    workers: usize,
+    name: Option<String>,
+}
+
+impl Cluster {
+    /// A node of this cluster: [`serve`](Node::serve) runs the tasks that callers of this
+    /// build submit through [`Cluster::pool`], each in a local worker process.
+    ///
+    /// # Examples
+    ///
+    /// See [`Node`].
+    pub fn node(&self) -> Node {
+        Node {
+            cluster: self.clone(),
+            workers: std::thread::available_parallelism().map_or(2, usize::from),
+            name: None,
+        }
+    }
+}
+
+impl Node {
+    /// How many worker processes run tasks at once (default: the machine's cores).
+    ///
+    /// # Examples
+    ///
+    /// See [`Node`].
+    pub fn workers(mut self, workers: usize) -> Node {
+        self.workers = workers.max(1);
+        self
+    }
+
+    /// The node's name in results and errors (default: host name and pid).
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// let cluster = multiproc::cluster::Cluster::connect("nats://127.0.0.1:4222")?;
+    /// cluster.node().name("gpu-box-1").serve()?;
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn name(mut self, name: &str) -> Node {
+        self.name = Some(name.to_string());
+        self
+    }
+
+    /// Runs tasks until the process is asked to stop: SIGTERM or SIGINT (through
+    /// [`shutdown_on_signals`](crate::shutdown_on_signals), if the program installed it) or,
+    /// for a node that is itself a multiproc child, its parent's
+    /// [`shutdown`](crate::JoinHandle::shutdown). It then takes no more tasks, finishes
+    /// those it holds, and returns.
+    ///
+    /// A malformed task message (from any client that can publish on the task subject) is
+    /// reported on stderr and dropped; the node keeps serving.
+    ///
+    /// # Examples
+    ///
+    /// See [`Node`].
+    ///
+    /// # Errors
+    ///
+    /// When the local pool cannot start, or the server cannot be reached for longer than
+    /// the client's reconnection allows.
+    pub fn serve(self) -> Result<()> {
+        let node = self.name.clone().unwrap_or_else(|| {
+            let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+            format!("{}-{}", host.trim(), std::process::id())
+        });
+        let build = registry::build_id();
+        let cluster = self.cluster;
+        let consumer = cluster.ensure_tasks_stream(&build)?;
+        let pool = Arc::new(
+            crate::Pool::builder()
+                .workers(self.workers)
+                .name(format!("node {node}"))
+                .build()?,
+        );
+        cluster.answer_discovery(NodeInfo {
+            node: node.clone(),
+            build: build.clone(),
+            workers: self.workers as u32,
+        })?;
+        let held = Arc::new(AtomicUsize::new(0));
+        let room = self.workers * 2;
+        let mut failing_since: Option<Instant> = None;
+        while !crate::shutdown_requested() {
+            let free = room.saturating_sub(held.load(Ordering::Acquire));
+            if free == 0 {
+                std::thread::sleep(Duration::from_millis(5));
+                continue;
+            }
+            let fetch = {
+                let consumer = consumer.clone();
+                async move {
+                    let mut batch = consumer
+                        .batch()
+                        .max_messages(free)
+                        .expires(Duration::from_millis(500))
+                        .messages()
+                        .await
+                        .map_err(|e| describe(&e))?;
+                    let mut messages = Vec::new();
+                    while let Some(message) = batch.next().await {
+                        messages.push(message.map_err(|e| describe(&*e))?);
+                    }
+                    Ok::<_, String>(messages)
+                }
+            };
+            let messages = match cluster.block_on(fetch)? {
+                Ok(messages) => {
+                    failing_since = None;
+                    messages
+                }
+                Err(e) => {
+                    let since = *failing_since.get_or_insert_with(Instant::now);
+                    if since.elapsed() > Duration::from_secs(60) {
+                        return Err(
+                            cluster.unreachable(format!("the node cannot fetch tasks: {e}"))
+                        );
+                    }
+                    std::thread::sleep(Duration::from_millis(200));
+                    continue;
+                }
+            };
+            for message in messages {
+                held.fetch_add(1, Ordering::AcqRel);
+                let (cluster, pool, held, node, build) = (
+                    cluster.clone(),
+                    Arc::clone(&pool),
+                    Arc::clone(&held),
+                    node.clone(),
+                    build.clone(),
+                );
+                std::thread::spawn(move || {
+                    run_chunk(&cluster, &pool, &node, &build, message);
+                    held.fetch_sub(1, Ordering::AcqRel);
+                });
+            }
+        }
+        // Finish what is held; the server gives the rest to other nodes.
+        while held.load(Ordering::Acquire) > 0 {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        Ok(())
+    }
+}
+
+impl Cluster {
+    /// Answers discovery requests with `info` until this cluster is dropped.
+    fn answer_discovery(&self, info: NodeInfo) -> Result<()> {
+        let client = self.inner.client.clone();
+        let payload = wire::with_encoded(&info, |bytes, _| bytes.to_vec())
+            .map_err(Error::serialize::<NodeInfo>)?;
+        let subscribed = self.block_on({
+            let client = client.clone();
+            async move { client.subscribe(DISCOVERY).await.map_err(|e| describe(&e)) }
+        })?;
+        let mut requests =
+            subscribed.map_err(|e| self.unreachable(format!("cannot subscribe: {e}")))?;
+        self.inner.runtime.handle.spawn(async move {
+            while let Some(request) = requests.next().await {
+                if let Some(reply) = request.reply {
+                    let _ = client.publish(reply, payload.clone().into()).await;
+                }
+            }
+        });
+        Ok(())
+    }
+}
+
+/// Runs one chunk in the local pool, publishes each outcome, says it is still at work while
+/// it runs, and acknowledges it at the end. Never panics on what the message holds.
+fn run_chunk(cluster: &Cluster, pool: &crate::Pool, node: &str, build: &str, message: Message) {
+    let chunk = match wire::decode_slice::<TaskChunk>(&message.payload, Vec::new()) {
+        Ok(chunk) => chunk,
+        Err(e) => {
+            eprintln!(
+                "multiproc node {node}: rejected a malformed task message on {}: {e}",
+                message.subject
+            );
+            let _ = cluster.block_on(async move { message.ack_with(AckKind::Term).await });
+            return;
+        }
+    };
+    let publish = |delivery: &Delivery| {
+        let Ok(payload) = wire::with_encoded(delivery, |bytes, _| bytes.to_vec()) else {
+            return;
+        };
+        let client = cluster.inner.client.clone();
+        let reply = chunk.reply.clone();
+        let _ = cluster.block_on(async move { client.publish(reply, payload.into()).await });
+    };
+    let fail_all = |error: Error| {
+        for i in 0..chunk.ends.len() as u64 {
+            publish(&Delivery::Failed {
+                index: chunk.first + i,
+                error: RemoteError::new(&error, node),
+            });
+        }
+    };
+    if chunk.build != build {
+        fail_all(Error::other(format!(
+            "node {node} serves build {build}, the caller is build {} (they register different \
+             entry points or argument types: deploy the same build to every host)",
+            chunk.build
+        )));
+    } else if let Some(spans) = spans(&chunk) {
+        match pool.submit_encoded(&chunk.key, chunk.args.to_vec(), spans) {
+            Err(e) => fail_all(e),
+            Ok(results) => {
+                let mut left = chunk.ends.len();
+                let mut last_word = Instant::now();
+                while left > 0 {
+                    match results.recv_timeout(PROGRESS_EVERY) {
+                        Ok(done) => {
+                            left = left.saturating_sub(settled(&done));
+                            publish(&delivery(done, chunk.first, node));
+                        }
+                        Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+                        Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
+                    }
+                    if last_word.elapsed() >= PROGRESS_EVERY.min(ACK_WAIT / 2) {
+                        let message = message.clone();
+                        let _ = cluster
+                            .block_on(async move { message.ack_with(AckKind::Progress).await });
+                        last_word = Instant::now();
+                    }
+                }
+            }
+        }
+    } else {
+        eprintln!(
+            "multiproc node {node}: rejected a task chunk whose argument ends are out of order"
+        );
+        fail_all(Error::other(
+            "a malformed task chunk (its argument ends are out of order)",
+        ));
+    }
+    let _ = cluster.block_on(async move { message.double_ack().await });
+}
+
+/// Where each task's arguments lie, if the chunk's ends make sense.
+fn spans(chunk: &TaskChunk) -> Option<Vec<std::ops::Range<usize>>> {
+    let mut start = 0;
+    let mut spans = Vec::with_capacity(chunk.ends.len());
+    for &end in &chunk.ends {
+        let end = end as usize;
+        if end < start || end > chunk.args.len() {
+            return None;
+        }
+        spans.push(start..end);
+        start = end;
+    }
+    Some(spans)
+}
+
+fn settled(done: &Done) -> usize {
+    match done {
+        Done::Outcomes { indices, .. } => indices.len(),
+        Done::Failed { .. } => 1,
+    }
+}
+
+/// A local delivery as it goes to the caller: indices in the call, outcomes without
+/// descriptors (a result that carries one cannot cross machines).
+fn delivery(done: Done, first: u64, node: &str) -> Delivery {
+    match done {
+        Done::Failed { index, error } => Delivery::Failed {
+            index: first + index as u64,
+            error: RemoteError::new(&error, node),
+        },
+        Done::Outcomes {
+            indices,
+            outcomes,
+            who,
+        } => {
+            let mut entries = outcomes.into_entries();
+            let mut out = Vec::with_capacity(indices.len());
+            for _ in &indices {
+                let bytes = match entries.next_entry() {
+                    Some((bytes, fds)) if fds.is_empty() => bytes.to_vec(),
+                    _ => not_portable(),
+                };
+                out.push(Bytes::from(bytes));
+            }
+            Delivery::Outcomes {
+                indices: indices.into_iter().map(|i| first + i as u64).collect(),
+                outcomes: out,
+                worker: who.name,
+                pid: who.pid,
+                node: node.to_string(),
+            }
+        }
+    }
+}
+
+/// The encoded outcome that says a result carried descriptors.
+fn not_portable() -> Vec<u8> {
+    let failure = Outcome::<()>::OutputNotSerializable {
+        type_name: String::new(),
+        message: "the result carries file descriptors (channel ends, local queues, Bytes or \
+                  SharedMemory), which cannot cross machines"
+            .to_string(),
+    };
+    wire::with_encoded(&failure, |bytes, _| bytes.to_vec()).unwrap_or_default()
+}
