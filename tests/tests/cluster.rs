@@ -314,3 +314,155 @@ fn a_cluster_pool_maps_over_two_node_processes() {
     assert_eq!(e.remote_panic().unwrap().message(), "task 7 fails");
     stop(hosts);
 }
+
+#[multiproc::process]
+fn slow_square(n: u64) -> u64 {
+    // About a millisecond each, so that a node is killed with work in hand.
+    let until = std::time::Instant::now() + Duration::from_millis(1);
+    while std::time::Instant::now() < until {
+        std::hint::spin_loop();
+    }
+    n * n
+}
+
+/// Fault injection: a node is SIGKILLed at a random point of a map; the chunks it held go to
+/// the other node, and every result arrives exactly once.
+#[multiproc::test]
+fn a_node_killed_mid_map_loses_nothing_and_every_result_comes_once() {
+    let Some(server) = NatsServer::for_test() else {
+        return;
+    };
+    let hosts = nodes(&server, 2);
+    let victim = hosts[0].pid();
+    let cluster = Cluster::connect(&server.url()).unwrap();
+    let pool = cluster.pool().unwrap().with_chunksize(10);
+    let strike = 50 + support::random()() as usize % 400;
+    let got = support::within(move || {
+        let mut got = Vec::new();
+        for (k, (i, r)) in pool
+            .imap_unordered(slow_square, 0..1_000u64)
+            .unwrap()
+            .enumerate()
+        {
+            got.push((i, r.unwrap()));
+            if k == strike {
+                // SAFETY: kill takes plain integers; `victim` is our unreaped child.
+                unsafe { libc::kill(victim as libc::pid_t, libc::SIGKILL) };
+            }
+        }
+        got
+    });
+    let indices: BTreeSet<usize> = got.iter().map(|&(i, _)| i).collect();
+    assert_eq!(got.len(), 1_000, "every result once");
+    assert_eq!(indices.len(), 1_000, "no index twice");
+    assert!(got.iter().all(|&(i, v)| v == (i * i) as u64));
+    stop(hosts);
+}
+
+/// Kills the node it runs on (the parent of its worker), unless that is the test process.
+#[multiproc::process]
+fn kill_my_node(test_pid: u32) -> u32 {
+    // SAFETY: getppid and kill take and return plain integers.
+    let node = unsafe { libc::getppid() } as u32;
+    assert_ne!(
+        node, test_pid,
+        "the worker's parent is the test, not a node"
+    );
+    // SAFETY: as above.
+    unsafe { libc::kill(node as libc::pid_t, libc::SIGKILL) };
+    node
+}
+
+/// A task that kills every node that takes it fails after three deliveries, with an error
+/// that says so, instead of killing nodes forever or hanging its caller.
+#[multiproc::test]
+fn a_task_that_kills_every_node_fails_after_three_deliveries() {
+    let Some(server) = NatsServer::for_test() else {
+        return;
+    };
+    // Three nodes to be killed, and a fourth whose next request for work makes the server
+    // notice that the task has used up its deliveries.
+    let hosts = nodes(&server, 4);
+    let pids: Vec<u32> = hosts.iter().map(|h| h.pid()).collect();
+    let cluster = Cluster::connect(&server.url()).unwrap();
+    let pool = cluster.pool().unwrap();
+    let me = std::process::id();
+    let e = support::within(move || pool.apply(kill_my_node, (me,)).unwrap_err());
+    assert!(
+        e.to_string().contains("was given to 3 cluster nodes"),
+        "{e}"
+    );
+    let alive = pids
+        .iter()
+        .filter(|&&pid| support::exists(pid) && !support::is_zombie(pid));
+    assert_eq!(
+        alive.count(),
+        1,
+        "each delivery killed one node, and only three were made"
+    );
+    stop(hosts);
+}
+
+/// Kills a child process on drop.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A node of another build (the example binary, whose entry points differ) is not used, and
+/// the caller's error names both builds.
+#[multiproc::test]
+fn a_node_of_another_build_is_refused_with_both_builds_named() {
+    let Some(server) = NatsServer::for_test() else {
+        return;
+    };
+    let _other = KillOnDrop(
+        std::process::Command::new(env!("CARGO_BIN_EXE_distributed_master_worker"))
+            .args(["node", &server.url()])
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let cluster = Cluster::connect(&server.url()).unwrap();
+    // The node answers once it is up.
+    let deadline = std::time::Instant::now() + DEADLINE;
+    let e = loop {
+        match cluster.pool() {
+            Err(e) => break e,
+            Ok(_) if std::time::Instant::now() < deadline => continue,
+            Ok(_) => panic!("the other build's node never answered"),
+        }
+    };
+    assert_eq!(e.kind(), ErrorKind::BuildMismatch, "{e}");
+    let text = e.to_string();
+    assert!(
+        text.contains("serves build") && text.contains("this program is build"),
+        "{text}"
+    );
+}
+
+/// A malformed message on the task subject (any client with publish rights can send one) is
+/// reported by the node and dropped; the node stays up and serving.
+#[multiproc::test]
+fn a_malformed_task_message_is_rejected_and_the_node_keeps_serving() {
+    let Some(server) = NatsServer::for_test() else {
+        return;
+    };
+    let hosts = nodes(&server, 1);
+    let cluster = Cluster::connect(&server.url()).unwrap();
+    let pool = cluster.pool().unwrap();
+    multiproc::cluster::testing::publish_raw(
+        &cluster,
+        &multiproc::cluster::testing::task_subject(),
+        b"\xff\xff\xff garbage",
+    )
+    .unwrap();
+    let squares = support::within(move || pool.map(square, 0..20u64).unwrap());
+    assert_eq!(squares, (0..20u64).map(|n| n * n).collect::<Vec<_>>());
+    assert!(support::exists(hosts[0].pid()));
+    stop(hosts);
+}

@@ -8,7 +8,8 @@
 //! at work, so a node that dies has its chunks given to another within [`ACK_WAIT`]. The
 //! caller keeps the first outcome of each task and drops repeats: at least once to the
 //! nodes, exactly once to the caller. A chunk delivered [`MAX_DELIVER`] times without an
-//! acknowledgement (it killed every node that took it) fails its tasks.
+//! acknowledgement (it killed every node that took it) fails its tasks: the server reports
+//! it (a JetStream advisory the caller listens to) when the next live node asks for work.
 
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;

@@ -30,6 +30,17 @@ pub(crate) fn exists(pid: u32) -> bool {
     std::path::Path::new(&format!("/proc/{pid}")).exists()
 }
 
+/// `true` while `pid` has exited but was not reaped yet.
+pub(crate) fn is_zombie(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| {
+            s.rsplit_once(')')
+                .map(|(_, rest)| rest.trim_start().starts_with('Z'))
+        })
+        .unwrap_or(false)
+}
+
 /// A pidfd: readable once the process has exited (Linux 5.3+). Works for any process of ours,
 /// not only our children.
 pub(crate) struct PidFd(OwnedFd);
