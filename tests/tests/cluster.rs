@@ -466,3 +466,36 @@ fn a_malformed_task_message_is_rejected_and_the_node_keeps_serving() {
     assert!(support::exists(hosts[0].pid()));
     stop(hosts);
 }
+
+/// The server restarts in the middle of a map: tasks and results are in its file storage,
+/// nodes and caller reconnect on their own, and every result arrives exactly once.
+#[multiproc::test]
+fn a_restart_of_the_server_mid_map_loses_nothing() {
+    let Some(mut server) = NatsServer::for_test() else {
+        return;
+    };
+    let hosts = nodes(&server, 2);
+    let cluster = Cluster::connect(&server.url()).unwrap();
+    let pool = cluster.pool().unwrap().with_chunksize(10);
+    let strike = 50 + support::random()() as usize % 300;
+    let (got, server) = support::within(move || {
+        let mut got = Vec::new();
+        for (k, (i, r)) in pool
+            .imap_unordered(slow_square, 0..1_000u64)
+            .unwrap()
+            .enumerate()
+        {
+            got.push((i, r.unwrap()));
+            if k == strike {
+                server.restart().unwrap();
+            }
+        }
+        (got, server)
+    });
+    let indices: BTreeSet<usize> = got.iter().map(|&(i, _)| i).collect();
+    assert_eq!(got.len(), 1_000, "every result once");
+    assert_eq!(indices.len(), 1_000, "no index twice");
+    assert!(got.iter().all(|&(i, v)| v == (i * i) as u64));
+    stop(hosts);
+    drop(server);
+}

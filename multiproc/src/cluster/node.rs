@@ -124,18 +124,24 @@ impl Node {
             let fetch = {
                 let consumer = consumer.clone();
                 async move {
-                    let mut batch = consumer
-                        .batch()
-                        .max_messages(free)
-                        .expires(Duration::from_millis(500))
-                        .messages()
+                    // Bounded: a pull whose connection drops may never hear its end.
+                    let fetch = async {
+                        let mut batch = consumer
+                            .batch()
+                            .max_messages(free)
+                            .expires(Duration::from_millis(500))
+                            .messages()
+                            .await
+                            .map_err(|e| describe(&e))?;
+                        let mut messages = Vec::new();
+                        while let Some(message) = batch.next().await {
+                            messages.push(message.map_err(|e| describe(&*e))?);
+                        }
+                        Ok::<_, String>(messages)
+                    };
+                    tokio::time::timeout(Duration::from_secs(3), fetch)
                         .await
-                        .map_err(|e| describe(&e))?;
-                    let mut messages = Vec::new();
-                    while let Some(message) = batch.next().await {
-                        messages.push(message.map_err(|e| describe(&*e))?);
-                    }
-                    Ok::<_, String>(messages)
+                        .unwrap_or_else(|_| Err("a pull for tasks got no answer".to_string()))
                 }
             };
             let messages = match cluster.block_on(fetch)? {
@@ -214,13 +220,43 @@ fn run_chunk(cluster: &Cluster, pool: &crate::Pool, node: &str, build: &str, mes
             return;
         }
     };
+    // Each outcome goes into the results stream, acknowledged by the server (retried, with
+    // the same message id, while the server is away); the chunk is acknowledged only once
+    // all are in, so a node that cannot deliver leaves the chunk to be run again.
+    let delivered = std::cell::Cell::new(true);
+    let sent = std::cell::Cell::new(0u32);
     let publish = |delivery: &Delivery| {
         let Ok(payload) = wire::with_encoded(delivery, |bytes, _| bytes.to_vec()) else {
             return;
         };
-        let client = cluster.inner.client.clone();
+        let id = format!("{}-{}-{}-{}", chunk.reply, chunk.first, node, sent.get());
+        sent.set(sent.get() + 1);
+        let jetstream = cluster.inner.jetstream.clone();
         let reply = chunk.reply.clone();
-        let _ = cluster.block_on(async move { client.publish(reply, payload.into()).await });
+        let published = cluster.block_on(async move {
+            let deadline = Instant::now() + Duration::from_secs(30);
+            loop {
+                let mut headers = async_nats::HeaderMap::new();
+                headers.insert("Nats-Msg-Id", id.as_str());
+                let attempt = jetstream
+                    .publish_with_headers(reply.clone(), headers, payload.clone().into())
+                    .await;
+                let acked = match attempt {
+                    Ok(ack) => ack.await.is_ok(),
+                    Err(_) => false,
+                };
+                if acked {
+                    return true;
+                }
+                if Instant::now() >= deadline {
+                    return false;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        });
+        if !matches!(published, Ok(true)) {
+            delivered.set(false);
+        }
     };
     let fail_all = |error: Error| {
         for i in 0..chunk.ends.len() as u64 {
@@ -268,7 +304,15 @@ fn run_chunk(cluster: &Cluster, pool: &crate::Pool, node: &str, build: &str, mes
             "a malformed task chunk (its argument ends are out of order)",
         ));
     }
-    let _ = cluster.block_on(async move { message.double_ack().await });
+    if delivered.get() {
+        let _ = cluster.block_on(async move { message.double_ack().await });
+    } else {
+        eprintln!(
+            "multiproc node {node}: could not deliver the results of a task chunk; it will \
+             run again"
+        );
+        let _ = cluster.block_on(async move { message.ack_with(AckKind::Nak(None)).await });
+    }
 }
 
 /// Where each task's arguments lie, if the chunk's ends make sense.

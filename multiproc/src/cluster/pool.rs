@@ -4,7 +4,8 @@
 //! A call's tasks go, in chunks, into one JetStream work-queue stream (`MP_TASKS`, subject
 //! `multiproc.task.<build>`), which the nodes of that build share through one pull consumer.
 //! A node runs each chunk in its local pool and publishes each outcome to the call's reply
-//! subject, then acknowledges the chunk; while a chunk runs it tells the server it is still
+//! subject in a second stream (`MP_RESULTS`, so that results, too, survive a restart of the
+//! server), then acknowledges the chunk; while a chunk runs it tells the server it is still
 //! at work, so a node that dies has its chunks given to another within [`ACK_WAIT`]. The
 //! caller keeps the first outcome of each task and drops repeats: at least once to the
 //! nodes, exactly once to the caller. A chunk delivered [`MAX_DELIVER`] times without an
@@ -32,6 +33,10 @@ use crate::spawn::ProcessFn;
 
 /// The stream every call's tasks go through.
 pub(super) const TASKS: &str = "MP_TASKS";
+/// The stream every call's results go through, each call on a subject of its own.
+pub(super) const RESULTS: &str = "MP_RESULTS";
+/// How long results nobody collected stay in the server (their caller died).
+const RESULTS_MAX_AGE: Duration = Duration::from_secs(24 * 3600);
 /// How long a node may hold a chunk without a word before the server gives it to another.
 pub(super) const ACK_WAIT: Duration = Duration::from_secs(3);
 /// How often a node says it still works on a chunk.
@@ -206,6 +211,17 @@ impl Cluster {
                     subjects: vec!["multiproc.task.*".to_string()],
                     retention: RetentionPolicy::WorkQueue,
                     storage: StorageType::File,
+                    ..Default::default()
+                })
+                .await
+                .map_err(|e| describe(&e))?;
+            jetstream
+                .get_or_create_stream(stream::Config {
+                    name: RESULTS.to_string(),
+                    subjects: vec!["multiproc.result.*".to_string()],
+                    retention: RetentionPolicy::WorkQueue,
+                    storage: StorageType::File,
+                    max_age: RESULTS_MAX_AGE,
                     ..Default::default()
                 })
                 .await
@@ -518,6 +534,7 @@ impl Pool {
         let reply = format!("multiproc.result.{call}");
         let collector = Collector {
             cluster: self.cluster.clone(),
+            call: call.clone(),
             reply: reply.clone(),
             consumer: self.consumer_name.clone(),
             n,
@@ -587,6 +604,7 @@ fn call_id() -> String {
 /// call's sink; fails the tasks of a chunk the server gave up on.
 struct Collector {
     cluster: Cluster,
+    call: String,
     reply: String,
     consumer: String,
     n: usize,
@@ -595,32 +613,74 @@ struct Collector {
 type Sequences = HashMap<u64, std::ops::Range<u64>>;
 
 impl Collector {
-    /// Subscribes (before any task is published), then collects until every task is in or
-    /// the caller stops waiting. The returned sender takes the chunks' stream sequences.
+    /// Makes the call's results consumer and subscribes to advisories (before any task is
+    /// published), then collects until every task is in or the caller stops waiting. The
+    /// returned sender takes the chunks' stream sequences.
     fn start(self, sink: Sink) -> Result<tokio::sync::oneshot::Sender<Sequences>> {
         let client = self.cluster.inner.client.clone();
-        let reply = self.reply.clone();
+        let jetstream = self.cluster.inner.jetstream.clone();
+        let (reply, name) = (self.reply.clone(), format!("call-{}", self.call));
         let advisory = format!(
             "$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.{TASKS}.{}",
             self.consumer
         );
         let subscribed = self.cluster.block_on(async move {
-            let results = client.subscribe(reply).await.map_err(|e| describe(&e))?;
+            let stream = jetstream
+                .get_stream(RESULTS)
+                .await
+                .map_err(|e| describe(&e))?;
+            let results: PullConsumer = stream
+                .get_or_create_consumer(
+                    &name,
+                    pull::Config {
+                        durable_name: Some(name.clone()),
+                        filter_subject: reply,
+                        ack_policy: AckPolicy::Explicit,
+                        // Results handed to a pull that a restart of the server cut off
+                        // come again this soon (repeats are dropped).
+                        ack_wait: Duration::from_secs(2),
+                        // Gone on its own if the caller dies.
+                        inactive_threshold: Duration::from_secs(600),
+                        ..Default::default()
+                    },
+                )
+                .await
+                .map_err(|e| describe(&e))?;
             let advisories = client.subscribe(advisory).await.map_err(|e| describe(&e))?;
-            Ok::<_, String>((results, advisories))
+            Ok::<_, String>((stream, results, advisories))
         })?;
-        let (mut results, mut advisories) = subscribed.map_err(|e| {
+        let (stream, results, mut advisories) = subscribed.map_err(|e| {
             self.cluster
                 .unreachable(format!("cannot subscribe for results: {e}"))
         })?;
         let (ready, sequences) = tokio::sync::oneshot::channel::<Sequences>();
         let n = self.n;
+        let name = format!("call-{}", self.call);
         self.cluster.inner.runtime.handle.spawn(async move {
             let mut settled: HashSet<u64> = HashSet::new();
             let mut sequences = sequences;
             let mut known: Option<Sequences> = None;
             let mut given_up: Vec<u64> = Vec::new();
-            while settled.len() < n {
+            'collect: while settled.len() < n {
+                // Bounded: a pull whose connection drops may never hear its end.
+                let pull = async {
+                    let pulled = tokio::time::timeout(Duration::from_secs(3), async {
+                        let mut batch = results
+                            .batch()
+                            .max_messages(256)
+                            .expires(Duration::from_secs(1))
+                            .messages()
+                            .await
+                            .map_err(drop)?;
+                        let mut messages = Vec::new();
+                        while let Some(message) = batch.next().await {
+                            messages.push(message.map_err(drop)?);
+                        }
+                        Ok::<_, ()>(messages)
+                    })
+                    .await;
+                    pulled.unwrap_or(Err(()))
+                };
                 tokio::select! {
                     s = &mut sequences, if known.is_none() => {
                         known = Some(s.unwrap_or_default());
@@ -628,14 +688,21 @@ impl Collector {
                             fail_chunk(&sink, &mut settled, known.as_ref(), seq);
                         }
                     }
-                    message = results.next() => {
-                        let Some(message) = message else { break };
-                        let Ok(delivery) = wire::decode_slice::<Delivery>(&message.payload, Vec::new()) else {
-                            eprintln!("multiproc: dropped a malformed result message on {}", message.subject);
+                    batch = pull => {
+                        let Ok(batch) = batch else {
+                            // The server is away: the client reconnects, the pull is retried.
+                            tokio::time::sleep(Duration::from_millis(100)).await;
                             continue;
                         };
-                        if deliver(&sink, &mut settled, delivery).is_err() {
-                            break; // the caller stopped waiting
+                        for message in batch {
+                            let _ = message.ack().await;
+                            let Ok(delivery) = wire::decode_slice::<Delivery>(&message.payload, Vec::new()) else {
+                                eprintln!("multiproc: dropped a malformed result message on {}", message.subject);
+                                continue;
+                            };
+                            if deliver(&sink, &mut settled, delivery).is_err() {
+                                break 'collect; // the caller stopped waiting
+                            }
                         }
                     }
                     message = advisories.next() => {
@@ -650,6 +717,7 @@ impl Collector {
                     }
                 }
             }
+            let _ = stream.delete_consumer(&name).await;
         });
         Ok(ready)
     }

@@ -596,10 +596,17 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
                     .await
                     .map_err(|e| fail(&e))?
             };
-            let message = match messages.next().await {
-                None => return Err(GetFailed::Empty),
-                Some(Err(e)) => return Err(fail(&*e)),
-                Some(Ok(message)) => message,
+            // Bounded: a pull whose connection drops may never hear its end.
+            let next = tokio::time::timeout(wait + Duration::from_secs(2), messages.next());
+            let message = match next.await {
+                Err(_) => {
+                    return Err(GetFailed::Other(
+                        cluster.unreachable("a pull for an item got no answer"),
+                    ));
+                }
+                Ok(None) => return Err(GetFailed::Empty),
+                Ok(Some(Err(e))) => return Err(fail(&*e)),
+                Ok(Some(Ok(message))) => message,
             };
             message.double_ack().await.map_err(|e| fail(&*e))?;
             Ok(message.payload.to_vec())
