@@ -3,24 +3,31 @@
 //!
 //! - `distributed_master_worker` starts a `nats-server` of its own (from PATH), two worker
 //!   processes that connect to it as other hosts would, puts ten tasks and prints the ten
-//!   results.
+//!   results; then maps `square` over 10,000 numbers on the workers, which serve as cluster
+//!   pool nodes once the task queue is empty.
 //! - `distributed_master_worker master nats://host:4222` does the same against a server of
 //!   yours; `distributed_master_worker worker nats://host:4222` is one worker, to run on other
-//!   machines (it stops once the task queue has been empty for a second);
-//!   `distributed_master_worker node nats://host:4222` serves cluster pool tasks of this build.
+//!   machines (it takes tasks until the queue has been empty for a second, then serves pool
+//!   tasks until SIGTERM or Ctrl-C).
 //!
 //! Run: `cargo run --example distributed_master_worker --features cluster`
 //!
 //! Prints `10 tasks, 2 workers`, then one `n * n = m` line per task (in the order the
-//! workers finished them) and `10 results`.
+//! workers finished them), `10 results`, and `pool: 10000 squares, squares[3] = 9`.
 use std::time::Duration;
 
 use multiproc::cluster::Cluster;
 use multiproc::cluster::testing::NatsServer;
 
+#[multiproc::process]
+fn square(n: u64) -> u64 {
+    n * n
+}
+
 // ANCHOR: worker
 /// A worker host (Python: `m.connect(); m.get_task_queue()`): takes tasks until the queue
-/// has been empty for a second, puts one result per task. Returns how many it did.
+/// has been empty for a second, puts one result per task, then runs pool tasks until asked
+/// to shut down. Returns how many queue tasks it did.
 #[multiproc::process]
 fn worker(url: String) -> usize {
     let run = || -> multiproc::Result<usize> {
@@ -32,6 +39,7 @@ fn worker(url: String) -> usize {
             results.put(format!("{n} * {n} = {}", n * n))?;
             done += 1;
         }
+        cluster.node().workers(2).serve()?;
         Ok(done)
     };
     run().unwrap_or_else(|e| panic!("worker: {e}"))
@@ -56,11 +64,19 @@ fn master(url: &str, workers: usize) -> multiproc::Result<()> {
     for _ in 0..TASKS {
         println!("{}", results.get_timeout(Duration::from_secs(10))?);
     }
-    let mut done = 0;
+    println!("{TASKS} results");
+
+    // Every node that serves this build; each task in a crash-isolated worker there.
+    let pool = cluster.pool()?;
+    let squares: Vec<u64> = pool.map(square, 0..10_000u64)?;
+    println!(
+        "pool: {} squares, squares[3] = {}",
+        squares.len(),
+        squares[3]
+    );
     for handle in handles {
-        done += handle.join()?;
+        handle.shutdown(Duration::from_secs(10))?;
     }
-    println!("{done} results");
     Ok(())
 }
 // ANCHOR_END: master
@@ -76,11 +92,13 @@ fn main() -> multiproc::Result<()> {
         }
         ["master", url] => master(url, 2),
         ["worker", url] => {
+            // SIGTERM or Ctrl-C ends the node once its workers have stopped.
+            multiproc::shutdown_on_signals(Duration::from_secs(10))?;
             let done = worker(url.to_string());
             println!("worker: {done} tasks");
             Ok(())
         }
-        // A pool node of this build (see the book's "Across machines").
+        // Only a pool node of this build (see the book's "Across machines").
         ["node", url] => Cluster::connect(url)?.node().workers(2).serve(),
         _ => Err(multiproc::Error::other(
             "usage: distributed_master_worker [master URL | worker URL | node URL]",

@@ -247,7 +247,13 @@ fn the_distributed_master_worker_example_runs() {
         "{}",
         out.stdout
     );
-    assert_eq!(lines.last(), Some(&"10 results"), "{}", out.stdout);
+    assert_eq!(
+        lines.last(),
+        Some(&"pool: 10000 squares, squares[3] = 9"),
+        "{}",
+        out.stdout
+    );
+    assert_eq!(lines.get(11), Some(&"10 results"), "{}", out.stdout);
     let mut results = lines.drain(1..11).collect::<Vec<_>>();
     results.sort_unstable();
     let mut expected: Vec<String> = (0..10u64)
@@ -498,4 +504,20 @@ fn a_restart_of_the_server_mid_map_loses_nothing() {
     assert!(got.iter().all(|&(i, v)| v == (i * i) as u64));
     stop(hosts);
     drop(server);
+}
+
+/// No node is up when the call is made: its tasks wait in the server, and the first node to
+/// come runs them.
+#[multiproc::test]
+fn tasks_wait_in_the_server_until_a_node_comes() {
+    let Some(server) = NatsServer::for_test() else {
+        return;
+    };
+    let cluster = Cluster::connect(&server.url()).unwrap();
+    let pool = cluster.pool().unwrap();
+    let mut pending = pool.apply_async(square, (9,)).unwrap();
+    assert!(!pending.ready(), "no node, no result");
+    let hosts = nodes(&server, 1);
+    assert_eq!(pending.get_timeout(DEADLINE).unwrap(), 81);
+    stop(hosts);
 }

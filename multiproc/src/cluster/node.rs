@@ -76,11 +76,12 @@ impl Node {
         self
     }
 
-    /// Runs tasks until the process is asked to stop: SIGTERM or SIGINT (through
-    /// [`shutdown_on_signals`](crate::shutdown_on_signals), if the program installed it) or,
-    /// for a node that is itself a multiproc child, its parent's
-    /// [`shutdown`](crate::JoinHandle::shutdown). It then takes no more tasks, finishes
-    /// those it holds, and returns.
+    /// Runs tasks until the process is asked to stop. A node that is a multiproc child stops
+    /// at its parent's [`shutdown`](crate::JoinHandle::shutdown): it takes no more tasks,
+    /// finishes those it holds, and returns. A top-level node that installed
+    /// [`shutdown_on_signals`](crate::shutdown_on_signals) ends at SIGTERM or SIGINT once its
+    /// workers have stopped; the chunks it had not finished go to other nodes (as a killed
+    /// node's do, within 3 s).
     ///
     /// A malformed task message (from any client that can publish on the task subject) is
     /// reported on stderr and dropped; the node keeps serving.
