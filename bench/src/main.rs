@@ -23,6 +23,9 @@ use std::time::{Duration, Instant};
 
 use multiproc::{Bytes, Queue, Receiver, Sender, SharedMemory};
 
+#[cfg(feature = "cluster")]
+mod cluster;
+
 const BARE: &str = "MULTIPROC_BENCH_BARE";
 const UNIX_ECHO: &str = "MULTIPROC_BENCH_UNIX_ECHO";
 const UNIX_SINK: &str = "MULTIPROC_BENCH_UNIX_SINK";
@@ -259,6 +262,11 @@ fn main() -> multiproc::Result<()> {
 
     println!();
     pools(quick, trips)?;
+    #[cfg(feature = "cluster")]
+    {
+        println!();
+        cluster::rows(quick)?;
+    }
     if !quick || std::env::args().any(|a| a == "--curves") {
         println!();
         curves()?;

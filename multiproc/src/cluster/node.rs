@@ -127,16 +127,28 @@ impl Node {
                 async move {
                     // Bounded: a pull whose connection drops may never hear its end.
                     let fetch = async {
-                        let mut batch = consumer
-                            .batch()
+                        // What is there now, up to the room; else wait (a while) for one.
+                        let mut messages = Vec::new();
+                        let mut now = consumer
+                            .fetch()
                             .max_messages(free)
-                            .expires(Duration::from_millis(500))
                             .messages()
                             .await
                             .map_err(|e| describe(&e))?;
-                        let mut messages = Vec::new();
-                        while let Some(message) = batch.next().await {
+                        while let Some(message) = now.next().await {
                             messages.push(message.map_err(|e| describe(&*e))?);
+                        }
+                        if messages.is_empty() {
+                            let mut one = consumer
+                                .batch()
+                                .max_messages(1)
+                                .expires(Duration::from_millis(500))
+                                .messages()
+                                .await
+                                .map_err(|e| describe(&e))?;
+                            while let Some(message) = one.next().await {
+                                messages.push(message.map_err(|e| describe(&*e))?);
+                            }
                         }
                         Ok::<_, String>(messages)
                     };

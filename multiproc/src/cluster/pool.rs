@@ -291,11 +291,13 @@ impl Pool {
     /// # Examples
     ///
     /// ```no_run
-    /// # fn f(cluster: multiproc::cluster::Cluster) -> multiproc::Result<()> {
-    /// let pool = cluster.pool()?.with_chunksize(100);
-    /// # drop(pool);
-    /// # Ok(())
-    /// # }
+    /// #[multiproc::main]
+    /// fn main() -> multiproc::Result<()> {
+    ///     let cluster = multiproc::cluster::Cluster::connect("nats://127.0.0.1:4222")?;
+    ///     let pool = cluster.pool()?.with_chunksize(100);
+    ///     println!("{pool:?}");
+    ///     Ok(())
+    /// }
     /// ```
     pub fn with_chunksize(mut self, chunksize: usize) -> Pool {
         self.chunksize = Some(chunksize.max(1));
@@ -334,10 +336,14 @@ impl Pool {
     /// fn add(a: u64, b: u64) -> u64 {
     ///     a + b
     /// }
-    /// # fn g(pool: multiproc::cluster::Pool) -> multiproc::Result<()> {
-    /// assert_eq!(pool.starmap(add, [(1, 2), (3, 4)])?, [3, 7]);
-    /// # Ok(())
-    /// # }
+    ///
+    /// #[multiproc::main]
+    /// fn main() -> multiproc::Result<()> {
+    ///     let cluster = multiproc::cluster::Cluster::connect("nats://127.0.0.1:4222")?;
+    ///     let pool = cluster.pool()?;
+    ///     assert_eq!(pool.starmap(add, [(1, 2), (3, 4)])?, [3, 7]);
+    ///     Ok(())
+    /// }
     /// ```
     ///
     /// # Errors
@@ -361,14 +367,20 @@ impl Pool {
     /// # Examples
     ///
     /// ```no_run
-    /// # #[multiproc::process]
-    /// # fn square(n: u64) -> u64 { n * n }
-    /// # fn g(pool: multiproc::cluster::Pool) -> multiproc::Result<()> {
-    /// for r in pool.imap(square, 0..10u64)? {
-    ///     println!("{}", r?);
+    /// #[multiproc::process]
+    /// fn square(n: u64) -> u64 {
+    ///     n * n
     /// }
-    /// # Ok(())
-    /// # }
+    ///
+    /// #[multiproc::main]
+    /// fn main() -> multiproc::Result<()> {
+    ///     let cluster = multiproc::cluster::Cluster::connect("nats://127.0.0.1:4222")?;
+    ///     let pool = cluster.pool()?;
+    ///     for r in pool.imap(square, 0..10u64)? {
+    ///         println!("{}", r?);
+    ///     }
+    ///     Ok(())
+    /// }
     /// ```
     ///
     /// # Errors
@@ -391,14 +403,20 @@ impl Pool {
     /// # Examples
     ///
     /// ```no_run
-    /// # #[multiproc::process]
-    /// # fn square(n: u64) -> u64 { n * n }
-    /// # fn g(pool: multiproc::cluster::Pool) -> multiproc::Result<()> {
-    /// for (i, r) in pool.imap_unordered(square, 0..10u64)? {
-    ///     println!("{i}: {}", r?);
+    /// #[multiproc::process]
+    /// fn square(n: u64) -> u64 {
+    ///     n * n
     /// }
-    /// # Ok(())
-    /// # }
+    ///
+    /// #[multiproc::main]
+    /// fn main() -> multiproc::Result<()> {
+    ///     let cluster = multiproc::cluster::Cluster::connect("nats://127.0.0.1:4222")?;
+    ///     let pool = cluster.pool()?;
+    ///     for (i, r) in pool.imap_unordered(square, 0..10u64)? {
+    ///         println!("{i}: {}", r?);
+    ///     }
+    ///     Ok(())
+    /// }
     /// ```
     ///
     /// # Errors
@@ -421,12 +439,18 @@ impl Pool {
     /// # Examples
     ///
     /// ```no_run
-    /// # #[multiproc::process]
-    /// # fn square(n: u64) -> u64 { n * n }
-    /// # fn g(pool: multiproc::cluster::Pool) -> multiproc::Result<()> {
-    /// assert_eq!(pool.apply(square, (3,))?, 9);
-    /// # Ok(())
-    /// # }
+    /// #[multiproc::process]
+    /// fn square(n: u64) -> u64 {
+    ///     n * n
+    /// }
+    ///
+    /// #[multiproc::main]
+    /// fn main() -> multiproc::Result<()> {
+    ///     let cluster = multiproc::cluster::Cluster::connect("nats://127.0.0.1:4222")?;
+    ///     let pool = cluster.pool()?;
+    ///     assert_eq!(pool.apply(square, (3,))?, 9);
+    ///     Ok(())
+    /// }
     /// ```
     ///
     /// # Errors
@@ -447,13 +471,19 @@ impl Pool {
     /// # Examples
     ///
     /// ```no_run
-    /// # #[multiproc::process]
-    /// # fn square(n: u64) -> u64 { n * n }
-    /// # fn g(pool: multiproc::cluster::Pool) -> multiproc::Result<()> {
-    /// let pending = pool.apply_async(square, (4,))?;
-    /// assert_eq!(pending.get()?, 16);
-    /// # Ok(())
-    /// # }
+    /// #[multiproc::process]
+    /// fn square(n: u64) -> u64 {
+    ///     n * n
+    /// }
+    ///
+    /// #[multiproc::main]
+    /// fn main() -> multiproc::Result<()> {
+    ///     let cluster = multiproc::cluster::Cluster::connect("nats://127.0.0.1:4222")?;
+    ///     let pool = cluster.pool()?;
+    ///     let pending = pool.apply_async(square, (4,))?;
+    ///     assert_eq!(pending.get()?, 16);
+    ///     Ok(())
+    /// }
     /// ```
     ///
     /// # Errors
@@ -665,16 +695,28 @@ impl Collector {
                 // Bounded: a pull whose connection drops may never hear its end.
                 let pull = async {
                     let pulled = tokio::time::timeout(Duration::from_secs(3), async {
-                        let mut batch = results
-                            .batch()
+                        // What is there now; else wait (a while) for one.
+                        let mut messages = Vec::new();
+                        let mut now = results
+                            .fetch()
                             .max_messages(256)
-                            .expires(Duration::from_secs(1))
                             .messages()
                             .await
                             .map_err(drop)?;
-                        let mut messages = Vec::new();
-                        while let Some(message) = batch.next().await {
+                        while let Some(message) = now.next().await {
                             messages.push(message.map_err(drop)?);
+                        }
+                        if messages.is_empty() {
+                            let mut one = results
+                                .batch()
+                                .max_messages(1)
+                                .expires(Duration::from_secs(1))
+                                .messages()
+                                .await
+                                .map_err(drop)?;
+                            while let Some(message) = one.next().await {
+                                messages.push(message.map_err(drop)?);
+                            }
                         }
                         Ok::<_, ()>(messages)
                     })
