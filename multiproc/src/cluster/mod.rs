@@ -67,6 +67,8 @@ struct Inner {
     runtime: Runtime,
     /// The URL it was connected with, for errors.
     server: String,
+    /// Where the results of this cluster's pool calls go (started at the first call).
+    dispatcher: std::sync::Mutex<Option<Arc<pool::Dispatcher>>>,
 }
 
 impl Cluster {
@@ -348,6 +350,7 @@ impl Builder {
                 jetstream,
                 runtime,
                 server,
+                dispatcher: std::sync::Mutex::new(None),
             }),
         })
     }

@@ -237,13 +237,21 @@ fn run_chunk(cluster: &Cluster, pool: &crate::Pool, node: &str, build: &str, mes
     // the same message id, while the server is away); the chunk is acknowledged only once
     // all are in, so a node that cannot deliver leaves the chunk to be run again.
     let delivered = std::cell::Cell::new(true);
-    let sent = std::cell::Cell::new(0u32);
     let publish = |delivery: &Delivery| {
         let Ok(payload) = wire::with_encoded(delivery, |bytes, _| bytes.to_vec()) else {
             return;
         };
-        let id = format!("{}-{}-{}-{}", chunk.reply, chunk.first, node, sent.get());
-        sent.set(sent.get() + 1);
+        // Named by what it holds: a repeat of the same outcomes (a retry, a re-run of the
+        // chunk) is dropped by the server, other outcomes of the same chunk are not.
+        let id = match delivery {
+            Delivery::Outcomes { indices, .. } => format!(
+                "{}-{}-{}",
+                chunk.reply,
+                indices.first().copied().unwrap_or_default(),
+                indices.len()
+            ),
+            Delivery::Failed { index, .. } => format!("{}-failed-{index}", chunk.reply),
+        };
         let jetstream = cluster.inner.jetstream.clone();
         let reply = chunk.reply.clone();
         let published = cluster.block_on(async move {

@@ -13,6 +13,7 @@
 //! it (a JetStream advisory the caller listens to) when the next live node asks for work.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_nats::jetstream::consumer::{AckPolicy, PullConsumer, pull};
@@ -148,7 +149,6 @@ pub(super) struct NodeInfo {
 pub struct Pool {
     cluster: Cluster,
     build: String,
-    consumer_name: String,
     /// Worker processes of the nodes found when the pool was made (for chunk sizes).
     workers: usize,
     chunksize: Option<usize>,
@@ -163,7 +163,7 @@ impl Cluster {
     ///
     /// # Errors
     ///
-    /// [`ErrorKind::BuildMismatch`](crate::ErrorKind::BuildMismatch) when nodes answer but
+    /// [`ErrorKind::BuildMismatch`] when nodes answer but
     /// none serves this build (the message names both builds); `Unreachable` when the server
     /// does not answer. No node at all is not an error: tasks wait in the server for one.
     pub fn pool(&self) -> Result<Pool> {
@@ -189,7 +189,6 @@ impl Cluster {
         }
         Ok(Pool {
             cluster: self.clone(),
-            consumer_name: consumer_name(&build),
             build,
             workers: ours
                 .iter()
@@ -218,7 +217,7 @@ impl Cluster {
             jetstream
                 .get_or_create_stream(stream::Config {
                     name: RESULTS.to_string(),
-                    subjects: vec!["multiproc.result.*".to_string()],
+                    subjects: vec!["multiproc.result.>".to_string()],
                     retention: RetentionPolicy::WorkQueue,
                     storage: StorageType::File,
                     max_age: RESULTS_MAX_AGE,
@@ -560,50 +559,47 @@ impl Pool {
             first = last;
         }
         let (sink, rx) = scheduler::sink();
+        let dispatcher = self.cluster.dispatcher()?;
         let call = call_id();
-        let reply = format!("multiproc.result.{call}");
-        let collector = Collector {
-            cluster: self.cluster.clone(),
-            call: call.clone(),
-            reply: reply.clone(),
-            consumer: self.consumer_name.clone(),
-            n,
-        };
-        let ready = collector.start(sink)?;
+        let reply = format!("multiproc.result.{}.{call}", dispatcher.token);
+        dispatcher.open(&call, sink, n);
         let jetstream = self.cluster.inner.jetstream.clone();
         let subject = task_subject(&self.build);
         let build = self.build.clone();
-        let sent = self.cluster.block_on(async move {
-            let mut sequences = Vec::new();
-            for (first, args, ends) in chunks {
-                let len = ends.len() as u64;
-                let chunk = TaskChunk {
-                    reply: reply.clone(),
-                    build: build.clone(),
-                    key: key.to_string(),
-                    first,
-                    args: Bytes::from(args),
-                    ends,
-                };
-                let payload = wire::with_encoded(&chunk, |bytes, _| bytes.to_vec())
-                    .map_err(|e| format!("cannot encode a task chunk: {e}"))?;
-                let mut headers = async_nats::HeaderMap::new();
-                headers.insert("Nats-Msg-Id", format!("{call}-{first}").as_str());
-                let ack = jetstream
-                    .publish_with_headers(subject.clone(), headers, payload.into())
-                    .await
-                    .map_err(|e| describe(&e))?
-                    .await
-                    .map_err(|e| describe(&e))?;
-                sequences.push((ack.sequence, first..first + len));
-            }
-            Ok::<_, String>(sequences)
-        })?;
-        let sequences = sent.map_err(|e| {
-            self.cluster
-                .unreachable(format!("cannot submit the tasks: {e}"))
-        })?;
-        let _ = ready.send(sequences.into_iter().collect());
+        let sent = {
+            let (dispatcher, call) = (Arc::clone(&dispatcher), call.clone());
+            self.cluster.block_on(async move {
+                for (first, args, ends) in chunks {
+                    let len = ends.len() as u64;
+                    let chunk = TaskChunk {
+                        reply: reply.clone(),
+                        build: build.clone(),
+                        key: key.to_string(),
+                        first,
+                        args: Bytes::from(args),
+                        ends,
+                    };
+                    let payload = wire::with_encoded(&chunk, |bytes, _| bytes.to_vec())
+                        .map_err(|e| format!("cannot encode a task chunk: {e}"))?;
+                    let mut headers = async_nats::HeaderMap::new();
+                    headers.insert("Nats-Msg-Id", format!("{call}-{first}").as_str());
+                    let ack = jetstream
+                        .publish_with_headers(subject.clone(), headers, payload.into())
+                        .await
+                        .map_err(|e| describe(&e))?
+                        .await
+                        .map_err(|e| describe(&e))?;
+                    dispatcher.chunk_sent(&call, ack.sequence, first..first + len);
+                }
+                Ok::<_, String>(())
+            })?
+        };
+        if let Err(e) = sent {
+            dispatcher.close(&call);
+            return Err(self
+                .cluster
+                .unreachable(format!("cannot submit the tasks: {e}")));
+        }
         Ok((rx, n))
     }
 }
@@ -630,31 +626,47 @@ fn call_id() -> String {
     )
 }
 
-/// Receives a call's deliveries on the runtime and hands each task's first outcome to the
-/// call's sink; fails the tasks of a chunk the server gave up on.
-struct Collector {
-    cluster: Cluster,
-    call: String,
-    reply: String,
-    consumer: String,
-    n: usize,
+/// Every call of one [`Cluster`]: one results consumer (filter `multiproc.result.<token>.*`)
+/// and one advisory subscription, made at its first call, whose deliveries go to the call
+/// their subject names. Nothing per call touches the server's API.
+pub(super) struct Dispatcher {
+    /// The cluster's part of the result subjects.
+    token: String,
+    calls: std::sync::Mutex<Calls>,
 }
 
-type Sequences = HashMap<u64, std::ops::Range<u64>>;
+#[derive(Default)]
+struct Calls {
+    by_id: HashMap<String, CallState>,
+    /// Which call's tasks each task chunk (by stream sequence) holds.
+    chunks: HashMap<u64, (String, std::ops::Range<u64>)>,
+}
 
-impl Collector {
-    /// Makes the call's results consumer and subscribes to advisories (before any task is
-    /// published), then collects until every task is in or the caller stops waiting. The
-    /// returned sender takes the chunks' stream sequences.
-    fn start(self, sink: Sink) -> Result<tokio::sync::oneshot::Sender<Sequences>> {
-        let client = self.cluster.inner.client.clone();
-        let jetstream = self.cluster.inner.jetstream.clone();
-        let (reply, name) = (self.reply.clone(), format!("call-{}", self.call));
-        let advisory = format!(
-            "$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.{TASKS}.{}",
-            self.consumer
-        );
-        let subscribed = self.cluster.block_on(async move {
+struct CallState {
+    sink: Sink,
+    settled: HashSet<u64>,
+    n: usize,
+    sequences: Vec<u64>,
+}
+
+impl Cluster {
+    /// The cluster's dispatcher, started at its first call.
+    fn dispatcher(&self) -> Result<Arc<Dispatcher>> {
+        let mut slot = self
+            .inner
+            .dispatcher
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if let Some(d) = slot.as_ref() {
+            return Ok(Arc::clone(d));
+        }
+        let token = call_id();
+        let client = self.inner.client.clone();
+        let jetstream = self.inner.jetstream.clone();
+        let name = format!("caller-{token}");
+        let filter = format!("multiproc.result.{token}.*");
+        let advisory = format!("$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.{TASKS}.*");
+        let subscribed = self.block_on(async move {
             let stream = jetstream
                 .get_stream(RESULTS)
                 .await
@@ -664,12 +676,12 @@ impl Collector {
                     &name,
                     pull::Config {
                         durable_name: Some(name.clone()),
-                        filter_subject: reply,
+                        filter_subject: filter,
                         ack_policy: AckPolicy::Explicit,
                         // Results handed to a pull that a restart of the server cut off
                         // come again this soon (repeats are dropped).
                         ack_wait: Duration::from_secs(2),
-                        // Gone on its own if the caller dies.
+                        // Gone on its own once this caller is.
                         inactive_threshold: Duration::from_secs(600),
                         ..Default::default()
                     },
@@ -677,91 +689,160 @@ impl Collector {
                 .await
                 .map_err(|e| describe(&e))?;
             let advisories = client.subscribe(advisory).await.map_err(|e| describe(&e))?;
-            Ok::<_, String>((stream, results, advisories))
+            Ok::<_, String>((results, advisories))
         })?;
-        let (stream, results, mut advisories) = subscribed.map_err(|e| {
-            self.cluster
-                .unreachable(format!("cannot subscribe for results: {e}"))
-        })?;
-        let (ready, sequences) = tokio::sync::oneshot::channel::<Sequences>();
-        let n = self.n;
-        let name = format!("call-{}", self.call);
-        self.cluster.inner.runtime.handle.spawn(async move {
-            let mut settled: HashSet<u64> = HashSet::new();
-            let mut sequences = sequences;
-            let mut known: Option<Sequences> = None;
-            let mut given_up: Vec<u64> = Vec::new();
-            'collect: while settled.len() < n {
-                // Bounded: a pull whose connection drops may never hear its end.
-                let pull = async {
-                    let pulled = tokio::time::timeout(Duration::from_secs(3), async {
-                        // What is there now; else wait (a while) for one.
-                        let mut messages = Vec::new();
-                        let mut now = results
-                            .fetch()
-                            .max_messages(256)
+        let (results, advisories) = subscribed
+            .map_err(|e| self.unreachable(format!("cannot subscribe for results: {e}")))?;
+        let dispatcher = Arc::new(Dispatcher {
+            token,
+            calls: std::sync::Mutex::new(Calls::default()),
+        });
+        self.inner
+            .runtime
+            .handle
+            .spawn(Arc::clone(&dispatcher).run(results, advisories));
+        *slot = Some(Arc::clone(&dispatcher));
+        Ok(dispatcher)
+    }
+}
+
+impl Dispatcher {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Calls> {
+        self.calls.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Registers a call of `n` tasks (before any of them is published).
+    fn open(&self, call: &str, sink: Sink, n: usize) {
+        self.lock().by_id.insert(
+            call.to_string(),
+            CallState {
+                sink,
+                settled: HashSet::new(),
+                n,
+                sequences: Vec::new(),
+            },
+        );
+    }
+
+    fn chunk_sent(&self, call: &str, sequence: u64, tasks: std::ops::Range<u64>) {
+        let mut calls = self.lock();
+        if let Some(state) = calls.by_id.get_mut(call) {
+            state.sequences.push(sequence);
+            calls.chunks.insert(sequence, (call.to_string(), tasks));
+        }
+    }
+
+    /// Forgets a call (done, or its caller stopped waiting).
+    fn close(&self, call: &str) {
+        let mut calls = self.lock();
+        if let Some(state) = calls.by_id.remove(call) {
+            for seq in state.sequences {
+                calls.chunks.remove(&seq);
+            }
+        }
+    }
+
+    async fn run(self: Arc<Self>, results: PullConsumer, mut advisories: async_nats::Subscriber) {
+        loop {
+            // Bounded: a pull whose connection drops may never hear its end.
+            let pull = async {
+                let pulled = tokio::time::timeout(Duration::from_secs(3), async {
+                    // What is there now; else wait (a while) for one.
+                    let mut messages = Vec::new();
+                    let mut now = results
+                        .fetch()
+                        .max_messages(256)
+                        .messages()
+                        .await
+                        .map_err(drop)?;
+                    while let Some(message) = now.next().await {
+                        messages.push(message.map_err(drop)?);
+                    }
+                    if messages.is_empty() {
+                        let mut one = results
+                            .batch()
+                            .max_messages(1)
+                            .expires(Duration::from_secs(1))
                             .messages()
                             .await
                             .map_err(drop)?;
-                        while let Some(message) = now.next().await {
+                        while let Some(message) = one.next().await {
                             messages.push(message.map_err(drop)?);
                         }
-                        if messages.is_empty() {
-                            let mut one = results
-                                .batch()
-                                .max_messages(1)
-                                .expires(Duration::from_secs(1))
-                                .messages()
-                                .await
-                                .map_err(drop)?;
-                            while let Some(message) = one.next().await {
-                                messages.push(message.map_err(drop)?);
-                            }
-                        }
-                        Ok::<_, ()>(messages)
-                    })
-                    .await;
-                    pulled.unwrap_or(Err(()))
-                };
-                tokio::select! {
-                    s = &mut sequences, if known.is_none() => {
-                        known = Some(s.unwrap_or_default());
-                        for seq in std::mem::take(&mut given_up) {
-                            fail_chunk(&sink, &mut settled, known.as_ref(), seq);
-                        }
                     }
-                    batch = pull => {
-                        let Ok(batch) = batch else {
-                            // The server is away: the client reconnects, the pull is retried.
-                            tokio::time::sleep(Duration::from_millis(100)).await;
-                            continue;
-                        };
-                        for message in batch {
-                            let _ = message.ack().await;
-                            let Ok(delivery) = wire::decode_slice::<Delivery>(&message.payload, Vec::new()) else {
-                                eprintln!("multiproc: dropped a malformed result message on {}", message.subject);
-                                continue;
-                            };
-                            if deliver(&sink, &mut settled, delivery).is_err() {
-                                break 'collect; // the caller stopped waiting
-                            }
-                        }
-                    }
-                    message = advisories.next() => {
-                        let Some(message) = message else { break };
-                        if let Some(seq) = stream_seq(&message.payload) {
-                            if known.is_some() {
-                                fail_chunk(&sink, &mut settled, known.as_ref(), seq);
-                            } else {
-                                given_up.push(seq);
-                            }
+                    Ok::<_, ()>(messages)
+                })
+                .await;
+                pulled.unwrap_or(Err(()))
+            };
+            tokio::select! {
+                batch = pull => {
+                    let Ok(batch) = batch else {
+                        // The server is away: the client reconnects, the pull is retried.
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        continue;
+                    };
+                    for message in batch {
+                        let _ = message.ack().await;
+                        let call = message.subject.rsplit('.').next().unwrap_or_default().to_string();
+                        match wire::decode_slice::<Delivery>(&message.payload, Vec::new()) {
+                            Ok(delivery) => self.deliver(&call, delivery),
+                            Err(_) => eprintln!(
+                                "multiproc: dropped a malformed result message on {}",
+                                message.subject
+                            ),
                         }
                     }
                 }
+                message = advisories.next() => {
+                    let Some(message) = message else { return };
+                    if let Some(seq) = stream_seq(&message.payload) {
+                        self.give_up(seq);
+                    }
+                }
             }
-            let _ = stream.delete_consumer(&name).await;
-        });
-        Ok(ready)
+        }
+    }
+
+    fn deliver(&self, call: &str, delivery: Delivery) {
+        let mut calls = self.lock();
+        let Some(state) = calls.by_id.get_mut(call) else {
+            return; // a repeat for a call that is complete, or whose caller stopped
+        };
+        let alive = deliver(&state.sink, &mut state.settled, delivery).is_ok();
+        let done = state.settled.len() >= state.n;
+        drop(calls);
+        if done || !alive {
+            self.close(call);
+        }
+    }
+
+    /// Fails the unsettled tasks of the chunk at stream sequence `seq`.
+    fn give_up(&self, seq: u64) {
+        let mut calls = self.lock();
+        let Some((call, range)) = calls.chunks.get(&seq).cloned() else {
+            return;
+        };
+        let Some(state) = calls.by_id.get_mut(&call) else {
+            return;
+        };
+        for index in range {
+            if state.settled.insert(index) {
+                let _ = state.sink.send(Done::Failed {
+                    index: index as usize,
+                    error: Error::other(format!(
+                        "task {index} was given to {MAX_DELIVER} cluster nodes and none \
+                         finished it (each died or lost its connection while running it): \
+                         it is not tried again"
+                    )),
+                });
+            }
+        }
+        let done = state.settled.len() >= state.n;
+        drop(calls);
+        if done {
+            self.close(&call);
+        }
     }
 }
 
@@ -810,25 +891,6 @@ fn deliver(
         }
     }
     Ok(())
-}
-
-/// Fails the unsettled tasks of the chunk at stream sequence `seq`.
-fn fail_chunk(sink: &Sink, settled: &mut HashSet<u64>, known: Option<&Sequences>, seq: u64) {
-    let Some(range) = known.and_then(|k| k.get(&seq)) else {
-        return;
-    };
-    for index in range.clone() {
-        if settled.insert(index) {
-            let _ = sink.send(Done::Failed {
-                index: index as usize,
-                error: Error::other(format!(
-                    "task {index} was given to {MAX_DELIVER} cluster nodes and none finished \
-                     it (each died or lost its connection while running it): it is not \
-                     tried again"
-                )),
-            });
-        }
-    }
 }
 
 /// The `stream_seq` of a JetStream advisory (JSON).
