@@ -132,6 +132,20 @@ fn bare_round_trip(url: &str, trips: usize) -> f64 {
             }
         });
         client.flush().await.expect("flush");
+        // The subscription reaches the server's routing a moment after its flush: until a
+        // first request finds it, "no responders".
+        let started = Instant::now();
+        while client
+            .request("bench.echo", vec![3_u8].into())
+            .await
+            .is_err()
+        {
+            assert!(
+                started.elapsed() < Duration::from_secs(5),
+                "no echo responder"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
         let mut samples = Vec::with_capacity(trips);
         for _ in 0..=trips {
             let t = Instant::now();
