@@ -521,3 +521,64 @@ fn tasks_wait_in_the_server_until_a_node_comes() {
     assert_eq!(pending.get_timeout(DEADLINE).unwrap(), 81);
     stop(hosts);
 }
+
+/// A service host: squares numbers until shut down, panics on 13, sleeps a second on 99;
+/// returns how many calls it answered.
+#[multiproc::process]
+fn serve_squares(url: String) -> usize {
+    let cluster = Cluster::connect(&url).unwrap();
+    let service = cluster.service::<u64, u64>("squares").unwrap();
+    service
+        .serve(|n| {
+            assert_ne!(n, 13, "unlucky");
+            if n == 99 {
+                std::thread::sleep(Duration::from_secs(1));
+            }
+            n * n
+        })
+        .unwrap()
+}
+
+#[multiproc::test]
+fn a_cluster_service_shares_calls_between_its_servers_and_reports_their_errors() {
+    let Some(server) = NatsServer::for_test() else {
+        return;
+    };
+    let cluster = Cluster::connect(&server.url()).unwrap();
+    let service = cluster.service::<u64, u64>("squares").unwrap();
+    let e = service.call(2).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Disconnected, "{e}");
+    assert!(e.to_string().contains("no host serves"), "{e}");
+
+    let hosts: Vec<_> = (0..2)
+        .map(|_| multiproc::spawn(serve_squares, (server.url(),)).unwrap())
+        .collect();
+    // The servers are up once a call gets through.
+    let deadline = std::time::Instant::now() + DEADLINE;
+    while service.call(1).is_err() {
+        assert!(std::time::Instant::now() < deadline, "no server came up");
+    }
+    for n in (0..100).filter(|n| ![13, 99].contains(n)) {
+        assert_eq!(service.call(n).unwrap(), n * n);
+    }
+    let e = service.call(13).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Panicked, "{e}");
+    assert!(e.to_string().contains("unlucky"), "{e}");
+    let e = service
+        .call_timeout(99, Duration::from_millis(100))
+        .unwrap_err();
+    assert!(e.is_timeout(), "{e}");
+    // A malformed request (any client can publish one) is answered with an error; the
+    // servers go on.
+    multiproc::cluster::testing::publish_raw(&cluster, "multiproc.service.squares", b"\xff")
+        .unwrap();
+    assert_eq!(service.call(7).unwrap(), 49);
+    let answered: Vec<usize> = hosts
+        .into_iter()
+        .map(|h| h.shutdown(DEADLINE).unwrap())
+        .collect();
+    assert!(
+        answered.iter().all(|&n| n > 0),
+        "both servers take calls: {answered:?}"
+    );
+}

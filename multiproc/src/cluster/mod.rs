@@ -33,6 +33,7 @@
 mod node;
 mod pool;
 mod queue;
+mod service;
 pub mod testing;
 
 use std::future::Future;
@@ -47,6 +48,7 @@ use crate::error::{Error, Repr, Result};
 pub use self::node::Node;
 pub use self::pool::Pool;
 pub use self::queue::{Iter, Queue};
+pub use self::service::Service;
 
 /// A connection to a NATS server, shared by every queue made from it. Reconnects on its own
 /// when the server goes away (its operations wait, or fail with
@@ -67,6 +69,8 @@ struct Inner {
     runtime: Runtime,
     /// The URL it was connected with, for errors.
     server: String,
+    /// How long one request may take (a service call's default timeout).
+    request_timeout: Duration,
     /// Where the results of this cluster's pool calls go (started at the first call).
     dispatcher: std::sync::Mutex<Option<Arc<pool::Dispatcher>>>,
 }
@@ -350,6 +354,7 @@ impl Builder {
                 jetstream,
                 runtime,
                 server,
+                request_timeout,
                 dispatcher: std::sync::Mutex::new(None),
             }),
         })
