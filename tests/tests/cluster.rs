@@ -572,6 +572,9 @@ fn a_cluster_service_shares_calls_between_its_servers_and_reports_their_errors()
     // servers go on.
     multiproc::cluster::testing::publish_raw(&cluster, "multiproc.service.squares", b"\xff")
         .unwrap();
+    let wrong = cluster.service::<[u8; 12], u64>("squares").unwrap();
+    let e = wrong.call([0xff; 12]).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Deserialize, "{e}");
     assert_eq!(service.call(7).unwrap(), 49);
     let answered: Vec<usize> = hosts
         .into_iter()
