@@ -13,6 +13,13 @@ use multiproc::cluster::testing::NatsServer;
 use multiproc::{ErrorKind, Sender};
 use support::{DEADLINE, join};
 
+/// A server for the test (see `NatsServer::for_test`) and a connection to it.
+fn connected() -> Option<(NatsServer, Cluster)> {
+    let server = NatsServer::for_test()?;
+    let cluster = Cluster::connect(&server.url()).unwrap();
+    Some((server, cluster))
+}
+
 /// Takes items until the queue is closed; returns them.
 #[multiproc::process]
 fn take_all(url: String, name: String) -> Vec<u64> {
@@ -23,10 +30,9 @@ fn take_all(url: String, name: String) -> Vec<u64> {
 
 #[multiproc::test]
 fn a_cluster_queue_gives_each_item_to_exactly_one_consumer_process() {
-    let Some(server) = NatsServer::for_test() else {
+    let Some((server, cluster)) = connected() else {
         return;
     };
-    let cluster = Cluster::connect(&server.url()).unwrap();
     let queue = cluster.queue::<u64>("tasks").unwrap();
     let consumers: Vec<_> = (0..3)
         .map(|_| multiproc::spawn(take_all, (server.url(), "tasks".to_string())).unwrap())
@@ -51,10 +57,9 @@ fn a_cluster_queue_gives_each_item_to_exactly_one_consumer_process() {
 
 #[multiproc::test]
 fn puts_gets_timeouts_and_a_bound_behave_as_locally() {
-    let Some(server) = NatsServer::for_test() else {
+    let Some((_server, cluster)) = connected() else {
         return;
     };
-    let cluster = Cluster::connect(&server.url()).unwrap();
     let queue = cluster.queue_with_maxsize::<String>("bounded", 3).unwrap();
     assert_eq!(queue.try_get().unwrap_err().kind(), ErrorKind::Empty);
     assert!(
@@ -95,10 +100,9 @@ fn take_and_report(url: String, got: Sender<u64>) {
 /// to the next consumer.
 #[multiproc::test]
 fn a_consumer_killed_mid_stream_loses_at_most_the_item_it_held() {
-    let Some(server) = NatsServer::for_test() else {
+    let Some((server, cluster)) = connected() else {
         return;
     };
-    let cluster = Cluster::connect(&server.url()).unwrap();
     let queue = cluster.queue::<u64>("killed").unwrap();
     for i in 0..400 {
         queue.put(i).unwrap();
@@ -134,10 +138,9 @@ fn a_consumer_killed_mid_stream_loses_at_most_the_item_it_held() {
 
 #[multiproc::test]
 fn items_survive_a_restart_of_the_server() {
-    let Some(mut server) = NatsServer::for_test() else {
+    let Some((mut server, cluster)) = connected() else {
         return;
     };
-    let cluster = Cluster::connect(&server.url()).unwrap();
     let queue = cluster.queue::<u64>("durable").unwrap();
     for i in 0..100 {
         queue.put(i).unwrap();
@@ -155,10 +158,9 @@ fn items_survive_a_restart_of_the_server() {
 
 #[multiproc::test]
 fn a_malformed_item_is_an_error_and_the_queue_stays_usable() {
-    let Some(server) = NatsServer::for_test() else {
+    let Some((_server, cluster)) = connected() else {
         return;
     };
-    let cluster = Cluster::connect(&server.url()).unwrap();
     // Another program (or a hostile client) puts bytes that are no u64 on the same queue.
     cluster
         .queue::<[u8; 12]>("mixed")
@@ -174,10 +176,9 @@ fn a_malformed_item_is_an_error_and_the_queue_stays_usable() {
 
 #[multiproc::test]
 fn items_that_cannot_cross_machines_are_refused_with_the_reason() {
-    let Some(server) = NatsServer::for_test() else {
+    let Some((_server, cluster)) = connected() else {
         return;
     };
-    let cluster = Cluster::connect(&server.url()).unwrap();
     let senders = cluster.queue::<Sender<u8>>("ends").unwrap();
     let (tx, _rx) = multiproc::channel::<u8>().unwrap();
     let e = senders.put(tx).unwrap_err();
@@ -510,10 +511,9 @@ fn a_restart_of_the_server_mid_map_loses_nothing() {
 /// come runs them.
 #[multiproc::test]
 fn tasks_wait_in_the_server_until_a_node_comes() {
-    let Some(server) = NatsServer::for_test() else {
+    let Some((server, cluster)) = connected() else {
         return;
     };
-    let cluster = Cluster::connect(&server.url()).unwrap();
     let pool = cluster.pool().unwrap();
     let mut pending = pool.apply_async(square, (9,)).unwrap();
     assert!(!pending.ready(), "no node, no result");
@@ -541,10 +541,9 @@ fn serve_squares(url: String) -> usize {
 
 #[multiproc::test]
 fn a_cluster_service_shares_calls_between_its_servers_and_reports_their_errors() {
-    let Some(server) = NatsServer::for_test() else {
+    let Some((server, cluster)) = connected() else {
         return;
     };
-    let cluster = Cluster::connect(&server.url()).unwrap();
     let service = cluster.service::<u64, u64>("squares").unwrap();
     let e = service.call(2).unwrap_err();
     assert_eq!(e.kind(), ErrorKind::Disconnected, "{e}");
