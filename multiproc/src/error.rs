@@ -72,8 +72,6 @@ pub enum ErrorKind {
     Unreachable,
     /// A server of the `cluster` feature refused the credentials (or their absence).
     AuthRefused,
-    /// A value is larger than the transport carries (a cluster server's `max_payload`, say).
-    PayloadTooLarge,
     /// An operating-system call failed; [`std::error::Error::source`] has the [`io::Error`].
     Io,
     /// Anything else; see the message.
@@ -83,7 +81,7 @@ pub enum ErrorKind {
 #[cfg(feature = "cluster")]
 impl ErrorKind {
     /// Every kind, for [`ErrorKind::from_name`].
-    const ALL: [ErrorKind; 22] = [
+    const ALL: [ErrorKind; 21] = [
         ErrorKind::Panicked,
         ErrorKind::Exited,
         ErrorKind::Signaled,
@@ -103,7 +101,6 @@ impl ErrorKind {
         ErrorKind::AlreadyJoined,
         ErrorKind::Unreachable,
         ErrorKind::AuthRefused,
-        ErrorKind::PayloadTooLarge,
         ErrorKind::Io,
         ErrorKind::Other,
     ];
@@ -272,9 +269,6 @@ pub(crate) enum Repr {
          the user, password, token, nkey or .creds file given to `Cluster::builder()`)"
     )]
     AuthRefused { server: String, cause: String },
-    #[cfg(feature = "cluster")]
-    #[error("{what}")]
-    PayloadTooLarge { what: String },
     /// An error that happened on another host (a cluster node), as it was described there.
     #[cfg(feature = "cluster")]
     #[error("{text} (on node {node})")]
@@ -432,8 +426,6 @@ impl Error {
             Repr::Unreachable { .. } => ErrorKind::Unreachable,
             #[cfg(feature = "cluster")]
             Repr::AuthRefused { .. } => ErrorKind::AuthRefused,
-            #[cfg(feature = "cluster")]
-            Repr::PayloadTooLarge { .. } => ErrorKind::PayloadTooLarge,
             #[cfg(feature = "cluster")]
             Repr::Remote { kind, .. } => *kind,
             Repr::Io { .. } => ErrorKind::Io,

@@ -30,6 +30,7 @@
 //! # }
 //! ```
 
+mod blob;
 mod node;
 mod pool;
 mod queue;

@@ -222,7 +222,19 @@ impl Cluster {
 /// Runs one chunk in the local pool, publishes each outcome, says it is still at work while
 /// it runs, and acknowledges it at the end. Never panics on what the message holds.
 fn run_chunk(cluster: &Cluster, pool: &crate::Pool, node: &str, build: &str, message: Message) {
-    let chunk = match wire::decode_slice::<TaskChunk>(&message.payload, Vec::new()) {
+    let jetstream = cluster.inner.jetstream.clone();
+    let unwrapped = {
+        let (jetstream, message) = (jetstream.clone(), message.clone());
+        cluster.block_on(async move {
+            super::blob::unwrap(&jetstream, message.headers.as_ref(), &message.payload).await
+        })
+    };
+    let payload = match unwrapped {
+        Ok(Ok(payload)) => payload,
+        // Not acknowledged: the chunk comes again (to this node or another).
+        _ => return,
+    };
+    let chunk = match wire::decode_slice::<TaskChunk>(&payload, Vec::new()) {
         Ok(chunk) => chunk,
         Err(e) => {
             eprintln!(
@@ -254,13 +266,24 @@ fn run_chunk(cluster: &Cluster, pool: &crate::Pool, node: &str, build: &str, mes
         };
         let jetstream = cluster.inner.jetstream.clone();
         let reply = chunk.reply.clone();
+        let max_payload = cluster.inner.client.server_info().max_payload;
         let published = cluster.block_on(async move {
             let deadline = Instant::now() + Duration::from_secs(30);
             loop {
                 let mut headers = async_nats::HeaderMap::new();
                 headers.insert("Nats-Msg-Id", id.as_str());
+                let Ok(body) =
+                    super::blob::wrap(&jetstream, &mut headers, payload.clone(), max_payload, &id)
+                        .await
+                else {
+                    if Instant::now() >= deadline {
+                        return false;
+                    }
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                };
                 let attempt = jetstream
-                    .publish_with_headers(reply.clone(), headers, payload.clone().into())
+                    .publish_with_headers(reply.clone(), headers, body.into())
                     .await;
                 let acked = match attempt {
                     Ok(ack) => ack.await.is_ok(),
@@ -326,7 +349,11 @@ fn run_chunk(cluster: &Cluster, pool: &crate::Pool, node: &str, build: &str, mes
         ));
     }
     if delivered.get() {
-        let _ = cluster.block_on(async move { message.double_ack().await });
+        let _ = cluster.block_on(async move {
+            if message.double_ack().await.is_ok() {
+                super::blob::discard(&jetstream, message.headers.as_ref()).await;
+            }
+        });
     } else {
         eprintln!(
             "multiproc node {node}: could not deliver the results of a task chunk; it will \

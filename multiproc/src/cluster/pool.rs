@@ -536,17 +536,8 @@ impl Pool {
             while last > first + 1 && ends[last - 1] - start > limit {
                 last = first + (last - first) / 2;
             }
+            // A single task larger than that goes through the object store (`blob`).
             let end = ends[last - 1];
-            if end - start > self.cluster.inner.client.server_info().max_payload {
-                return Err(Error::new(Repr::PayloadTooLarge {
-                    what: format!(
-                        "task {first}'s arguments take {} bytes, more than the server at {} \
-                         takes per message (its `max_payload`)",
-                        end - start,
-                        self.cluster.server()
-                    ),
-                }));
-            }
             chunks.push((
                 first as u64,
                 args[start..end].to_vec(),
@@ -566,6 +557,7 @@ impl Pool {
         let jetstream = self.cluster.inner.jetstream.clone();
         let subject = task_subject(&self.build);
         let build = self.build.clone();
+        let max_payload = self.cluster.inner.client.server_info().max_payload;
         let sent = {
             let (dispatcher, call) = (Arc::clone(&dispatcher), call.clone());
             self.cluster.block_on(async move {
@@ -582,7 +574,11 @@ impl Pool {
                     let payload = wire::with_encoded(&chunk, |bytes, _| bytes.to_vec())
                         .map_err(|e| format!("cannot encode a task chunk: {e}"))?;
                     let mut headers = async_nats::HeaderMap::new();
-                    headers.insert("Nats-Msg-Id", format!("{call}-{first}").as_str());
+                    let id = format!("{call}-{first}");
+                    headers.insert("Nats-Msg-Id", id.as_str());
+                    let payload =
+                        super::blob::wrap(&jetstream, &mut headers, payload, max_payload, &id)
+                            .await?;
                     let ack = jetstream
                         .publish_with_headers(subject.clone(), headers, payload.into())
                         .await
@@ -632,6 +628,7 @@ fn call_id() -> String {
 pub(super) struct Dispatcher {
     /// The cluster's part of the result subjects.
     token: String,
+    jetstream: async_nats::jetstream::Context,
     calls: std::sync::Mutex<Calls>,
 }
 
@@ -695,6 +692,7 @@ impl Cluster {
             .map_err(|e| self.unreachable(format!("cannot subscribe for results: {e}")))?;
         let dispatcher = Arc::new(Dispatcher {
             token,
+            jetstream: self.inner.jetstream.clone(),
             calls: std::sync::Mutex::new(Calls::default()),
         });
         self.inner
@@ -783,9 +781,15 @@ impl Dispatcher {
                         continue;
                     };
                     for message in batch {
+                        let payload = match super::blob::unwrap(&self.jetstream, message.headers.as_ref(), &message.payload).await {
+                            Ok(payload) => payload,
+                            // Not acknowledged: it comes again.
+                            Err(_) => continue,
+                        };
                         let _ = message.ack().await;
+                        super::blob::discard(&self.jetstream, message.headers.as_ref()).await;
                         let call = message.subject.rsplit('.').next().unwrap_or_default().to_string();
-                        match wire::decode_slice::<Delivery>(&message.payload, Vec::new()) {
+                        match wire::decode_slice::<Delivery>(&payload, Vec::new()) {
                             Ok(delivery) => self.deliver(&call, delivery),
                             Err(_) => eprintln!(
                                 "multiproc: dropped a malformed result message on {}",

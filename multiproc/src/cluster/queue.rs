@@ -40,7 +40,8 @@ const RETRY_FOR: Duration = Duration::from_secs(15);
 /// Items are encoded as locally (serde, postcard); an item that carries a descriptor (a
 /// channel end, a local queue, `Bytes`, `SharedMemory`) cannot cross machines and is refused
 /// with a `Serialize` error. An item larger than the server's `max_payload` (1 MiB by
-/// default) is a [`PayloadTooLarge`](crate::ErrorKind::PayloadTooLarge) error.
+/// default) goes through JetStream's object store: any size works, at the cost of a few
+/// more round trips.
 ///
 /// # Examples
 ///
@@ -223,7 +224,7 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
     ///
     /// [`ErrorKind::Closed`](crate::ErrorKind::Closed) after [`close`](Queue::close);
     /// [`ErrorKind::Serialize`](crate::ErrorKind::Serialize) for an item that cannot be
-    /// encoded or carries a descriptor; [`ErrorKind::PayloadTooLarge`](crate::ErrorKind::PayloadTooLarge);
+    /// encoded or carries a descriptor;
     /// [`ErrorKind::Unreachable`](crate::ErrorKind::Unreachable) when the server does not
     /// acknowledge it in time.
     pub fn put(&self, item: T) -> Result<()> {
@@ -378,19 +379,6 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
                  cluster queue"
             ))
         })?;
-        let limit = self.shared.cluster.inner.client.server_info().max_payload;
-        if bytes.len() > limit {
-            return Err(Error::new(Repr::PayloadTooLarge {
-                what: format!(
-                    "cannot put a {} of {} bytes into the cluster queue `{}`: the server at {} \
-                     takes at most {limit} bytes per message (its `max_payload`)",
-                    type_name::<T>(),
-                    bytes.len(),
-                    self.shared.name,
-                    self.shared.cluster.server()
-                ),
-            }));
-        }
         Ok(bytes)
     }
 
@@ -404,9 +392,14 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
         let jetstream = self.shared.cluster.inner.jetstream.clone();
         let subject = self.shared.subject.clone();
         let cluster = self.shared.cluster.clone();
+        let limit = self.shared.cluster.inner.client.server_info().max_payload;
         async move {
             let mut headers = async_nats::HeaderMap::new();
             headers.insert("Nats-Msg-Id", id.as_str());
+            // Beyond the server's max_payload, the bytes go into the object store.
+            let payload = super::blob::wrap(&jetstream, &mut headers, payload, limit, &id)
+                .await
+                .map_err(|e| PutFailed::Other(cluster.unreachable(e)))?;
             let ack = jetstream
                 .publish_with_headers(subject, headers, payload.into())
                 .await
@@ -576,6 +569,7 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
     {
         use futures_util::StreamExt;
         let consumer = self.shared.consumer.clone();
+        let jetstream = self.shared.cluster.inner.jetstream.clone();
         let cluster = self.shared.cluster.clone();
         async move {
             let fail =
@@ -608,8 +602,15 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
                 Ok(Some(Err(e))) => return Err(fail(&*e)),
                 Ok(Some(Ok(message))) => message,
             };
+            // A large item's bytes are read before the ack (a consumer killed here leaves
+            // them for the next) and deleted after it.
+            let payload =
+                super::blob::unwrap(&jetstream, message.headers.as_ref(), &message.payload)
+                    .await
+                    .map_err(|e| GetFailed::Other(cluster.unreachable(e)))?;
             message.double_ack().await.map_err(|e| fail(&*e))?;
-            Ok(message.payload.to_vec())
+            super::blob::discard(&jetstream, message.headers.as_ref()).await;
+            Ok(payload)
         }
     }
 
