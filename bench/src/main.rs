@@ -103,6 +103,11 @@ fn main() -> multiproc::Result<()> {
     if let Some(flag) = std::env::args().find(|a| a.ends_with("-loop")) {
         return profile_loop(&flag);
     }
+    #[cfg(feature = "cluster")]
+    if std::env::args().any(|a| a == "--cluster") {
+        // Only the cluster rows (with the node-count curve unless --quick).
+        return cluster::rows(quick);
+    }
     if std::env::args().any(|a| a == "--pools") {
         // Only the pool rows: for profiling them.
         return pools(quick, if quick { 2_000 } else { 20_000 });
