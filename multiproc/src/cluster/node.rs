@@ -1,7 +1,6 @@
 //! [`Node`]: a host that runs cluster pool tasks in a local, crash-isolated worker pool.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream::AckKind;
@@ -113,13 +112,13 @@ impl Node {
             build: build.clone(),
             workers: self.workers as u32,
         })?;
-        let held = Arc::new(AtomicUsize::new(0));
+        let held = Arc::new(Held::default());
         let room = self.workers * 2;
         let mut failing_since: Option<Instant> = None;
         while !crate::shutdown_requested() {
-            let free = room.saturating_sub(held.load(Ordering::Acquire));
+            // At most `room` chunks at once: two per worker, so none idles between chunks.
+            let free = room.saturating_sub(held.wait_below(room, Duration::from_millis(200)));
             if free == 0 {
-                std::thread::sleep(Duration::from_millis(5));
                 continue;
             }
             let fetch = {
@@ -174,7 +173,7 @@ impl Node {
                 }
             };
             for message in messages {
-                held.fetch_add(1, Ordering::AcqRel);
+                held.add();
                 let (cluster, pool, held, node, build) = (
                     cluster.clone(),
                     Arc::clone(&pool),
@@ -184,15 +183,42 @@ impl Node {
                 );
                 std::thread::spawn(move || {
                     run_chunk(&cluster, &pool, &node, &build, message);
-                    held.fetch_sub(1, Ordering::AcqRel);
+                    held.done();
                 });
             }
         }
         // Finish what is held; the server gives the rest to other nodes.
-        while held.load(Ordering::Acquire) > 0 {
-            std::thread::sleep(Duration::from_millis(10));
-        }
+        while held.wait_below(1, Duration::from_secs(1)) > 0 {}
         Ok(())
+    }
+}
+
+/// How many chunks a node holds, and a way to wait until it holds fewer.
+#[derive(Default)]
+struct Held {
+    count: std::sync::Mutex<usize>,
+    changed: std::sync::Condvar,
+}
+
+impl Held {
+    fn add(&self) {
+        *self.count.lock().unwrap_or_else(|e| e.into_inner()) += 1;
+    }
+
+    fn done(&self) {
+        let mut count = self.count.lock().unwrap_or_else(|e| e.into_inner());
+        *count = count.saturating_sub(1);
+        self.changed.notify_all();
+    }
+
+    /// Waits at most `wait` until fewer than `limit` are held; returns how many are.
+    fn wait_below(&self, limit: usize, wait: Duration) -> usize {
+        let count = self.count.lock().unwrap_or_else(|e| e.into_inner());
+        let (count, _) = self
+            .changed
+            .wait_timeout_while(count, wait, |c| *c >= limit)
+            .unwrap_or_else(|e| e.into_inner());
+        *count
     }
 }
 
