@@ -414,6 +414,28 @@ impl Builder {
     }
 }
 
+/// This process on this host, as errors and results name it: `<host name>-<pid>`.
+fn this_process() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    format!("{}-{}", host.trim(), std::process::id())
+}
+
+/// `name` as the name of a cluster `what` (a queue, a service): letters, digits, `-` and
+/// `_`, so that it is one token of a subject and part of a stream's name.
+fn check_name(name: &str, what: &str) -> Result<()> {
+    let fits = !name.is_empty()
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+    if fits {
+        Ok(())
+    } else {
+        Err(Error::other(format!(
+            "`{name}` cannot name a cluster {what}: use letters, digits, `-` and `_` only"
+        )))
+    }
+}
+
 /// An error and its sources, in one line.
 fn describe(e: &dyn std::error::Error) -> String {
     let mut text = e.to_string();

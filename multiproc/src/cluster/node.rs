@@ -94,10 +94,7 @@ impl Node {
     /// When the local pool cannot start, or the server cannot be reached for longer than
     /// the client's reconnection allows.
     pub fn serve(self) -> Result<()> {
-        let node = self.name.clone().unwrap_or_else(|| {
-            let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
-            format!("{}-{}", host.trim(), std::process::id())
-        });
+        let node = self.name.clone().unwrap_or_else(super::this_process);
         let build = registry::build_id();
         let cluster = self.cluster;
         let consumer = cluster.ensure_tasks_stream(&build)?;

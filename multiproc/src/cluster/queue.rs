@@ -115,15 +115,7 @@ impl Cluster {
     }
 
     fn open_queue<T>(&self, name: &str, maxsize: Option<usize>) -> Result<Queue<T>> {
-        if name.is_empty()
-            || !name
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
-        {
-            return Err(Error::other(format!(
-                "`{name}` cannot name a cluster queue: use letters, digits, `-` and `_` only"
-            )));
-        }
+        super::check_name(name, "queue")?;
         let subject = format!("multiproc.queue.{name}");
         let config = stream::Config {
             name: format!("MPQ_{name}"),
@@ -656,11 +648,9 @@ impl Retry {
 fn message_id() -> String {
     use std::sync::atomic::{AtomicU64, Ordering};
     static NEXT: AtomicU64 = AtomicU64::new(0);
-    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
     format!(
-        "{}-{}-{}-{}",
-        host.trim(),
-        std::process::id(),
+        "{}-{}-{}",
+        super::this_process(),
         crate::sys::monotonic_ns(),
         NEXT.fetch_add(1, Ordering::Relaxed)
     )

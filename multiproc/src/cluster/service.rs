@@ -69,15 +69,7 @@ impl Cluster {
         Req: Serialize + DeserializeOwned,
         Resp: Serialize + DeserializeOwned,
     {
-        if name.is_empty()
-            || !name
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
-        {
-            return Err(Error::other(format!(
-                "`{name}` cannot name a cluster service: use letters, digits, `-` and `_` only"
-            )));
-        }
+        super::check_name(name, "service")?;
         Ok(Service {
             cluster: self.clone(),
             name: name.to_string(),
@@ -259,13 +251,7 @@ where
                 .unreachable(format!("cannot serve `{}`: {e}", self.name))
         })?;
         let subscriber = std::sync::Arc::new(tokio::sync::Mutex::new(subscriber));
-        let host = format!(
-            "{}-{}",
-            std::fs::read_to_string("/proc/sys/kernel/hostname")
-                .unwrap_or_default()
-                .trim(),
-            std::process::id()
-        );
+        let host = super::this_process();
         let mut served = 0;
         while !crate::shutdown_requested() {
             let next = {
