@@ -291,11 +291,10 @@ fn stop(nodes: Vec<multiproc::JoinHandle<()>>) {
 
 #[multiproc::test]
 fn a_cluster_pool_maps_over_two_node_processes() {
-    let Some(server) = NatsServer::for_test() else {
+    let Some((server, cluster)) = connected() else {
         return;
     };
     let hosts = nodes(&server, 2);
-    let cluster = Cluster::connect(&server.url()).unwrap();
     let pool = cluster.pool().unwrap();
     let squares: Vec<u64> = pool.map(square, 0..2_000u64).unwrap();
     assert_eq!(squares, (0..2_000u64).map(|n| n * n).collect::<Vec<_>>());
@@ -331,12 +330,11 @@ fn slow_square(n: u64) -> u64 {
 /// the other node, and every result arrives exactly once.
 #[multiproc::test]
 fn a_node_killed_mid_map_loses_nothing_and_every_result_comes_once() {
-    let Some(server) = NatsServer::for_test() else {
+    let Some((server, cluster)) = connected() else {
         return;
     };
     let hosts = nodes(&server, 2);
     let victim = hosts[0].pid();
-    let cluster = Cluster::connect(&server.url()).unwrap();
     let pool = cluster.pool().unwrap().with_chunksize(10);
     let strike = 50 + support::random()() as usize % 400;
     let got = support::within(move || {
@@ -451,11 +449,10 @@ fn a_node_of_another_build_is_refused_with_both_builds_named() {
 /// reported by the node and dropped; the node stays up and serving.
 #[multiproc::test]
 fn a_malformed_task_message_is_rejected_and_the_node_keeps_serving() {
-    let Some(server) = NatsServer::for_test() else {
+    let Some((server, cluster)) = connected() else {
         return;
     };
     let hosts = nodes(&server, 1);
-    let cluster = Cluster::connect(&server.url()).unwrap();
     let pool = cluster.pool().unwrap();
     multiproc::cluster::testing::publish_raw(
         &cluster,
@@ -473,11 +470,10 @@ fn a_malformed_task_message_is_rejected_and_the_node_keeps_serving() {
 /// nodes and caller reconnect on their own, and every result arrives exactly once.
 #[multiproc::test]
 fn a_restart_of_the_server_mid_map_loses_nothing() {
-    let Some(mut server) = NatsServer::for_test() else {
+    let Some((mut server, cluster)) = connected() else {
         return;
     };
     let hosts = nodes(&server, 2);
-    let cluster = Cluster::connect(&server.url()).unwrap();
     let pool = cluster.pool().unwrap().with_chunksize(10);
     let strike = 50 + support::random()() as usize % 300;
     let (got, server) = support::within(move || {
