@@ -96,6 +96,18 @@ pub(crate) enum Outcome<R> {
     StateNotDeserializable { type_name: String, message: String },
 }
 
+/// The encoded outcome that says a result carried descriptors.
+#[cfg(feature = "cluster")]
+pub(crate) fn not_portable() -> Vec<u8> {
+    let failure = Outcome::<()>::OutputNotSerializable {
+        type_name: String::new(),
+        message: "the result carries file descriptors (channel ends, local queues, Bytes or \
+                  SharedMemory), which cannot cross machines"
+            .to_string(),
+    };
+    crate::ipc::with_encoded(&failure, |bytes, _| bytes.to_vec()).unwrap_or_default()
+}
+
 /// Parent → child messages on the bootstrap socket, after the state.
 #[derive(Serialize, Deserialize)]
 pub(crate) enum Control {

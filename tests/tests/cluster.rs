@@ -20,6 +20,15 @@ fn connected() -> Option<(NatsServer, Cluster)> {
     Some((server, cluster))
 }
 
+/// A connection that waits up to [`DEADLINE`] for an answer (a spawn waits that long for
+/// the nodes the test just started).
+fn patient(server: &NatsServer) -> Cluster {
+    Cluster::builder()
+        .request_timeout(DEADLINE)
+        .connect(&server.url())
+        .unwrap()
+}
+
 /// Takes items until the queue is closed; returns them.
 #[multiproc::process]
 fn take_all(url: String, name: String) -> Vec<u64> {
@@ -602,4 +611,234 @@ fn items_and_tasks_of_8_mib_cross_through_the_object_store() {
 #[multiproc::process]
 fn echo_reversed(s: String) -> String {
     s.chars().rev().collect()
+}
+
+/// A `#[process]` struct for `cluster.spawn`.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Sum {
+    to: u64,
+}
+
+#[multiproc::process]
+impl Sum {
+    fn run(self) -> (u64, u32) {
+        ((1..=self.to).sum::<u64>(), std::process::id())
+    }
+}
+
+#[multiproc::process]
+fn fail_as(how: String) -> u8 {
+    match how.as_str() {
+        "panic" => panic!("remote trouble"),
+        "abort" => std::process::abort(),
+        _ => std::process::exit(3),
+    }
+}
+
+#[multiproc::process]
+fn forever() {
+    loop {
+        std::thread::park();
+    }
+}
+
+/// `cluster.spawn` starts a process on one of the nodes: its value, its panic, its signal
+/// and its exit code come back as a local child's do, and `kill` kills it.
+#[multiproc::test]
+fn a_process_spawned_on_the_cluster_ends_as_a_local_child_does() {
+    let Some(server) = NatsServer::for_test() else {
+        return;
+    };
+    let hosts = nodes(&server, 2);
+    let cluster = patient(&server);
+    support::within(move || {
+        let handle = cluster.spawn(Sum { to: 10 }).unwrap();
+        assert!(["node-0", "node-1"].contains(&handle.node()), "{handle:?}");
+        assert_eq!(handle.name(), "Sum");
+        let pid = handle.pid();
+        assert_eq!(handle.join().unwrap(), (55, pid));
+
+        let e = cluster
+            .spawn_fn(fail_as, ("panic".to_string(),))
+            .unwrap()
+            .join()
+            .unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Panicked, "{e}");
+        assert!(e.to_string().contains("remote trouble"), "{e}");
+        let e = cluster
+            .spawn_fn(fail_as, ("abort".to_string(),))
+            .unwrap()
+            .join()
+            .unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Signaled, "{e}");
+        assert_eq!(e.signal(), Some(libc::SIGABRT), "{e}");
+        let e = cluster
+            .spawn_fn(fail_as, ("exit".to_string(),))
+            .unwrap()
+            .join()
+            .unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Exited, "{e}");
+        assert_eq!(e.exit_code(), Some(3), "{e}");
+
+        let mut running = cluster.spawn_fn(forever, ()).unwrap();
+        assert!(
+            running
+                .join_timeout(Duration::from_millis(100))
+                .unwrap()
+                .is_none()
+        );
+        running.kill().unwrap();
+        let e = running.join_timeout(DEADLINE).unwrap_err();
+        assert_eq!(e.signal(), Some(libc::SIGKILL), "{e}");
+        assert_eq!(
+            running.join_timeout(DEADLINE).unwrap_err().kind(),
+            ErrorKind::AlreadyJoined
+        );
+    });
+    stop(hosts);
+}
+
+/// With no node, a spawn says so once its request timeout is over (it waits that long for one
+/// to come); with only a node of another build, it names both builds.
+#[multiproc::test]
+fn a_spawn_without_a_node_of_this_build_is_refused_with_the_reason() {
+    let Some(server) = NatsServer::for_test() else {
+        return;
+    };
+    let cluster = Cluster::builder()
+        .request_timeout(Duration::from_millis(500))
+        .connect(&server.url())
+        .unwrap();
+    let e = cluster.spawn(Sum { to: 1 }).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Disconnected, "{e}");
+    assert!(e.to_string().contains("cluster.node().serve()"), "{e}");
+    let _other = KillOnDrop(
+        std::process::Command::new(env!("CARGO_BIN_EXE_distributed_master_worker"))
+            .args(["node", &server.url()])
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    // Refused as before until the other build's node is up.
+    let e = support::within(move || {
+        loop {
+            let e = cluster.spawn(Sum { to: 1 }).unwrap_err();
+            if e.kind() != ErrorKind::Disconnected {
+                break e;
+            }
+        }
+    });
+    assert_eq!(e.kind(), ErrorKind::BuildMismatch, "{e}");
+    let text = e.to_string();
+    assert!(
+        text.contains("serves build") && text.contains("this program is build"),
+        "{text}"
+    );
+}
+
+/// Fault injection: the node under a running process is SIGKILLed at a random moment; the
+/// caller's join fails within the documented 5 s instead of waiting forever, and the
+/// process is gone with its node.
+#[multiproc::test]
+fn a_node_killed_under_a_spawned_process_fails_its_handle() {
+    let Some(server) = NatsServer::for_test() else {
+        return;
+    };
+    let mut hosts = nodes(&server, 1);
+    let cluster = patient(&server);
+    let handle = cluster.spawn_fn(forever, ()).unwrap();
+    let remote = support::PidFd::open(handle.pid()).unwrap();
+    let mut node = hosts.remove(0);
+    let wait = Duration::from_millis(support::random()() % 1_500);
+    let joined = support::within(move || {
+        let mut handle = handle;
+        assert!(handle.join_timeout(wait).unwrap().is_none());
+        node.kill().unwrap();
+        let _ = join(node);
+        handle.join_timeout(DEADLINE)
+    });
+    let e = joined.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Disconnected, "{e}");
+    assert!(e.to_string().contains("node-0"), "{e}");
+    assert!(remote.wait_exit(DEADLINE), "the process outlived its node");
+}
+
+/// Spawns `forever` on the cluster, reports its pid, and waits to be killed.
+#[multiproc::process]
+fn spawn_and_wait(url: String, pid: Sender<u32>) {
+    let cluster = Cluster::builder()
+        .request_timeout(DEADLINE)
+        .connect(&url)
+        .unwrap();
+    let handle = cluster.spawn_fn(forever, ()).unwrap();
+    pid.send(handle.pid()).unwrap();
+    loop {
+        std::thread::park();
+    }
+}
+
+/// Children do not outlive their parent across machines either: a caller SIGKILLed while its
+/// process runs on a node has that process killed by the node (within 10 s of its last
+/// answer), and the node serves on.
+#[multiproc::test]
+fn a_caller_killed_has_its_remote_processes_killed_and_the_node_serves_on() {
+    let Some(server) = NatsServer::for_test() else {
+        return;
+    };
+    let hosts = nodes(&server, 1);
+    let cluster = patient(&server);
+    let (tx, rx) = multiproc::channel::<u32>().unwrap();
+    let mut caller = multiproc::spawn(spawn_and_wait, (server.url(), tx)).unwrap();
+    let remote = support::PidFd::open(rx.recv_timeout(DEADLINE).unwrap()).unwrap();
+    caller.kill().unwrap();
+    let _ = join(caller);
+    assert!(
+        remote.wait_exit(DEADLINE),
+        "the process outlived its caller"
+    );
+    let handle = cluster.spawn(Sum { to: 3 }).unwrap();
+    assert_eq!(support::within(move || handle.join().unwrap()).0, 6);
+    stop(hosts);
+}
+
+/// A caller SIGKILLed in the middle of a map leaves the nodes serving: they drop its tasks
+/// once it has not answered for 10 s (not the 40 s of work it left), and the next caller's
+/// map is whole.
+#[multiproc::test]
+fn a_caller_killed_mid_map_leaves_the_nodes_serving() {
+    let Some((server, cluster)) = connected() else {
+        return;
+    };
+    let hosts = nodes(&server, 2);
+    let (tx, rx) = multiproc::channel::<u64>().unwrap();
+    let mut caller = multiproc::spawn(map_and_report, (server.url(), tx)).unwrap();
+    for _ in 0..1 + support::random()() % 20 {
+        rx.recv_timeout(DEADLINE).unwrap();
+    }
+    caller.kill().unwrap();
+    let _ = join(caller);
+    let pool = cluster.pool().unwrap();
+    let squares = support::within(move || pool.map(square, 0..2_000u64).unwrap());
+    assert_eq!(squares, (0..2_000u64).map(|n| n * n).collect::<Vec<_>>());
+    stop(hosts);
+}
+
+/// Maps over the cluster, 40 s of work for its 4 workers, and reports each result, until
+/// killed.
+#[multiproc::process]
+fn map_and_report(url: String, got: Sender<u64>) {
+    let cluster = Cluster::connect(&url).unwrap();
+    let pool = cluster.pool().unwrap().with_chunksize(1);
+    for (_, r) in pool
+        .imap_unordered(nap, (0..1_600u64).map(|_| 100))
+        .unwrap()
+    {
+        got.send(r.unwrap()).unwrap();
+    }
+}
+
+#[multiproc::process]
+fn nap(millis: u64) -> u64 {
+    std::thread::sleep(Duration::from_millis(millis));
+    millis
 }

@@ -35,6 +35,7 @@ mod node;
 mod pool;
 mod queue;
 mod service;
+mod spawn;
 pub mod testing;
 
 use std::future::Future;
@@ -50,6 +51,7 @@ pub use self::node::Node;
 pub use self::pool::Pool;
 pub use self::queue::{Iter, Queue};
 pub use self::service::Service;
+pub use self::spawn::JoinHandle;
 
 /// A connection to a NATS server, shared by every queue made from it. Reconnects on its own
 /// when the server goes away (its operations wait, or fail with

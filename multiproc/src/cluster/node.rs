@@ -10,12 +10,12 @@ use futures_util::StreamExt;
 use super::pool::{
     ACK_WAIT, DISCOVERY, Delivery, NodeInfo, PROGRESS_EVERY, RemoteError, TaskChunk,
 };
+use super::spawn::Callers;
 use super::{Cluster, describe};
 use crate::bytes::Bytes;
 use crate::error::{Error, Result};
 use crate::ipc::codec as wire;
 use crate::pool::scheduler::Done;
-use crate::proto::Outcome;
 use crate::registry;
 
 /// How to serve: from [`Cluster::node`].
@@ -109,6 +109,8 @@ impl Node {
             build: build.clone(),
             workers: self.workers as u32,
         })?;
+        let callers = Arc::new(Callers::default());
+        let spawned = cluster.serve_spawns(&node, &build, &callers)?;
         let held = Arc::new(Held::default());
         let room = self.workers * 2;
         let mut failing_since: Option<Instant> = None;
@@ -171,24 +173,29 @@ impl Node {
             };
             for message in messages {
                 held.add();
-                let (cluster, pool, held, node, build) = (
+                let (cluster, pool, held, callers, node, build) = (
                     cluster.clone(),
                     Arc::clone(&pool),
                     Arc::clone(&held),
+                    Arc::clone(&callers),
                     node.clone(),
                     build.clone(),
                 );
                 std::thread::spawn(move || {
-                    run_chunk(&cluster, &pool, &node, &build, message);
+                    run_chunk(&cluster, &pool, &callers, &node, &build, message);
                     held.done();
                 });
             }
         }
         // Finish what is held; the server gives the rest to other nodes.
         while held.wait_below(1, Duration::from_secs(1)) > 0 {}
+        spawned.stop(SPAWNED_GRACE);
         Ok(())
     }
 }
+
+/// How long a stopping node gives the processes it started for callers to stop when asked.
+const SPAWNED_GRACE: Duration = Duration::from_secs(10);
 
 /// How many chunks a node holds, and a way to wait until it holds fewer.
 #[derive(Default)]
@@ -244,7 +251,14 @@ impl Cluster {
 
 /// Runs one chunk in the local pool, publishes each outcome, says it is still at work while
 /// it runs, and acknowledges it at the end. Never panics on what the message holds.
-fn run_chunk(cluster: &Cluster, pool: &crate::Pool, node: &str, build: &str, message: Message) {
+fn run_chunk(
+    cluster: &Cluster,
+    pool: &crate::Pool,
+    callers: &Callers,
+    node: &str,
+    build: &str,
+    message: Message,
+) {
     let jetstream = cluster.inner.jetstream.clone();
     let unwrapped = {
         let (jetstream, message) = (jetstream.clone(), message.clone());
@@ -268,14 +282,17 @@ fn run_chunk(cluster: &Cluster, pool: &crate::Pool, node: &str, build: &str, mes
             return;
         }
     };
+    // A caller that is gone (killed mid-call) does not keep the nodes busy.
+    let caller = chunk.reply.split('.').nth(2).unwrap_or_default();
+    if callers.gone(cluster, &super::pool::alive_subject(caller)) {
+        let _ = cluster.block_on(async move { message.ack_with(AckKind::Term).await });
+        return;
+    }
     // Each outcome goes into the results stream, acknowledged by the server (retried, with
     // the same message id, while the server is away); the chunk is acknowledged only once
     // all are in, so a node that cannot deliver leaves the chunk to be run again.
     let delivered = std::cell::Cell::new(true);
     let publish = |delivery: &Delivery| {
-        let Ok(payload) = wire::with_encoded(delivery, |bytes, _| bytes.to_vec()) else {
-            return;
-        };
         // Named by what it holds: a repeat of the same outcomes (a retry, a re-run of the
         // chunk) is dropped by the server, other outcomes of the same chunk are not.
         let id = match delivery {
@@ -287,41 +304,7 @@ fn run_chunk(cluster: &Cluster, pool: &crate::Pool, node: &str, build: &str, mes
             ),
             Delivery::Failed { index, .. } => format!("{}-failed-{index}", chunk.reply),
         };
-        let jetstream = cluster.inner.jetstream.clone();
-        let reply = chunk.reply.clone();
-        let max_payload = cluster.inner.client.server_info().max_payload;
-        let published = cluster.block_on(async move {
-            let deadline = Instant::now() + Duration::from_secs(30);
-            loop {
-                let mut headers = async_nats::HeaderMap::new();
-                headers.insert("Nats-Msg-Id", id.as_str());
-                let Ok(body) =
-                    super::blob::wrap(&jetstream, &mut headers, payload.clone(), max_payload, &id)
-                        .await
-                else {
-                    if Instant::now() >= deadline {
-                        return false;
-                    }
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                };
-                let attempt = jetstream
-                    .publish_with_headers(reply.clone(), headers, body.into())
-                    .await;
-                let acked = match attempt {
-                    Ok(ack) => ack.await.is_ok(),
-                    Err(_) => false,
-                };
-                if acked {
-                    return true;
-                }
-                if Instant::now() >= deadline {
-                    return false;
-                }
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-        });
-        if !matches!(published, Ok(true)) {
+        if !store(cluster, &chunk.reply, &id, delivery) {
             delivered.set(false);
         }
     };
@@ -334,11 +317,7 @@ fn run_chunk(cluster: &Cluster, pool: &crate::Pool, node: &str, build: &str, mes
         }
     };
     if chunk.build != build {
-        fail_all(Error::other(format!(
-            "node {node} serves build {build}, the caller is build {} (they register different \
-             entry points or argument types: deploy the same build to every host)",
-            chunk.build
-        )));
+        fail_all(super::pool::other_build_error(node, build, &chunk.build));
     } else if let Some(spans) = spans(&chunk) {
         match pool.submit_encoded(&chunk.key, chunk.args.to_vec(), spans) {
             Err(e) => fail_all(e),
@@ -386,6 +365,43 @@ fn run_chunk(cluster: &Cluster, pool: &crate::Pool, node: &str, build: &str, mes
     }
 }
 
+/// Stores `delivery` in the results stream on `subject` under the message id `id`,
+/// acknowledged by the server; retries (with the same id, so the server keeps one) for up
+/// to 30 s while the server is away. `false` if it could not.
+pub(super) fn store(cluster: &Cluster, subject: &str, id: &str, delivery: &Delivery) -> bool {
+    let Ok(payload) = wire::with_encoded(delivery, |bytes, _| bytes.to_vec()) else {
+        return false;
+    };
+    let jetstream = cluster.inner.jetstream.clone();
+    let (subject, id) = (subject.to_string(), id.to_string());
+    let max_payload = cluster.inner.client.server_info().max_payload;
+    let published = cluster.block_on(async move {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let mut headers = async_nats::HeaderMap::new();
+            headers.insert("Nats-Msg-Id", id.as_str());
+            let wrapped =
+                super::blob::wrap(&jetstream, &mut headers, payload.clone(), max_payload, &id)
+                    .await;
+            if let Ok(body) = wrapped {
+                let attempt = jetstream
+                    .publish_with_headers(subject.clone(), headers, body.into())
+                    .await;
+                if let Ok(ack) = attempt
+                    && ack.await.is_ok()
+                {
+                    return true;
+                }
+            }
+            if Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    });
+    matches!(published, Ok(true))
+}
+
 /// Where each task's arguments lie, if the chunk's ends make sense.
 fn spans(chunk: &TaskChunk) -> Option<Vec<std::ops::Range<usize>>> {
     let mut start = 0;
@@ -426,7 +442,7 @@ fn delivery(done: Done, first: u64, node: &str) -> Delivery {
             for _ in &indices {
                 let bytes = match entries.next_entry() {
                     Some((bytes, fds)) if fds.is_empty() => bytes.to_vec(),
-                    _ => not_portable(),
+                    _ => crate::proto::not_portable(),
                 };
                 out.push(Bytes::from(bytes));
             }
@@ -439,15 +455,4 @@ fn delivery(done: Done, first: u64, node: &str) -> Delivery {
             }
         }
     }
-}
-
-/// The encoded outcome that says a result carried descriptors.
-fn not_portable() -> Vec<u8> {
-    let failure = Outcome::<()>::OutputNotSerializable {
-        type_name: String::new(),
-        message: "the result carries file descriptors (channel ends, local queues, Bytes or \
-                  SharedMemory), which cannot cross machines"
-            .to_string(),
-    };
-    wire::with_encoded(&failure, |bytes, _| bytes.to_vec()).unwrap_or_default()
 }

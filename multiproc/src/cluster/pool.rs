@@ -101,7 +101,7 @@ impl RemoteError {
         }
     }
 
-    fn into_error(self) -> Error {
+    pub(super) fn into_error(self) -> Error {
         Error::remote(
             ErrorKind::from_name(&self.kind),
             self.text,
@@ -174,18 +174,7 @@ impl Cluster {
         if ours.is_empty()
             && let Some(other) = nodes.first()
         {
-            return Err(Error::new(Repr::BuildMismatch {
-                who: Who {
-                    name: format!("cluster node {}", other.node),
-                    pid: None,
-                },
-                detail: format!(
-                    "it serves build {}, this program is build {build} (the two register \
-                     different entry points or argument types: deploy the same build to \
-                     every host)",
-                    other.build
-                ),
-            }));
+            return Err(other_build(other, &build));
         }
         Ok(Pool {
             cluster: self.clone(),
@@ -215,14 +204,7 @@ impl Cluster {
                 .await
                 .map_err(|e| describe(&e))?;
             jetstream
-                .get_or_create_stream(stream::Config {
-                    name: RESULTS.to_string(),
-                    subjects: vec!["multiproc.result.>".to_string()],
-                    retention: RetentionPolicy::WorkQueue,
-                    storage: StorageType::File,
-                    max_age: RESULTS_MAX_AGE,
-                    ..Default::default()
-                })
+                .get_or_create_stream(results_stream())
                 .await
                 .map_err(|e| describe(&e))?;
             stream
@@ -244,7 +226,7 @@ impl Cluster {
     }
 
     /// The nodes that answer within `wait`.
-    fn discover(&self, wait: Duration) -> Result<Vec<NodeInfo>> {
+    pub(super) fn discover(&self, wait: Duration) -> Result<Vec<NodeInfo>> {
         let client = self.inner.client.clone();
         let found = self.block_on(async move {
             let inbox = client.new_inbox();
@@ -272,6 +254,41 @@ impl Cluster {
             Ok::<_, String>(nodes)
         })?;
         found.map_err(|e| self.unreachable(format!("cannot ask for the cluster's nodes: {e}")))
+    }
+}
+
+/// The error for a caller of `build` that finds only `other`'s build.
+pub(super) fn other_build(other: &NodeInfo, build: &str) -> Error {
+    Error::new(Repr::BuildMismatch {
+        who: Who {
+            name: format!("cluster node {}", other.node),
+            pid: None,
+        },
+        detail: format!(
+            "it serves build {}, this program is build {build} (the two register different \
+             entry points or argument types: deploy the same build to every host)",
+            other.build
+        ),
+    })
+}
+
+/// A node's refusal of work from a caller of another build.
+pub(super) fn other_build_error(node: &str, build: &str, theirs: &str) -> Error {
+    Error::other(format!(
+        "node {node} serves build {build}, the caller is build {theirs} (they register \
+         different entry points or argument types: deploy the same build to every host)"
+    ))
+}
+
+/// The stream of every call's results.
+fn results_stream() -> stream::Config {
+    stream::Config {
+        name: RESULTS.to_string(),
+        subjects: vec!["multiproc.result.>".to_string()],
+        retention: RetentionPolicy::WorkQueue,
+        storage: StorageType::File,
+        max_age: RESULTS_MAX_AGE,
+        ..Default::default()
     }
 }
 
@@ -552,7 +569,7 @@ impl Pool {
         let (sink, rx) = scheduler::sink();
         let dispatcher = self.cluster.dispatcher()?;
         let call = call_id();
-        let reply = format!("multiproc.result.{}.{call}", dispatcher.token);
+        let reply = dispatcher.reply_subject(&call);
         dispatcher.open(&call, sink, n);
         let jetstream = self.cluster.inner.jetstream.clone();
         let subject = task_subject(&self.build);
@@ -611,7 +628,7 @@ impl std::fmt::Debug for Pool {
 }
 
 /// A call id no other call uses.
-fn call_id() -> String {
+pub(super) fn call_id() -> String {
     use std::sync::atomic::{AtomicU64, Ordering};
     static NEXT: AtomicU64 = AtomicU64::new(0);
     format!(
@@ -648,7 +665,7 @@ struct CallState {
 
 impl Cluster {
     /// The cluster's dispatcher, started at its first call.
-    fn dispatcher(&self) -> Result<Arc<Dispatcher>> {
+    pub(super) fn dispatcher(&self) -> Result<Arc<Dispatcher>> {
         let mut slot = self
             .inner
             .dispatcher
@@ -662,10 +679,11 @@ impl Cluster {
         let jetstream = self.inner.jetstream.clone();
         let name = format!("caller-{token}");
         let filter = format!("multiproc.result.{token}.*");
+        let alive = token.clone();
         let advisory = format!("$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.{TASKS}.*");
         let subscribed = self.block_on(async move {
             let stream = jetstream
-                .get_stream(RESULTS)
+                .get_or_create_stream(results_stream())
                 .await
                 .map_err(|e| describe(&e))?;
             let results: PullConsumer = stream
@@ -686,10 +704,23 @@ impl Cluster {
                 .await
                 .map_err(|e| describe(&e))?;
             let advisories = client.subscribe(advisory).await.map_err(|e| describe(&e))?;
-            Ok::<_, String>((results, advisories))
+            let asked = client
+                .subscribe(alive_subject(&alive))
+                .await
+                .map_err(|e| describe(&e))?;
+            Ok::<_, String>((results, advisories, asked))
         })?;
-        let (results, advisories) = subscribed
+        let (results, advisories, mut asked) = subscribed
             .map_err(|e| self.unreachable(format!("cannot subscribe for results: {e}")))?;
+        // "Still there": answered for as long as this cluster's runtime runs.
+        let client = self.inner.client.clone();
+        self.inner.runtime.handle.spawn(async move {
+            while let Some(request) = asked.next().await {
+                if let Some(reply) = request.reply {
+                    let _ = client.publish(reply, Vec::new().into()).await;
+                }
+            }
+        });
         let dispatcher = Arc::new(Dispatcher {
             token,
             jetstream: self.inner.jetstream.clone(),
@@ -709,8 +740,18 @@ impl Dispatcher {
         self.calls.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// Where the outcomes of `call` go.
+    pub(super) fn reply_subject(&self, call: &str) -> String {
+        format!("multiproc.result.{}.{call}", self.token)
+    }
+
+    /// Where nodes ask whether this caller is still there (see `spawn`).
+    pub(super) fn alive_subject(&self) -> String {
+        alive_subject(&self.token)
+    }
+
     /// Registers a call of `n` tasks (before any of them is published).
-    fn open(&self, call: &str, sink: Sink, n: usize) {
+    pub(super) fn open(&self, call: &str, sink: Sink, n: usize) {
         self.lock().by_id.insert(
             call.to_string(),
             CallState {
@@ -731,7 +772,7 @@ impl Dispatcher {
     }
 
     /// Forgets a call (done, or its caller stopped waiting).
-    fn close(&self, call: &str) {
+    pub(super) fn close(&self, call: &str) {
         let mut calls = self.lock();
         if let Some(state) = calls.by_id.remove(call) {
             for seq in state.sequences {
@@ -895,6 +936,10 @@ fn deliver(
         }
     }
     Ok(())
+}
+
+pub(super) fn alive_subject(token: &str) -> String {
+    format!("multiproc.caller.{token}")
 }
 
 /// The `stream_seq` of a JetStream advisory (JSON).

@@ -202,6 +202,40 @@ where
         self.settle(received).map(Some)
     }
 
+    /// [`join_timeout`](Self::join_timeout) without decoding: the child's encoded
+    /// `Outcome` (a cluster node forwards it to the caller, which knows its type), or the
+    /// error of a child that ended without one. A returned value that carries descriptors
+    /// is an `OutputNotSerializable` outcome: it cannot leave this machine.
+    #[cfg(feature = "cluster")]
+    pub(crate) fn join_encoded_timeout(&mut self, timeout: Duration) -> Result<Option<Vec<u8>>> {
+        self.check_not_joined()?;
+        match self.receive(Wait::timeout(timeout)) {
+            Err(WireError::WouldBlock) => Ok(None),
+            Ok(frame) if !frame.batch => {
+                self.joined = true;
+                let bytes = if frame.fds.is_empty() {
+                    frame.bytes.to_vec()
+                } else {
+                    crate::proto::not_portable()
+                };
+                self.wait_child()?;
+                if let Some(relay) = self.relay.take() {
+                    let _ = relay.join();
+                }
+                crate::trace::exited(&self.who.name, self.pid, None);
+                Ok(Some(bytes))
+            }
+            // Closed (or nonsense): the exit status says what happened.
+            _ => match self.settle(Err(WireError::Closed)) {
+                Err(e) => Err(e),
+                Ok(_) => Err(Error::other(format!(
+                    "{} ended without an outcome",
+                    self.who
+                ))),
+            },
+        }
+    }
+
     /// `true` while the child process runs (it may have finished its entry point and be
     /// about to exit).
     ///

@@ -30,6 +30,31 @@ impl Builder {
         T: Serialize + DeserializeOwned,
         R: Serialize + DeserializeOwned,
     {
+        let expect = Expect {
+            state: type_name::<T>(),
+            output: Some(type_name::<R>()),
+        };
+        self.start(key, State::Value(&state), expect)
+    }
+
+    /// Spawns the entry `key` with its state already encoded (a cluster node starting a
+    /// caller's process: the caller checked the types, by build). The handle's
+    /// [`join_encoded_timeout`](JoinHandle::join_encoded_timeout) gives the outcome undecoded.
+    #[cfg(feature = "cluster")]
+    pub(crate) fn spawn_encoded(&self, key: &'static str, state: &[u8]) -> Result<JoinHandle<()>> {
+        let expect = Expect {
+            state: registry::find(key).map_or("(an unregistered entry)", |e| (e.state_type)()),
+            output: None,
+        };
+        self.start::<(), ()>(key, State::Encoded(state), expect)
+    }
+
+    fn start<T: Serialize, R: Serialize + DeserializeOwned>(
+        &self,
+        key: &'static str,
+        state: State<'_, T>,
+        expect: Expect,
+    ) -> Result<JoinHandle<R>> {
         let hook = hook::hook().ok_or_else(|| Error::new(Repr::NotInitialized))?;
         let name = self
             .name
@@ -51,7 +76,7 @@ impl Builder {
             let pid = child.id();
             relay = self.start_or_reap(&mine, &state, &who, pid, &mut child, timeout)?;
         }
-        let pid = hello::<T, R>(&mine, &mut child, &who, key, timeout)?;
+        let pid = hello(&mine, &mut child, &who, key, timeout, &expect)?;
         who.pid = Some(pid);
         if !early {
             relay = self.start_or_reap(&mine, &state, &who, pid, &mut child, timeout)?;
@@ -118,7 +143,7 @@ impl Builder {
     fn send_start<T: Serialize>(
         &self,
         mine: &OwnedFd,
-        state: &T,
+        state: &State<'_, T>,
         who: &Who,
         pid: u32,
         wait: Wait,
@@ -136,10 +161,18 @@ impl Builder {
             })?;
             relay = crate::trace::relay(who.name.clone(), pid, rx);
         }
-        ipc::send_value(mine.as_fd(), state, wait).map_err(|e| match e {
-            SendError::Wire(e) => StartError::Wire(e),
-            SendError::Encode(message) => StartError::Other(Error::serialize::<T>(message)),
-        })?;
+        match state {
+            State::Value(state) => {
+                ipc::send_value(mine.as_fd(), *state, wait).map_err(|e| match e {
+                    SendError::Wire(e) => StartError::Wire(e),
+                    SendError::Encode(message) => StartError::Other(Error::serialize::<T>(message)),
+                })?
+            }
+            #[cfg(feature = "cluster")]
+            State::Encoded(bytes) => {
+                ipc::send(mine.as_fd(), None, bytes, &[], wait).map_err(StartError::Wire)?
+            }
+        }
         Ok(relay)
     }
 
@@ -147,7 +180,7 @@ impl Builder {
     fn start_or_reap<T: Serialize>(
         &self,
         mine: &OwnedFd,
-        state: &T,
+        state: &State<'_, T>,
         who: &Who,
         pid: u32,
         child: &mut Proc,
@@ -242,12 +275,13 @@ impl Builder {
 
 /// Receives the child's hello and checks that it runs `key` from `T` to `R`; returns its pid.
 /// Kills and reaps the child on any failure.
-fn hello<T, R>(
+fn hello(
     mine: &OwnedFd,
     child: &mut Proc,
     who: &Who,
     key: &str,
     timeout: Duration,
+    expect: &Expect,
 ) -> Result<u32> {
     let first = match ipc::recv(mine.as_fd(), Wait::timeout(timeout)) {
         Ok(frame) => ipc::decode::<Hello>(frame).map_err(|message| {
@@ -268,15 +302,15 @@ fn hello<T, R>(
             state_type,
             output_type,
         } => {
-            if state_type == type_name::<T>() && output_type == type_name::<R>() {
+            if state_type == expect.state && expect.output.is_none_or(|o| o == output_type) {
                 return Ok(pid);
             }
             Err(Error::new(Repr::BuildMismatch {
                 detail: format!(
                     "entry `{key}` takes `{state_type}` and returns `{output_type}` in the \
                      child, `{}` and `{}` in the parent",
-                    type_name::<T>(),
-                    type_name::<R>()
+                    expect.state,
+                    expect.output.unwrap_or(&output_type)
                 ),
                 who: who.clone(),
             }))
@@ -284,6 +318,20 @@ fn hello<T, R>(
         Hello::Refused(refusal) => Err(refusal_error(refusal, who.clone())),
     });
     checked.inspect_err(|_| reap(child))
+}
+
+/// A child's state as the parent has it.
+enum State<'a, T> {
+    Value(&'a T),
+    /// Encoded elsewhere (see `Builder::spawn_encoded`).
+    #[cfg(feature = "cluster")]
+    Encoded(&'a [u8]),
+}
+
+/// The types the child's hello must name; `output: None` takes the child's word for it.
+struct Expect {
+    state: &'static str,
+    output: Option<&'static str>,
 }
 
 /// Why a start message could not be sent.
