@@ -6,7 +6,7 @@
 //!   results; then maps `square` over 10,000 numbers on the workers, which serve as cluster
 //!   pool nodes once the task queue is empty.
 //! - `distributed_master_worker master nats://host:4222` does the same against a server of
-//!   yours; `distributed_master_worker worker nats://host:4222` is one worker, to run on other
+//!   yours (add `--no-local-workers` to leave all the work to workers on other hosts); `distributed_master_worker worker nats://host:4222` is one worker, to run on other
 //!   machines (it takes tasks until the queue has been empty for a second, then serves pool
 //!   tasks until SIGTERM or Ctrl-C).
 //!
@@ -91,6 +91,8 @@ fn main() -> multiproc::Result<()> {
             master(&server.url(), 2)
         }
         ["master", url] => master(url, 2),
+        // The master alone: the workers run elsewhere (`worker URL` on other hosts).
+        ["master", url, "--no-local-workers"] => master(url, 0),
         ["worker", url] => {
             // SIGTERM or Ctrl-C ends the node once its workers have stopped.
             multiproc::shutdown_on_signals(Duration::from_secs(10))?;
@@ -101,7 +103,7 @@ fn main() -> multiproc::Result<()> {
         // Only a pool node of this build (see the book's "Across machines").
         ["node", url] => Cluster::connect(url)?.node().workers(2).serve(),
         _ => Err(multiproc::Error::other(
-            "usage: distributed_master_worker [master URL | worker URL | node URL]",
+            "usage: distributed_master_worker [master URL [--no-local-workers] | worker URL | node URL]",
         )),
     }
 }

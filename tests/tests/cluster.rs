@@ -222,6 +222,167 @@ fn credentials_are_checked_and_a_refusal_says_so() {
     assert_eq!(queue.get().unwrap(), 1);
 }
 
+/// A CA, a server certificate for 127.0.0.1 and a client certificate, made with the
+/// `openssl` command in `dir` (`.ci/run` installs it; without it the TLS test fails under
+/// MULTIPROC_REQUIRE_NATS=1 and says so otherwise).
+fn certificates(dir: &std::path::Path) -> Option<()> {
+    let openssl = |args: &[&str]| {
+        std::process::Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .map(|s| assert!(s.success(), "openssl {args:?} failed"))
+    };
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+    ];
+    let made = openssl(
+        &[
+            &[
+                "req",
+                "-x509",
+                "-days",
+                "2",
+                "-subj",
+                "/CN=multiproc test CA",
+            ][..],
+            &ec,
+            &["-keyout", "ca.key", "-out", "ca.pem"],
+        ]
+        .concat(),
+    );
+    if made.is_err() {
+        assert!(
+            std::env::var(multiproc::cluster::testing::REQUIRE_VAR)
+                .ok()
+                .is_none_or(|v| v != "1"),
+            "openssl is not installed, and the TLS test is required"
+        );
+        eprintln!("SKIPPED: openssl is not installed (apt-get install openssl)");
+        return None;
+    }
+    for (name, usage) in [("server", "serverAuth"), ("client", "clientAuth")] {
+        std::fs::write(
+            dir.join(format!("{name}.ext")),
+            format!("subjectAltName=IP:127.0.0.1\nextendedKeyUsage={usage}\n"),
+        )
+        .unwrap();
+        openssl(
+            &[
+                &["req", "-subj", &format!("/CN={name}")][..],
+                &ec,
+                &[
+                    "-keyout",
+                    &format!("{name}.key"),
+                    "-out",
+                    &format!("{name}.csr"),
+                ],
+            ]
+            .concat(),
+        )
+        .unwrap();
+        openssl(&[
+            "x509",
+            "-req",
+            "-days",
+            "2",
+            "-in",
+            &format!("{name}.csr"),
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            &format!("{name}.pem"),
+            "-extfile",
+            &format!("{name}.ext"),
+        ])
+        .unwrap();
+    }
+    Some(())
+}
+
+/// TLS: a client that trusts the server's CA connects and works; one that does not is
+/// refused with the server and the cause named; a server that asks for client certificates
+/// takes only clients that present one it trusts.
+#[multiproc::test]
+fn tls_connections_check_the_servers_certificate_and_the_clients() {
+    let dir = std::env::temp_dir().join(format!("multiproc-tls-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    struct Remove(std::path::PathBuf);
+    impl Drop for Remove {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+    let _remove = Remove(dir.clone());
+    if certificates(&dir).is_none() {
+        return;
+    }
+    let path = |f: &str| dir.join(f).to_str().unwrap().to_string();
+    let (cert, key, ca) = (path("server.pem"), path("server.key"), path("ca.pem"));
+    let Some(server) = NatsServer::for_test_with(&["--tls", "--tlscert", &cert, "--tlskey", &key])
+    else {
+        return;
+    };
+    let url = server.url();
+    let e = Cluster::builder()
+        .require_tls(true)
+        .connect_timeout(Duration::from_secs(2))
+        .connect(&url)
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Unreachable, "{e}");
+    assert!(e.to_string().contains(&url), "{e}");
+    let cluster = Cluster::builder()
+        .require_tls(true)
+        .root_certificates(&ca)
+        .connect(&url)
+        .unwrap();
+    let queue = cluster.queue::<String>("secret").unwrap();
+    queue.put("over TLS".to_string()).unwrap();
+    assert_eq!(queue.get().unwrap(), "over TLS");
+    drop((queue, cluster, server));
+
+    let Some(server) = NatsServer::for_test_with(&[
+        "--tlsverify",
+        "--tlscert",
+        &cert,
+        "--tlskey",
+        &key,
+        "--tlscacert",
+        &ca,
+    ]) else {
+        return;
+    };
+    let url = server.url();
+    let e = Cluster::builder()
+        .require_tls(true)
+        .root_certificates(&ca)
+        .connect_timeout(Duration::from_secs(2))
+        .connect(&url)
+        .unwrap_err();
+    assert!(
+        matches!(e.kind(), ErrorKind::Unreachable | ErrorKind::AuthRefused),
+        "{e}"
+    );
+    let cluster = Cluster::builder()
+        .require_tls(true)
+        .root_certificates(&ca)
+        .client_certificate(path("client.pem"), path("client.key"))
+        .connect(&url)
+        .unwrap();
+    let queue = cluster.queue::<u8>("mutual").unwrap();
+    queue.put(7).unwrap();
+    assert_eq!(queue.get().unwrap(), 7);
+}
+
 #[multiproc::test]
 fn an_unreachable_server_is_an_error_naming_it() {
     let Some(mut server) = NatsServer::for_test() else {
@@ -266,6 +427,125 @@ fn the_distributed_master_worker_example_runs() {
         .collect();
     expected.sort_unstable();
     assert_eq!(results, expected);
+}
+
+/// A network namespace for one process, joined to this one by a veth pair: the process
+/// shares no network (not even loopback) with the test, as on another host.
+struct Netns {
+    name: String,
+    /// This side's end of the veth pair.
+    outer: String,
+    /// This side's address, where the namespace reaches the server.
+    host_ip: String,
+}
+
+impl Netns {
+    /// Made where the machine allows (root and iproute2); otherwise says why.
+    fn new() -> Option<Netns> {
+        let id = std::process::id();
+        let (name, outer, inner) = (format!("mp{id}"), format!("mpv{id}a"), format!("mpv{id}b"));
+        let subnet = format!("10.213.{}", id % 64 * 4);
+        let host_ip = format!("{subnet}.1");
+        let steps: [&[&str]; 8] = [
+            &["netns", "add", &name],
+            &[
+                "link", "add", &outer, "type", "veth", "peer", "name", &inner,
+            ],
+            &["link", "set", &inner, "netns", &name],
+            &["addr", "add", &format!("{host_ip}/30"), "dev", &outer],
+            &["link", "set", &outer, "up"],
+            &[
+                "-n",
+                &name,
+                "addr",
+                "add",
+                &format!("{subnet}.2/30"),
+                "dev",
+                &inner,
+            ],
+            &["-n", &name, "link", "set", &inner, "up"],
+            &["-n", &name, "link", "set", "lo", "up"],
+        ];
+        let netns = Netns {
+            name: name.clone(),
+            outer: outer.clone(),
+            host_ip: host_ip.clone(),
+        };
+        for step in steps {
+            let done = std::process::Command::new("ip")
+                .args(step)
+                .stderr(std::process::Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success());
+            if !done {
+                eprintln!(
+                    "SKIPPED: this machine does not allow a network namespace (`ip {}` failed: \
+                     it needs root and iproute2)",
+                    step.join(" ")
+                );
+                return None;
+            }
+        }
+        Some(netns)
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        // Deleting the namespace deletes the veth pair (soon); ours too, at once.
+        for args in [
+            ["link", "delete", &self.outer],
+            ["netns", "delete", &self.name],
+        ] {
+            let _ = std::process::Command::new("ip")
+                .args(args)
+                .stderr(std::process::Stdio::null())
+                .status();
+        }
+    }
+}
+
+/// The tutorial across two "hosts": the worker runs in a network namespace of its own and
+/// reaches the server only through a veth link, so nothing leans on what the two share on
+/// this machine; the master, with no local workers, gets its queue results and its whole
+/// pool map from that worker alone.
+#[multiproc::test]
+fn a_worker_in_its_own_network_namespace_serves_the_master() {
+    let Some(server) = NatsServer::for_test_with(&["-a", "0.0.0.0"]) else {
+        return;
+    };
+    let Some(netns) = Netns::new() else {
+        return;
+    };
+    let port = server.url().rsplit(':').next().unwrap().to_string();
+    let remote_url = format!("nats://{}:{port}", netns.host_ip);
+    let example = env!("CARGO_BIN_EXE_distributed_master_worker");
+    let mut worker = KillOnDrop(
+        std::process::Command::new("ip")
+            .args(["netns", "exec", &netns.name, example, "worker", &remote_url])
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let out = support::run_bin(example, |c| {
+        c.args(["master", &server.url(), "--no-local-workers"]);
+    });
+    assert!(out.status.success(), "{}\n{}", out.stdout, out.stderr);
+    assert!(out.stdout.contains("10 results"), "{}", out.stdout);
+    assert!(
+        out.stdout.contains("pool: 10000 squares, squares[3] = 9"),
+        "{}",
+        out.stdout
+    );
+    // SIGTERM: the worker's node stops its local workers, then ends as the signal would.
+    // SAFETY: kill takes plain integers; the worker is our unreaped child.
+    unsafe { libc::kill(worker.0.id() as libc::pid_t, libc::SIGTERM) };
+    let status = support::wait_within(&mut worker.0, DEADLINE);
+    use std::os::unix::process::ExitStatusExt;
+    assert!(
+        status.success() || status.signal() == Some(libc::SIGTERM),
+        "{status}"
+    );
 }
 
 #[multiproc::process]
