@@ -13,7 +13,8 @@
 //! Run: `cargo run --example distributed_master_worker --features cluster`
 //!
 //! Prints `10 tasks, 2 workers`, then one `n * n = m` line per task (in the order the
-//! workers finished them), `10 results`, and `pool: 10000 squares, squares[3] = 9`.
+//! workers finished them), `10 results`, `pool: 10000 squares, squares[3] = 9`, and
+//! `spawned: Tally = 5050` (a process started on one of the worker nodes).
 use std::time::Duration;
 
 use multiproc::cluster::Cluster;
@@ -46,6 +47,19 @@ fn worker(url: String) -> usize {
 }
 // ANCHOR_END: worker
 
+/// Adds up 1..=upto, in a process of its own on a cluster node.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Tally {
+    upto: u64,
+}
+
+#[multiproc::process]
+impl Tally {
+    fn run(self) -> u64 {
+        (1..=self.upto).sum::<u64>()
+    }
+}
+
 // ANCHOR: master
 /// The master (Python: `QueueManager(address=..., authkey=...).start()`): the queues live in
 /// the NATS server, so the master only puts tasks and reads results.
@@ -74,6 +88,17 @@ fn master(url: &str, workers: usize) -> multiproc::Result<()> {
         squares.len(),
         squares[3]
     );
+    // ANCHOR: spawn
+    // One process of its own on some node (Python: `Process(target=...)`, on another host).
+    let handle = cluster.spawn(Tally { upto: 100 })?;
+    eprintln!(
+        "{} runs on node {} as pid {}",
+        handle.name(),
+        handle.node(),
+        handle.pid()
+    );
+    println!("spawned: Tally = {}", handle.join()?);
+    // ANCHOR_END: spawn
     for handle in handles {
         handle.shutdown(Duration::from_secs(10))?;
     }

@@ -414,8 +414,11 @@ fn the_distributed_master_worker_example_runs() {
         out.stdout
     );
     assert_eq!(
-        lines.last(),
-        Some(&"pool: 10000 squares, squares[3] = 9"),
+        lines[lines.len().saturating_sub(2)..],
+        [
+            "pool: 10000 squares, squares[3] = 9",
+            "spawned: Tally = 5050"
+        ],
         "{}",
         out.stdout
     );
@@ -533,7 +536,8 @@ fn a_worker_in_its_own_network_namespace_serves_the_master() {
     assert!(out.status.success(), "{}\n{}", out.stdout, out.stderr);
     assert!(out.stdout.contains("10 results"), "{}", out.stdout);
     assert!(
-        out.stdout.contains("pool: 10000 squares, squares[3] = 9"),
+        out.stdout.contains("pool: 10000 squares, squares[3] = 9")
+            && out.stdout.contains("spawned: Tally = 5050"),
         "{}",
         out.stdout
     );
