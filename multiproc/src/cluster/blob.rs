@@ -55,6 +55,28 @@ pub(super) async fn wrap(
     Ok(Vec::new())
 }
 
+/// [`unwrap`] from a thread outside the cluster's runtime: the body at once when the message
+/// names no blob (no trip through the runtime), else the blob, read on the runtime.
+pub(super) fn unwrap_blocking(
+    cluster: &super::Cluster,
+    message: &async_nats::Message,
+) -> Result<Vec<u8>, String> {
+    if message
+        .headers
+        .as_ref()
+        .and_then(|h| h.get(HEADER))
+        .is_none()
+    {
+        return Ok(message.payload.to_vec());
+    }
+    let (jetstream, message) = (cluster.inner.jetstream.clone(), message.clone());
+    cluster
+        .block_on(
+            async move { unwrap(&jetstream, message.headers.as_ref(), &message.payload).await },
+        )
+        .map_err(|e| e.to_string())?
+}
+
 /// The payload a message carries: its body, or the blob its header names.
 pub(super) async fn unwrap(
     jetstream: &jetstream::Context,

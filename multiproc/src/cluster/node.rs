@@ -260,16 +260,9 @@ fn run_chunk(
     message: Message,
 ) {
     let jetstream = cluster.inner.jetstream.clone();
-    let unwrapped = {
-        let (jetstream, message) = (jetstream.clone(), message.clone());
-        cluster.block_on(async move {
-            super::blob::unwrap(&jetstream, message.headers.as_ref(), &message.payload).await
-        })
-    };
-    let payload = match unwrapped {
-        Ok(Ok(payload)) => payload,
+    let Ok(payload) = super::blob::unwrap_blocking(cluster, &message) else {
         // Not acknowledged: the chunk comes again (to this node or another).
-        _ => return,
+        return;
     };
     let chunk = match wire::decode_slice::<TaskChunk>(&payload, Vec::new()) {
         Ok(chunk) => chunk,

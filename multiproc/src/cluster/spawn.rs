@@ -764,16 +764,9 @@ impl Host {
         };
         let refuse = |error: Error| answer(&SpawnReply::Refused(RemoteError::new(&error, node)));
         let jetstream = cluster.inner.jetstream.clone();
-        let unwrapped = {
-            let (jetstream, message) = (jetstream.clone(), message.clone());
-            cluster.block_on(async move {
-                super::blob::unwrap(&jetstream, message.headers.as_ref(), &message.payload).await
-            })
-        };
-        let payload = match unwrapped {
-            Ok(Ok(payload)) => payload,
-            Ok(Err(e)) => return refuse(Error::other(e)),
-            Err(e) => return refuse(e),
+        let payload = match super::blob::unwrap_blocking(cluster, &message) {
+            Ok(payload) => payload,
+            Err(e) => return refuse(Error::other(e)),
         };
         let request = match wire::decode_slice::<SpawnRequest>(&payload, Vec::new()) {
             Ok(request) => request,
