@@ -145,6 +145,41 @@ fn a_consumer_killed_mid_stream_loses_at_most_the_item_it_held() {
     assert!(lost <= KILLS, "{lost} items lost to {KILLS} consumer kills");
 }
 
+/// Takes items, working 200 ms on each, until the queue has been empty for 2 s; how many.
+#[multiproc::process]
+fn take_slowly(url: String) -> usize {
+    let cluster = Cluster::connect(&url).unwrap();
+    let queue = cluster.queue::<u64>("slow").unwrap();
+    let mut taken = 0;
+    while queue.get_timeout(Duration::from_secs(2)).is_ok() {
+        std::thread::sleep(Duration::from_millis(200));
+        taken += 1;
+    }
+    taken
+}
+
+/// A consumer that works on each item takes one at a time (only a consumer that drains the
+/// queue quickly fetches ahead), so slow tasks spread over every consumer.
+#[multiproc::test]
+fn slow_items_spread_over_every_consumer() {
+    let Some((server, cluster)) = connected() else {
+        return;
+    };
+    let queue = cluster.queue::<u64>("slow").unwrap();
+    for i in 0..12 {
+        queue.put(i).unwrap();
+    }
+    let consumers: Vec<_> = (0..2)
+        .map(|_| multiproc::spawn(take_slowly, (server.url(),)).unwrap())
+        .collect();
+    let taken: Vec<usize> = consumers.into_iter().map(|c| join(c).unwrap()).collect();
+    assert_eq!(taken.iter().sum::<usize>(), 12, "{taken:?}");
+    assert!(
+        taken.iter().all(|&n| n >= 3),
+        "one consumer took the rest: {taken:?}"
+    );
+}
+
 #[multiproc::test]
 fn items_survive_a_restart_of_the_server() {
     let Some((mut server, cluster)) = connected() else {

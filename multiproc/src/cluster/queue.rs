@@ -2,6 +2,7 @@
 //! (a JetStream work-queue stream with one shared pull consumer).
 
 use std::any::type_name;
+use std::collections::VecDeque;
 use std::fmt;
 use std::marker::PhantomData;
 use std::sync::Arc;
@@ -9,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use async_nats::jetstream::consumer::{AckPolicy, PullConsumer, pull};
 use async_nats::jetstream::stream::{self, DiscardPolicy, RetentionPolicy, StorageType};
+use async_nats::jetstream::{AckKind, Message};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
@@ -20,6 +22,15 @@ use crate::ipc::codec as wire;
 /// consumer: the window in which a consumer killed between taking and acknowledging loses
 /// nothing but time.
 const ACK_WAIT: Duration = Duration::from_secs(5);
+/// The most items one pull brings (those beyond the first wait, unacknowledged, for this
+/// handle's next gets).
+const PREFETCH: usize = 16;
+/// A consumer that pulls again within this of its last pull is draining the queue quickly:
+/// its pulls may bring more than one item.
+const QUICK: Duration = Duration::from_millis(5);
+/// How long a fetched item may wait here to be taken: well inside [`ACK_WAIT`], after which
+/// the server would give it to another consumer.
+const FRESH_FOR: Duration = Duration::from_millis(2_500);
 /// The longest one wait for an item asks the server for; a longer `get` asks again.
 const PULL_SLICE: Duration = Duration::from_secs(5);
 /// How long an operation retries while the server cannot be reached (it restarts, the
@@ -33,7 +44,11 @@ const RETRY_FOR: Duration = Duration::from_secs(15);
 /// (file storage), so they survive every process that uses the queue and a restart of the
 /// server. [`get`](Queue::get) acknowledges an item before it returns it: a consumer killed
 /// before that point loses nothing (the server gives the item to another consumer 5 s
-/// later); one killed after it loses that item, as locally. A `put` whose acknowledgement
+/// later); one killed after it loses that item, as locally. A consumer that takes items one
+/// after the other, without work between them, has its pulls bring up to 16 waiting items
+/// (its next gets take them without a round trip of their own), while one that works on
+/// each item takes one at a time, so slow tasks spread over every consumer; items a killed
+/// consumer had fetched come back 5 s later, those of a dropped handle at once. A `put` whose acknowledgement
 /// is lost (the server restarts) is sent again with the same message id, which the server
 /// deduplicates: each `put` that returns `Ok` is in the queue once.
 ///
@@ -66,6 +81,118 @@ struct Shared {
     stream: stream::Stream,
     consumer: PullConsumer,
     maxsize: Option<usize>,
+    /// Items a pull brought beyond the one it was for (not acknowledged yet), with when
+    /// they came: the next gets take them without a pull of their own.
+    prefetched: std::sync::Mutex<VecDeque<(Instant, Message)>>,
+    /// When the last pull was, and how many items it could bring (see `Shared::batch`).
+    pace: std::sync::Mutex<(Option<Instant>, usize)>,
+}
+
+impl Shared {
+    /// The oldest item fetched before that is still fresh: one held longer than
+    /// [`FRESH_FOR`] may be given to another consumer by now, so it goes back instead.
+    fn take_prefetched(&self) -> Option<Message> {
+        let mut prefetched = self.prefetched.lock().unwrap_or_else(|e| e.into_inner());
+        while let Some((came, message)) = prefetched.pop_front() {
+            if came.elapsed() < FRESH_FOR {
+                return Some(message);
+            }
+            self.cluster.inner.runtime.handle.spawn(async move {
+                let _ = message.ack_with(AckKind::Nak(None)).await;
+            });
+        }
+        None
+    }
+
+    /// How many items the next pull may bring: one for a consumer that takes its time (so
+    /// that slow tasks spread over every consumer, as with Python's queues), twice as many as
+    /// the last pull (up to [`PREFETCH`]) for one that came back for more within
+    /// [`QUICK`].
+    fn batch(&self) -> usize {
+        let mut pace = self.pace.lock().unwrap_or_else(|e| e.into_inner());
+        let (last, size) = *pace;
+        let size = match last {
+            Some(last) if last.elapsed() < QUICK => (size * 2).min(PREFETCH),
+            _ => 1,
+        };
+        *pace = (Some(Instant::now()), size);
+        size
+    }
+
+    /// One pull: what is there now (up to [`batch`](Self::batch)), else one item within
+    /// `wait`. The first is returned, the rest kept for the next gets.
+    async fn fetch(&self, wait: Duration) -> std::result::Result<Message, GetFailed> {
+        let batch = self.batch();
+        use futures_util::StreamExt;
+        let cluster = &self.cluster;
+        let fail = |e: &dyn std::error::Error| GetFailed::Other(cluster.unreachable(describe(e)));
+        // Bounded: a pull whose connection drops may never hear its end.
+        let bound = wait.min(PULL_SLICE) + Duration::from_secs(2);
+        let pulled = tokio::time::timeout(bound, async {
+            let mut got = Vec::new();
+            let mut now = self
+                .consumer
+                .fetch()
+                .max_messages(batch)
+                .messages()
+                .await
+                .map_err(|e| fail(&e))?;
+            while let Some(message) = now.next().await {
+                got.push(message.map_err(|e| fail(&*e))?);
+            }
+            if got.is_empty() && wait >= Duration::from_millis(10) {
+                let mut one = self
+                    .consumer
+                    .batch()
+                    .max_messages(1)
+                    .expires(wait)
+                    .messages()
+                    .await
+                    .map_err(|e| fail(&e))?;
+                if let Some(message) = one.next().await {
+                    got.push(message.map_err(|e| fail(&*e))?);
+                }
+            }
+            Ok::<_, GetFailed>(got)
+        })
+        .await;
+        let mut got = match pulled {
+            Err(_) => {
+                return Err(GetFailed::Other(
+                    cluster.unreachable("a pull for an item got no answer"),
+                ));
+            }
+            Ok(got) => got?.into_iter(),
+        };
+        let first = got.next().ok_or(GetFailed::Empty)?;
+        let came = Instant::now();
+        self.prefetched
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .extend(got.map(|m| (came, m)));
+        Ok(first)
+    }
+}
+
+impl Drop for Shared {
+    fn drop(&mut self) {
+        // What this process fetched but never took goes back to the other consumers now,
+        // not after the acknowledgement wait.
+        let left: Vec<Message> = self
+            .prefetched
+            .get_mut()
+            .unwrap_or_else(|e| e.into_inner())
+            .drain(..)
+            .map(|(_, m)| m)
+            .collect();
+        if !left.is_empty() {
+            self.cluster.inner.runtime.handle.spawn(async move {
+                for message in left {
+                    let _ = message.ack_with(AckKind::Nak(None)).await;
+                }
+            });
+        }
+    }
 }
 
 impl Cluster {
@@ -186,6 +313,8 @@ impl Cluster {
                 stream,
                 consumer,
                 maxsize,
+                prefetched: std::sync::Mutex::new(VecDeque::new()),
+                pace: std::sync::Mutex::new((None, 1)),
             }),
             _type: PhantomData,
         })
@@ -552,56 +681,32 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
         }
     }
 
-    /// One pull of at most one item, waiting at most `wait` (not at all for zero), and its
+    /// The next item: one fetched before if one is fresh, else one pull (which brings up to
+    /// [`PREFETCH`] items that are there now, or waits at most `wait` for one), and its
     /// acknowledgement, confirmed by the server before the item is handed over.
     fn pull(
         &self,
         wait: Duration,
     ) -> impl std::future::Future<Output = std::result::Result<Vec<u8>, GetFailed>> + Send + 'static
     {
-        use futures_util::StreamExt;
-        let consumer = self.shared.consumer.clone();
-        let jetstream = self.shared.cluster.inner.jetstream.clone();
-        let cluster = self.shared.cluster.clone();
+        let shared = Arc::clone(&self.shared);
         async move {
+            let cluster = shared.cluster.clone();
             let fail =
                 |e: &dyn std::error::Error| GetFailed::Other(cluster.unreachable(describe(e)));
-            let mut messages = if wait < Duration::from_millis(10) {
-                consumer
-                    .fetch()
-                    .max_messages(1)
-                    .messages()
-                    .await
-                    .map_err(|e| fail(&e))?
-            } else {
-                consumer
-                    .batch()
-                    .max_messages(1)
-                    .expires(wait)
-                    .messages()
-                    .await
-                    .map_err(|e| fail(&e))?
-            };
-            // Bounded: a pull whose connection drops may never hear its end.
-            let next = tokio::time::timeout(wait + Duration::from_secs(2), messages.next());
-            let message = match next.await {
-                Err(_) => {
-                    return Err(GetFailed::Other(
-                        cluster.unreachable("a pull for an item got no answer"),
-                    ));
-                }
-                Ok(None) => return Err(GetFailed::Empty),
-                Ok(Some(Err(e))) => return Err(fail(&*e)),
-                Ok(Some(Ok(message))) => message,
+            let message = match shared.take_prefetched() {
+                Some(message) => message,
+                None => shared.fetch(wait).await?,
             };
             // A large item's bytes are read before the ack (a consumer killed here leaves
             // them for the next) and deleted after it.
+            let jetstream = &cluster.inner.jetstream;
             let payload =
-                super::blob::unwrap(&jetstream, message.headers.as_ref(), &message.payload)
+                super::blob::unwrap(jetstream, message.headers.as_ref(), &message.payload)
                     .await
                     .map_err(|e| GetFailed::Other(cluster.unreachable(e)))?;
             message.double_ack().await.map_err(|e| fail(&*e))?;
-            super::blob::discard(&jetstream, message.headers.as_ref()).await;
+            super::blob::discard(jetstream, message.headers.as_ref()).await;
             Ok(payload)
         }
     }
