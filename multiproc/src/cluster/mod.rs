@@ -438,6 +438,27 @@ fn check_name(name: &str, what: &str) -> Result<()> {
     }
 }
 
+/// `value` encoded to cross machines: a `Serialize` error for one that cannot be encoded or
+/// carries descriptors (nothing is sent then).
+fn encode_portable<T: serde::Serialize + ?Sized>(value: &T) -> Result<Vec<u8>> {
+    use crate::ipc::codec as wire;
+    let encoded = wire::with_encoded(value, |bytes, fds| {
+        if fds.is_empty() {
+            Ok(bytes.to_vec())
+        } else {
+            wire::not_sent();
+            Err(fds.len())
+        }
+    })
+    .map_err(Error::serialize::<T>)?;
+    encoded.map_err(|n| {
+        Error::serialize::<T>(format!(
+            "it carries {n} file descriptors (channel ends, local queues, Bytes or \
+             SharedMemory), which cannot cross machines: send plain data"
+        ))
+    })
+}
+
 /// An error and its sources, in one line.
 fn describe(e: &dyn std::error::Error) -> String {
     let mut text = e.to_string();

@@ -484,23 +484,7 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
 
     /// The item's bytes, refused when it carries descriptors or exceeds the server's limit.
     fn encode(&self, item: &T) -> Result<Vec<u8>> {
-        let encoded = wire::with_encoded(item, |bytes, fds| {
-            if fds.is_empty() {
-                Ok(bytes.to_vec())
-            } else {
-                wire::not_sent();
-                Err(fds.len())
-            }
-        })
-        .map_err(Error::serialize::<T>)?;
-        let bytes = encoded.map_err(|n| {
-            Error::serialize::<T>(format!(
-                "it carries {n} file descriptors (a channel end, a local Queue, Bytes or \
-                 SharedMemory), which cannot cross machines: send plain data through a \
-                 cluster queue"
-            ))
-        })?;
-        Ok(bytes)
+        super::encode_portable(item)
     }
 
     /// One publish, acknowledged by the stream; `id` makes a repeat of it a no-op.

@@ -149,20 +149,7 @@ where
         request: &Req,
         timeout: Duration,
     ) -> Result<impl std::future::Future<Output = Result<Vec<u8>>> + Send + 'static> {
-        let payload = wire::with_encoded(request, |bytes, fds| {
-            if fds.is_empty() {
-                Ok(bytes.to_vec())
-            } else {
-                wire::not_sent();
-                Err(fds.len())
-            }
-        })
-        .map_err(Error::serialize::<Req>)?
-        .map_err(|n| {
-            Error::serialize::<Req>(format!(
-                "it carries {n} file descriptors, which cannot cross machines"
-            ))
-        })?;
+        let payload = super::encode_portable(request)?;
         let client = self.cluster.inner.client.clone();
         let cluster = self.cluster.clone();
         let (subject, name) = (self.subject.clone(), self.name.clone());

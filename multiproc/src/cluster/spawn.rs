@@ -197,21 +197,7 @@ impl Cluster {
         key: &str,
         state: &T,
     ) -> Result<JoinHandle<R>> {
-        let state = wire::with_encoded(state, |bytes, fds| {
-            if fds.is_empty() {
-                Ok(bytes.to_vec())
-            } else {
-                wire::not_sent();
-                Err(fds.len())
-            }
-        })
-        .map_err(Error::serialize::<T>)?
-        .map_err(|n| {
-            Error::serialize::<T>(format!(
-                "it carries {n} file descriptors (channel ends, local queues, Bytes or \
-                 SharedMemory), which cannot cross machines"
-            ))
-        })?;
+        let state = super::encode_portable(state)?;
         let build = registry::build_id();
         let dispatcher = self.dispatcher()?;
         let call = call_id();
