@@ -25,6 +25,7 @@ use multiproc::{Bytes, Queue, Receiver, Sender, SharedMemory};
 
 #[cfg(feature = "cluster")]
 mod cluster;
+mod peers;
 
 const BARE: &str = "MULTIPROC_BENCH_BARE";
 const UNIX_ECHO: &str = "MULTIPROC_BENCH_UNIX_ECHO";
@@ -97,6 +98,11 @@ fn main() -> multiproc::Result<()> {
         unix_sink_child(std::path::Path::new(&path));
         return Ok(());
     }
+    if peers::child() {
+        return Ok(());
+    }
+    // procspawn's children come back here: they run their closure and exit in `init`.
+    procspawn::init();
     multiproc::init();
 
     let quick = std::env::args().any(|a| a == "--quick");
@@ -107,6 +113,10 @@ fn main() -> multiproc::Result<()> {
     if std::env::args().any(|a| a == "--cluster") {
         // Only the cluster rows (with the node-count curve unless --quick).
         return cluster::rows(quick);
+    }
+    if std::env::args().any(|a| a == "--peers") {
+        // Only the rows beside procspawn and ipc-channel.
+        return peers::rows(quick);
     }
     if std::env::args().any(|a| a == "--pools") {
         // Only the pool rows: for profiling them.
@@ -267,6 +277,9 @@ fn main() -> multiproc::Result<()> {
 
     println!();
     pools(quick, trips)?;
+
+    println!();
+    peers::rows(quick)?;
     #[cfg(feature = "cluster")]
     {
         println!();
