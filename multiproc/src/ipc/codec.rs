@@ -10,9 +10,9 @@ use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use serde::de::DeserializeOwned;
 use serde::{Serialize, de, ser};
 
-use super::capture;
 use super::frame::{self, Frame, INLINE_MAX, MAX_FDS, Payload};
 use super::pump::Inbox;
+use super::{bulk, capture};
 
 thread_local! {
     /// Descriptors collected while encoding a message, `None` outside of [`encode`].
@@ -46,7 +46,7 @@ pub(crate) fn with_encoded<T: Serialize + ?Sized, R>(
 ) -> Result<R, String> {
     encoding(
         |buf| {
-            *buf = postcard::to_extend(value, std::mem::take(buf))
+            *buf = postcard::to_extend(&bulk::Value(value), std::mem::take(buf))
                 .map_err(|e| describe_with(e, || capture::serialize_error(value)))?;
             Ok(())
         },
@@ -100,7 +100,7 @@ pub(crate) fn encode_each<T: Serialize>(
     let mut result = Ok(());
     for item in items {
         let start = out.len();
-        match postcard::to_extend(&item, std::mem::take(out)) {
+        match postcard::to_extend(&bulk::Value(&item), std::mem::take(out)) {
             Ok(buf) => *out = buf,
             Err(e) => {
                 result = Err(describe_with(e, || capture::serialize_error(&item)));
@@ -224,7 +224,10 @@ pub(crate) fn with_payload<T: Serialize + ?Sized, R>(
                 written: 0,
                 failed: &mut failed,
             };
-            match (postcard::serialize_with_flavor(value, spill), failed) {
+            match (
+                postcard::serialize_with_flavor(&bulk::Value(value), spill),
+                failed,
+            ) {
                 (Ok(spilled), None) => Ok(spilled),
                 (_, Some(e)) => Err(format!("cannot write a large message to memory: {e}")),
                 (Err(e), None) => Err(describe_with(e, || capture::serialize_error(value))),
@@ -275,7 +278,7 @@ pub(crate) fn decode_slice<T: DeserializeOwned>(
 ) -> Result<T, String> {
     CUSTOM.with(|c| c.borrow_mut().take());
     let saved = INCOMING.with(|i| i.replace(Some(fds.into_iter().map(Some).collect())));
-    let decoded = postcard::from_bytes::<T>(bytes);
+    let decoded = bulk::from_bytes::<T>(bytes);
     INCOMING.with(|i| i.replace(saved));
     decoded.map_err(|e| describe_with(e, || replay_decode::<T>(bytes)))
 }

@@ -24,6 +24,7 @@
 //! [`shm::Slots`] for a shared bound. A remote `Queue` or pool dispatch implements the same
 //! verbs over its own connection in a module beside this one, and leaves this one untouched.
 
+mod bulk;
 mod capture;
 pub(crate) mod codec;
 pub(crate) mod frame;
