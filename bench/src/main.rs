@@ -306,8 +306,35 @@ fn hold(until: Receiver<()>) {
     let _ = until.recv();
 }
 
-/// How costs grow: pool throughput by workers, round trip by payload size, spawn time by the
-/// number of live children.
+/// This process's resident bytes now, after resetting its high-water mark to them
+/// (`/proc/self/clear_refs`, Linux 4.0+).
+fn reset_peak_rss() -> u64 {
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
+    status_bytes("VmRSS:")
+}
+
+/// This process's resident high-water mark in bytes.
+fn peak_rss() -> u64 {
+    status_bytes("VmHWM:")
+}
+
+/// A `/proc/self/status` line's figure (kB) in bytes; 0 if it cannot be read.
+fn status_bytes(key: &str) -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with(key))?
+                .split_whitespace()
+                .nth(1)?
+                .parse::<u64>()
+                .ok()
+        })
+        .map_or(0, |kb| kb * 1024)
+}
+
+/// How costs grow: pool throughput by workers and by task count (with the caller's memory per
+/// task), round trip by payload size, spawn time by the number of live children.
 fn curves() -> multiproc::Result<()> {
     println!(
         "scaling curves (this machine has {} cores)",
@@ -335,6 +362,31 @@ fn curves() -> multiproc::Result<()> {
             format!("{workers} workers")
         );
     }
+
+    // Throughput by the size of one call (linear means flat), and what the caller holds per
+    // task at its peak (its high-water mark, reset before each call, over the task count;
+    // the result vector's 8 bytes per task included).
+    println!(
+        "{:<44} {:>14} {:>14}",
+        "Pool(2).map by task count", "trivial /s", "peak B/task"
+    );
+    let pool = multiproc::Pool::new(2)?;
+    pool.map(double, 0..1_000)?;
+    for n in [1_000_u64, 10_000, 100_000, 1_000_000] {
+        let before = reset_peak_rss();
+        let t = Instant::now();
+        let out = pool.map(double, 0..n)?;
+        let rate = n as f64 / t.elapsed().as_secs_f64();
+        let grown = peak_rss().saturating_sub(before);
+        assert_eq!(out.len(), n as usize);
+        drop(out);
+        println!(
+            "{:<44} {rate:>14.3e} {:>14.0}",
+            format!("{n} tasks"),
+            grown as f64 / n as f64
+        );
+    }
+    drop(pool);
 
     println!(
         "{:<44} {:>14} {:>14}",
