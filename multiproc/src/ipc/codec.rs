@@ -32,6 +32,8 @@ thread_local! {
     static REPLAY: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
     /// Set by [`not_sent`].
     static NOT_SENT: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    /// Inside [`in_batch`]: one encoding context for many values.
+    static BATCH: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
 }
 
 /// Encodes `value` and hands its bytes and descriptors to `use_frame` (the bytes live in a
@@ -118,6 +120,79 @@ pub(crate) fn encode_each<T: Serialize>(
     OUTGOING.with(|o| o.replace(saved));
     MOVES.with(|m| m.replace(saved_moves));
     result
+}
+
+/// Runs `f` in one encoding context, which [`encode_appending`] calls inside it share instead
+/// of setting up their own (a pool worker encodes a chunk's outcomes so). The values encoded
+/// there are handed over for good, as by [`encode_each`].
+pub(crate) fn in_batch<R>(f: impl FnOnce() -> R) -> R {
+    let saved = OUTGOING.with(|o| o.replace(Some(Vec::new())));
+    let saved_moves = MOVES.with(|m| m.replace(Some(Vec::new())));
+    let was = BATCH.with(|b| b.replace(true));
+    let result = f();
+    BATCH.with(|b| b.set(was));
+    OUTGOING.with(|o| o.replace(saved));
+    MOVES.with(|m| m.replace(saved_moves));
+    result
+}
+
+/// Appends `value`'s encoding to `out` and returns the descriptors it carries: inside
+/// [`in_batch`] straight into `out`, without a context or a copy of its own; elsewhere through
+/// [`with_encoded`]. On an error `out` is as it was.
+pub(crate) fn encode_appending<T: Serialize + ?Sized>(
+    value: &T,
+    out: &mut Vec<u8>,
+) -> Result<Vec<OwnedFd>, String> {
+    if !BATCH.with(std::cell::Cell::get) {
+        let copied = with_encoded(value, |bytes, fds| {
+            out.extend_from_slice(bytes);
+            fds.iter()
+                .map(OwnedFd::try_clone)
+                .collect::<io::Result<Vec<_>>>()
+        })?;
+        return copied.map_err(|e| format!("cannot copy a descriptor of the value: {e}"));
+    }
+    let start = out.len();
+    let moved = MOVES.with(|m| m.borrow().as_ref().map_or(0, Vec::len));
+    match postcard::serialize_with_flavor(&bulk::Value(value), Append(out)) {
+        Ok(()) => Ok(OUTGOING
+            .with(|o| o.borrow_mut().as_mut().map(std::mem::take))
+            .unwrap_or_default()),
+        Err(e) => {
+            out.truncate(start);
+            // What this value recorded stays here: its descriptors close, its receivers
+            // resume; those of the values before it go on.
+            drop(OUTGOING.with(|o| o.borrow_mut().as_mut().map(std::mem::take)));
+            let stay = MOVES.with(|m| m.borrow_mut().as_mut().map(|v| v.split_off(moved)));
+            for inbox in stay.into_iter().flatten() {
+                inbox.stay();
+            }
+            Err(describe_with(e, || capture::serialize_error(value)))
+        }
+    }
+}
+
+/// A postcard flavor that appends to a borrowed buffer.
+struct Append<'a>(&'a mut Vec<u8>);
+
+impl postcard::ser_flavors::Flavor for Append<'_> {
+    type Output = ();
+
+    #[inline]
+    fn try_push(&mut self, byte: u8) -> postcard::Result<()> {
+        self.0.push(byte);
+        Ok(())
+    }
+
+    #[inline]
+    fn try_extend(&mut self, data: &[u8]) -> postcard::Result<()> {
+        self.0.extend_from_slice(data);
+        Ok(())
+    }
+
+    fn finalize(self) -> postcard::Result<()> {
+        Ok(())
+    }
 }
 
 /// How much of a spilled message is collected before it is written to its memfd.

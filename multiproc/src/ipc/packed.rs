@@ -28,6 +28,28 @@ impl Packed {
         self.len
     }
 
+    /// Encodes `value` as the next entry, straight into the buffer (see
+    /// [`wire::encode_appending`]). On an error nothing is appended.
+    pub(crate) fn push_encoded<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<(), String> {
+        let header = self.data.len();
+        self.data.extend_from_slice(&[0; 6]);
+        match wire::encode_appending(value, &mut self.data) {
+            Ok(fds) => {
+                let len = (self.data.len() - header - 6) as u32;
+                self.data[header..header + 4].copy_from_slice(&len.to_le_bytes());
+                self.data[header + 4..header + 6]
+                    .copy_from_slice(&(fds.len() as u16).to_le_bytes());
+                self.fds.extend(fds);
+                self.len += 1;
+                Ok(())
+            }
+            Err(e) => {
+                self.data.truncate(header);
+                Err(e)
+            }
+        }
+    }
+
     /// Appends one encoded value and (copies of) its descriptors.
     pub(crate) fn push(&mut self, bytes: &[u8], fds: &[OwnedFd]) -> std::io::Result<()> {
         let mut copies = Vec::with_capacity(fds.len());
@@ -130,6 +152,43 @@ mod tests {
         assert_eq!(packed.len(), 3);
         let want = vec![(b"one".to_vec(), 0), (b"two".to_vec(), 2), (Vec::new(), 0)];
         assert_eq!(entries(packed), want);
+    }
+
+    /// A value whose serialization fails halfway, after writing some bytes.
+    struct FailsLate;
+
+    impl Serialize for FailsLate {
+        fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+            use serde::ser::{Error, SerializeTuple};
+            let mut t = s.serialize_tuple(2)?;
+            t.serialize_element(&vec![7_u8; 100])?;
+            let _ = t;
+            Err(S::Error::custom("refused halfway"))
+        }
+    }
+
+    #[test]
+    fn values_encoded_in_a_batch_are_the_entries_a_failed_one_leaves_nothing() {
+        let encoded = |value: &dyn Fn(&mut Packed)| {
+            let mut packed = Packed::new();
+            value(&mut packed);
+            entries(packed)
+        };
+        let pushes = |packed: &mut Packed| {
+            packed.push_encoded(&(3_u32, "three")).unwrap();
+            let e = packed.push_encoded(&FailsLate).unwrap_err();
+            assert!(e.contains("refused halfway"), "{e}");
+            packed.push_encoded(&vec![4_u8; 300]).unwrap();
+        };
+        // In a batch and alone: the same entries, nothing of the failed value among them.
+        let batched = wire::in_batch(|| encoded(&pushes));
+        let alone = encoded(&pushes);
+        assert_eq!(batched, alone);
+        assert_eq!(batched.len(), 2);
+        let first: (u32, String) = wire::decode_slice(&batched[0].0, Vec::new()).unwrap();
+        assert_eq!(first, (3, "three".to_string()));
+        let second: Vec<u8> = wire::decode_slice(&batched[1].0, Vec::new()).unwrap();
+        assert_eq!(second, vec![4; 300]);
     }
 
     #[test]

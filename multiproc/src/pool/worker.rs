@@ -53,11 +53,8 @@ where
 }
 
 fn push_outcome<R: Serialize>(out: &mut Packed, outcome: &Outcome<R>) {
-    let pushed = wire::with_encoded(outcome, |bytes, fds| out.push(bytes, fds));
-    match pushed {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) => push_failure(out, format!("cannot copy a descriptor of the result: {e}")),
-        Err(message) => push_failure(out, message),
+    if let Err(message) = out.push_encoded(outcome) {
+        push_failure(out, message);
     }
 }
 
@@ -268,28 +265,31 @@ fn worker_main(boot: WorkerBoot) {
         let mut items = items.into_entries();
         let mut seq = first_seq;
         let mut retire = false;
-        while let Some((args, fds)) = items.next_entry() {
-            progress.start(seq, timed);
-            let input = TaskInput {
-                args,
-                fds,
-                out: &mut outcomes,
-            };
-            match entry {
-                Some(entry) => (entry.task)(input),
-                None => push_failure(
-                    input.out,
-                    format!("no `#[multiproc::process]` entry point `{key}` in the worker"),
-                ),
+        // One encoding context for the chunk's outcomes.
+        wire::in_batch(|| {
+            while let Some((args, fds)) = items.next_entry() {
+                progress.start(seq, timed);
+                let input = TaskInput {
+                    args,
+                    fds,
+                    out: &mut outcomes,
+                };
+                match entry {
+                    Some(entry) => (entry.task)(input),
+                    None => push_failure(
+                        input.out,
+                        format!("no `#[multiproc::process]` entry point `{key}` in the worker"),
+                    ),
+                }
+                progress.finish();
+                seq += 1;
+                done += 1;
+                if max_tasks.is_some_and(|max| done >= max) {
+                    retire = true;
+                    break;
+                }
             }
-            progress.finish();
-            seq += 1;
-            done += 1;
-            if max_tasks.is_some_and(|max| done >= max) {
-                retire = true;
-                break;
-            }
-        }
+        });
         if results
             .send(FromWorker::Done {
                 first_seq,
