@@ -4,7 +4,7 @@
 //! Run: `cargo run --example panic_in_child`
 //!
 //! The child's own panic message appears on stderr; stdout shows the parent's report:
-//! `child failed: child `divide` (pid N) panicked: 'attempt to divide by zero' at ...`.
+//! `child failed: child `divide-2` (pid N) panicked: 'attempt to divide by zero' at ...`.
 use multiproc::ErrorKind;
 
 // ANCHOR: divide

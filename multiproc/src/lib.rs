@@ -153,7 +153,7 @@ pub mod __private;
 
 pub use self::bytes::{Bytes, SharedMemory};
 pub use self::channel::{Receiver, Sender, bounded, channel};
-pub use self::child::init;
+pub use self::child::{Current, current, init};
 pub use self::error::{Error, ErrorKind, RemotePanic, Result, TrySendError};
 pub use self::pipe::{PipeEnd, pipe};
 pub use self::pool::{AsyncResult, Imap, ImapUnordered, Pool, PoolBuilder};

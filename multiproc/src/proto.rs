@@ -28,6 +28,8 @@ pub(crate) const ENV_SOCKET: &str = "__MULTIPROC_SOCKET";
 pub(crate) const ENV_ENTRY: &str = "__MULTIPROC_ENTRY";
 /// The parent's pid: a child whose parent is another process was not started by multiproc.
 pub(crate) const ENV_PARENT: &str = "__MULTIPROC_PARENT";
+/// The child's name, for [`crate::current`].
+pub(crate) const ENV_NAME: &str = "__MULTIPROC_NAME";
 /// The parent's build fingerprint (see `hook::fingerprint`).
 pub(crate) const ENV_BUILD: &str = "__MULTIPROC_BUILD";
 /// Where a test child's real stdout is parked until its hook (see `sys::unpark_stdout`).

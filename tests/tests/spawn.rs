@@ -82,8 +82,47 @@ impl Counter {
 fn struct_form_runs_in_another_process() {
     let handle = Counter { from: 3, to: 6 }.spawn().unwrap();
     assert_ne!(handle.pid(), std::process::id());
-    assert_eq!(handle.name(), "Counter");
+    assert!(handle.name().starts_with("Counter-"), "{}", handle.name());
     assert_eq!(join(handle).unwrap(), [3, 4, 5]);
+}
+
+/// What a child knows of itself (Python's `current_process()` and `parent_process()`).
+#[multiproc::process]
+fn identity() -> multiproc::Current {
+    multiproc::current()
+}
+
+/// Unique default names, as Python's `Process-1`, `Process-2`, by entry point, and
+/// `multiproc::current()` in the child: its name, its parent, that it is a child; through a
+/// zygote too.
+#[multiproc::test]
+fn children_have_unique_names_and_know_them_and_their_parent() {
+    let me = multiproc::current();
+    assert!(!me.is_child());
+    assert_eq!((me.name(), me.parent_pid()), ("main", None));
+    let zygote = multiproc::Zygote::start().unwrap();
+    let mut forked = multiproc::Builder::new();
+    forked.zygote(&zygote);
+    let handles = vec![
+        multiproc::spawn(identity, ()).unwrap(),
+        multiproc::spawn(identity, ()).unwrap(),
+        forked.spawn_fn(identity, ()).unwrap(),
+        multiproc::Builder::new()
+            .name("chosen")
+            .spawn_fn(identity, ())
+            .unwrap(),
+    ];
+    let names: Vec<String> = handles.iter().map(|h| h.name().to_string()).collect();
+    assert_eq!(names[..3], ["identity-1", "identity-2", "identity-3"]);
+    assert_eq!(names[3], "chosen");
+    for (handle, name) in handles.into_iter().zip(names) {
+        let pid = handle.pid();
+        let child = join(handle).unwrap();
+        assert_eq!(child.name(), name);
+        assert_eq!(child.parent_pid(), Some(std::process::id()));
+        assert!(child.is_child());
+        assert_eq!(child.pid(), pid);
+    }
 }
 
 #[multiproc::process]

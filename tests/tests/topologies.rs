@@ -77,7 +77,7 @@ fn panic_in_child() {
     let lines: Vec<&str> = out.stdout.lines().collect();
     assert_eq!(lines.len(), 3, "{}", out.stdout);
     assert!(
-        lines[0].starts_with("child failed: child `divide` (pid "),
+        lines[0].starts_with("child failed: child `divide-2` (pid "),
         "{}",
         lines[0]
     );

@@ -16,7 +16,7 @@ use serde::de::DeserializeOwned;
 use crate::hook::{self, Hook};
 use crate::ipc::{self, Frame};
 use crate::proto::{
-    ChildContext, ENV_BUILD, ENV_ENTRY, ENV_LIMITS, ENV_PARENT, ENV_SOCKET, ENV_STDOUT,
+    ChildContext, ENV_BUILD, ENV_ENTRY, ENV_LIMITS, ENV_NAME, ENV_PARENT, ENV_SOCKET, ENV_STDOUT,
     EXIT_BOOTSTRAP, EXIT_ORPHANED, EXIT_PANICKED, Hello, Limits, Outcome, Refusal, ZYGOTE_KEY,
 };
 use crate::registry::{self, Lookup};
@@ -48,6 +48,105 @@ pub fn init() {
     if let Some(ctx) = take_child_role() {
         run_child(ctx);
     }
+}
+
+/// What multiproc knows of this process, from [`current`]: Python's `current_process()` and
+/// `parent_process()`.
+///
+/// # Examples
+///
+/// ```no_run
+/// #[multiproc::process]
+/// fn who() -> (String, Option<u32>) {
+///     let me = multiproc::current();
+///     (me.name().to_string(), me.parent_pid())
+/// }
+///
+/// #[multiproc::main]
+/// fn main() -> multiproc::Result<()> {
+///     assert!(!multiproc::current().is_child());
+///     let handle = multiproc::spawn(who, ())?;
+///     let name = handle.name().to_string();
+///     assert_eq!(handle.join()?, (name, Some(std::process::id())));
+///     Ok(())
+/// }
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct Current {
+    name: String,
+    pid: u32,
+    parent: Option<u32>,
+}
+
+impl Current {
+    /// In a child, the name its parent gave it ([`Builder::name`](crate::Builder::name), else
+    /// its entry point's with a number: `clock-1`, `ClockProcess-2`); `"main"` in a process
+    /// that multiproc did not start.
+    ///
+    /// # Examples
+    ///
+    /// See [`Current`].
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The process's id.
+    ///
+    /// # Examples
+    ///
+    /// See [`Current`].
+    pub fn pid(&self) -> u32 {
+        self.pid
+    }
+
+    /// The pid of the process that started this one through multiproc; `None` in a process
+    /// that multiproc did not start.
+    ///
+    /// # Examples
+    ///
+    /// See [`Current`].
+    pub fn parent_pid(&self) -> Option<u32> {
+        self.parent
+    }
+
+    /// Whether multiproc started this process (it runs an entry point, or is a pool worker).
+    ///
+    /// # Examples
+    ///
+    /// See [`Current`].
+    pub fn is_child(&self) -> bool {
+        self.parent.is_some()
+    }
+}
+
+/// Set once, at a child's start.
+static CURRENT: std::sync::OnceLock<Current> = std::sync::OnceLock::new();
+
+/// This process as multiproc knows it: its name, its parent, whether it is a multiproc child.
+///
+/// # Examples
+///
+/// See [`Current`].
+pub fn current() -> Current {
+    CURRENT.get().cloned().unwrap_or_else(|| Current {
+        name: "main".to_string(),
+        pid: std::process::id(),
+        parent: None,
+    })
+}
+
+/// Records this child's name (from its parent) and its parent. Not in a zygote: the
+/// children it forks record their own.
+fn set_current(parent: u32, entry: &str) {
+    if entry == ZYGOTE_KEY {
+        return;
+    }
+    let name = env::var(ENV_NAME).unwrap_or_else(|_| registry::last_segment(entry).to_string());
+    let _ = CURRENT.set(Current {
+        name,
+        pid: std::process::id(),
+        parent: Some(parent),
+    });
 }
 
 /// The hook behind `#[multiproc::test]`: like [`init`], and remembers the test's name so that
@@ -108,9 +207,11 @@ fn take_child_role() -> Option<ChildContext> {
     let Some(sock) = sys::claim_inherited(sock) else {
         exit_now(EXIT_BOOTSTRAP)
     };
+    let entry = env::var(ENV_ENTRY).unwrap_or_default();
+    set_current(parent, &entry);
     Some(ChildContext {
         sock,
-        entry: env::var(ENV_ENTRY).unwrap_or_default(),
+        entry,
         build: env::var(ENV_BUILD).unwrap_or_default(),
     })
 }
@@ -182,6 +283,7 @@ fn run_forked(sock: OwnedFd, parent: u32, entry: String) -> ! {
     if sys::parent_pid() != parent {
         exit_now(EXIT_ORPHANED);
     }
+    set_current(parent, &entry);
     run_child(ChildContext {
         sock,
         entry,

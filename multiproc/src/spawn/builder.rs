@@ -117,8 +117,9 @@ impl Builder {
         (crate::proto::ENV_TRACE.into(), None)
     }
 
-    /// Names the child (shown in errors and by [`JoinHandle::name`]); the default is the
-    /// entry point's name, such as `clock` or `ClockProcess`.
+    /// Names the child (shown in errors, by [`JoinHandle::name`] and to the child by
+    /// [`current`](crate::current)); the default is the entry point's name numbered by this
+    /// process, such as `clock-1` or `ClockProcess-2`.
     ///
     /// # Examples
     ///

@@ -102,7 +102,8 @@ where
     }
 
     /// The child's name: the one given to [`Builder::name`](crate::Builder::name), else the
-    /// entry point's (`clock`, `ClockProcess`).
+    /// entry point's, numbered by this process (`clock-1`, `clock-2`, `ClockProcess-1`). The
+    /// child reads it with [`current`](crate::current).
     ///
     /// # Examples
     ///

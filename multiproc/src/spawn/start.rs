@@ -2,6 +2,7 @@
 //! by a zygote), its prefixed streams, the hello, then its state.
 
 use std::any::type_name;
+use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::time::Duration;
@@ -15,7 +16,9 @@ use super::{Builder, JoinHandle, Proc, Stdio, spawner};
 use crate::error::{Error, Repr, Result, Who};
 use crate::hook::{self, Hook};
 use crate::ipc::{self, SendError, WireError};
-use crate::proto::{ENV_BUILD, ENV_ENTRY, ENV_LIMITS, ENV_PARENT, ENV_SOCKET, ENV_STDOUT, Hello};
+use crate::proto::{
+    ENV_BUILD, ENV_ENTRY, ENV_LIMITS, ENV_NAME, ENV_PARENT, ENV_SOCKET, ENV_STDOUT, Hello,
+};
 use crate::registry;
 use crate::sys::{self, Wait};
 
@@ -59,7 +62,7 @@ impl Builder {
         let name = self
             .name
             .clone()
-            .unwrap_or_else(|| registry::last_segment(key).to_string());
+            .unwrap_or_else(|| numbered(registry::last_segment(key)));
         let (mine, mut child) = self.start_process(&hook, key, &name)?;
         let mut who = Who {
             name,
@@ -97,7 +100,7 @@ impl Builder {
                 .and_then(|(mine, theirs)| Ok((mine, sys::above_stdio(theirs)?)))
                 .map_err(|e| Error::io("cannot create the bootstrap socket", e))?;
             let Some(zygote) = &self.zygote else {
-                let (spawn, parked) = self.command(hook, key, theirs.as_raw_fd())?;
+                let (spawn, parked) = self.command(hook, key, name, theirs.as_raw_fd())?;
                 let child = spawner::spawn(spawn)
                     .map_err(|e| Error::io(format!("cannot start child `{name}`"), e))?;
                 drop(parked);
@@ -105,7 +108,7 @@ impl Builder {
                 drop(theirs);
                 return Ok((mine, child));
             };
-            match zygote.fork(self, key, theirs, mine.as_fd())? {
+            match zygote.fork(self, key, name, theirs, mine.as_fd())? {
                 Some(child) => return Ok((mine, child)),
                 // The zygote died before it forked: once more, from a new one.
                 None if !lost_zygote => lost_zygote = true,
@@ -200,6 +203,7 @@ impl Builder {
         &self,
         hook: &Hook,
         key: &str,
+        name: &str,
         sock: RawFd,
     ) -> Result<(sys::Spawn, [Option<OwnedFd>; 2])> {
         let exe = hook::current_exe()?;
@@ -254,6 +258,7 @@ impl Builder {
         for (k, v) in [
             (ENV_SOCKET, sock_slot.to_string()),
             (ENV_ENTRY, key.to_string()),
+            (ENV_NAME, name.to_string()),
             (ENV_PARENT, std::process::id().to_string()),
             (ENV_BUILD, hook::fingerprint().to_string()),
         ] {
@@ -318,6 +323,17 @@ fn hello(
         Hello::Refused(refusal) => Err(refusal_error(refusal, who.clone())),
     });
     checked.inspect_err(|_| reap(child))
+}
+
+/// `base-N` for the N-th child this process starts under `base` without a name of its own
+/// (`ClockProcess-1`, `ClockProcess-2`; Python numbers its `Process-N` so).
+fn numbered(base: &str) -> String {
+    static STARTED: std::sync::Mutex<BTreeMap<String, u64>> =
+        std::sync::Mutex::new(BTreeMap::new());
+    let mut started = STARTED.lock().unwrap_or_else(|e| e.into_inner());
+    let n = started.entry(base.to_string()).or_insert(0);
+    *n += 1;
+    format!("{base}-{n}")
 }
 
 /// A child's state as the parent has it.

@@ -20,7 +20,7 @@ use std::time::Duration;
 use super::{Builder, JoinHandle, Proc, Stdio};
 use crate::error::{Error, Repr, Result};
 use crate::ipc::{self, WireError};
-use crate::proto::{ForkRequest, Hello, ZYGOTE_KEY, ZygoteAnswer, ZygoteRequest};
+use crate::proto::{ENV_NAME, ForkRequest, Hello, ZYGOTE_KEY, ZygoteAnswer, ZygoteRequest};
 use crate::sys::{self, Stream, Wait};
 
 /// How long a request may wait for the zygote's answer: a fork takes well under a millisecond,
@@ -149,6 +149,7 @@ impl Zygote {
         &self,
         builder: &Builder,
         key: &str,
+        name: &str,
         theirs: OwnedFd,
         mine: BorrowedFd<'_>,
     ) -> Result<Option<Proc>> {
@@ -160,7 +161,7 @@ impl Zygote {
             envs: builder
                 .envs
                 .iter()
-                .chain([&builder.trace_env()])
+                .chain([&builder.trace_env(), &(ENV_NAME.into(), Some(name.into()))])
                 .map(|(k, v)| {
                     (
                         k.as_bytes().to_vec(),
