@@ -17,6 +17,7 @@ mod off {
     pub(crate) fn spawned(_name: &str, _pid: u32, _zygote: bool) {}
     #[inline(always)]
     pub(crate) fn exited(_name: &str, _pid: u32, _error: Option<&crate::Error>) {}
+    pub(crate) fn stopped(_name: &str, _pid: u32) {}
     #[inline(always)]
     pub(crate) fn restarting(_supervisor: &str, _name: &str, _why: &str) {}
     #[inline(always)]
@@ -30,6 +31,11 @@ mod on {
     pub(crate) fn spawned(name: &str, pid: u32, zygote: bool) {
         let via = if zygote { "zygote" } else { "exec" };
         tracing::info!(target: "multiproc", child = name, pid, via, "child started");
+    }
+
+    /// A child its owner ended on purpose (a pool's worker at the pool's end).
+    pub(crate) fn stopped(name: &str, pid: u32) {
+        tracing::debug!(target: "multiproc", child = name, pid, "child stopped");
     }
 
     pub(crate) fn exited(name: &str, pid: u32, error: Option<&crate::Error>) {

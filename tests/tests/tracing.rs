@@ -205,3 +205,22 @@ fn restarts_and_pool_dispatch_are_events() {
         "{restarted:?}"
     );
 }
+
+/// A pool dropped after its work (Python's `with Pool() as p:`) ends its workers on purpose:
+/// each is traced as "child stopped", none as "child failed ... killed by signal 9".
+#[multiproc::test]
+fn a_pool_dropped_after_its_work_reports_no_failure() {
+    collect();
+    let pool = Pool::builder().workers(2).name("quiet").build().unwrap();
+    assert_eq!(pool.map(chatty, [3_u32, 4]).unwrap(), [3, 4]);
+    drop(pool);
+    let failed = seen_with("child failed");
+    assert!(!failed.iter().any(|l| l.contains("\"quiet-")), "{failed:?}");
+    let stopped = seen_with("child stopped");
+    for worker in ["\"quiet-0\"", "\"quiet-1\""] {
+        assert!(
+            stopped.iter().any(|l| l.contains(worker)),
+            "{worker}: {stopped:?}"
+        );
+    }
+}

@@ -865,8 +865,9 @@ impl Scheduler {
             "the pool stopped before this task ran"
         };
         for mut worker in self.workers.drain(..) {
+            // Ending its workers is the pool's doing: no failure to report.
             if now {
-                let _ = worker.handle.kill();
+                let _ = worker.handle.kill_on_purpose();
             }
             drop(worker.tasks);
             if worker
@@ -876,7 +877,7 @@ impl Scheduler {
                 .flatten()
                 .is_none()
             {
-                let _ = worker.handle.kill();
+                let _ = worker.handle.kill_on_purpose();
                 let _ = worker.handle.join_timeout(Duration::from_secs(5));
             }
             for chunk in worker.inflight {

@@ -58,6 +58,8 @@ pub struct JoinHandle<R> {
     /// its last events are out when `join` returns.
     pub(super) relay: Option<std::thread::JoinHandle<()>>,
     joined: bool,
+    /// Killed by its owner on purpose (see `kill_on_purpose`): not a failure.
+    stopped_on_purpose: bool,
     _output: std::marker::PhantomData<fn() -> R>,
 }
 
@@ -88,6 +90,7 @@ where
             stderr_tail: None,
             relay: None,
             joined: false,
+            stopped_on_purpose: false,
             _output: std::marker::PhantomData,
         }
     }
@@ -440,6 +443,13 @@ where
         self.child.as_mut()?.stderr.take()
     }
 
+    /// Kills the child as its owner's way of ending it (a pool ending its workers): its end
+    /// is traced as "child stopped", not as a failure.
+    pub(crate) fn kill_on_purpose(&mut self) -> Result<()> {
+        self.stopped_on_purpose = true;
+        self.signal(sys::SIGKILL)
+    }
+
     fn signal(&mut self, signal: i32) -> Result<()> {
         let Some(child) = &mut self.child else {
             return Ok(());
@@ -477,7 +487,11 @@ where
         if let Some(relay) = self.relay.take() {
             let _ = relay.join();
         }
-        crate::trace::exited(&self.who.name, self.pid, result.as_ref().err());
+        if self.stopped_on_purpose {
+            crate::trace::stopped(&self.who.name, self.pid);
+        } else {
+            crate::trace::exited(&self.who.name, self.pid, result.as_ref().err());
+        }
         result
     }
 
