@@ -224,3 +224,32 @@ fn a_pool_dropped_after_its_work_reports_no_failure() {
         );
     }
 }
+
+/// `PoolBuilder::forward_tracing`: the tasks' own events reach this process's subscriber
+/// (all of them once the pool has ended its workers).
+#[multiproc::test]
+fn a_pools_tasks_forward_their_events_when_asked() {
+    collect();
+    let pool = Pool::builder()
+        .workers(2)
+        .name("forwarding")
+        .forward_tracing(true)
+        .build()
+        .unwrap();
+    assert_eq!(pool.map(pooled, [71_u32, 72, 73]).unwrap(), [71, 72, 73]);
+    drop(pool);
+    let said = seen_with("hello from a pool task");
+    for n in [71, 72, 73] {
+        assert!(
+            said.iter()
+                .any(|l| l.contains(&format!("n={n}")) && l.contains("child=forwarding-")),
+            "task {n}: {said:?}"
+        );
+    }
+}
+
+#[multiproc::process]
+fn pooled(n: u32) -> u32 {
+    tracing::info!(n, "hello from a pool task");
+    n
+}

@@ -113,6 +113,34 @@ impl PoolBuilder {
         self
     }
 
+    /// Forwards the workers' `tracing` events, and so those of the tasks they run, to this
+    /// process's subscriber, each inside a span naming its worker, as
+    /// [`Builder::forward_tracing`](crate::Builder::forward_tracing) does for one child (feature
+    /// `tracing`). A worker's last events are out once the pool has ended it.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// #[multiproc::process]
+    /// fn work(n: u32) -> u32 {
+    ///     tracing::info!(n, "working");
+    ///     n
+    /// }
+    ///
+    /// #[multiproc::main]
+    /// fn main() -> multiproc::Result<()> {
+    ///     // with a subscriber installed here, each "working" shows up in it
+    ///     let pool = multiproc::Pool::builder().forward_tracing(true).build()?;
+    ///     assert_eq!(pool.map(work, [1, 2])?, [1, 2]);
+    ///     Ok(())
+    /// }
+    /// ```
+    #[cfg(feature = "tracing")]
+    pub fn forward_tracing(mut self, on: bool) -> Self {
+        self.process.forward_tracing(on);
+        self
+    }
+
     /// Limits each worker's address space (see [`Builder::memory_limit`](crate::Builder::memory_limit)): a task that
     /// allocates past it fails with [`ErrorKind::MemoryLimit`](crate::ErrorKind::MemoryLimit)
     /// and its worker is replaced.
