@@ -50,9 +50,13 @@
 //! # Feature flags
 //!
 //! - `tracing`: `tracing` events for spawn, exit, restart and pool dispatch, and
-//!   `Builder::forward_tracing`.
-//! - `cluster`: `multiproc::cluster`, durable queues across machines on NATS (pulls in the
-//!   `async-nats` client and a small `tokio` runtime; off by default).
+//!   `Builder::forward_tracing` / `PoolBuilder::forward_tracing`.
+//! - `log` (implies `tracing`): forwarded children's `log` records come back too, as
+//!   `tracing` events (through `tracing-log`).
+//! - `cluster`: `multiproc::cluster`, durable queues, pools, services and spawns across
+//!   machines on NATS (pulls in the `async-nats` client and a small `tokio` runtime).
+//!
+//! All are off by default.
 //!
 //! # Platform support
 //!

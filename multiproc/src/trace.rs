@@ -73,6 +73,9 @@ mod on {
         };
         // A subscriber the program installed before the hook wins.
         let _ = tracing::subscriber::set_global_default(forwarder);
+        // `log` records become events of that subscriber (unless a logger is already set).
+        #[cfg(feature = "log")]
+        let _ = tracing_log::LogTracer::init();
     }
 
     /// The parent's most verbose level, for the child's filter.

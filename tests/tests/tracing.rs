@@ -253,3 +253,27 @@ fn pooled(n: u32) -> u32 {
     tracing::info!(n, "hello from a pool task");
     n
 }
+
+#[multiproc::process]
+fn logs() {
+    log::warn!(target: "legacy", "a log record from the child: {}", 7);
+}
+
+/// Feature `log`: with `forward_tracing`, a child's `log` records come back as its `tracing`
+/// events do.
+#[multiproc::test]
+fn a_childs_log_records_are_forwarded_with_the_log_feature() {
+    collect();
+    Builder::new()
+        .forward_tracing(true)
+        .spawn_fn(logs, ())
+        .unwrap()
+        .join()
+        .unwrap();
+    let said = seen_with("a log record from the child: 7");
+    assert!(
+        said.iter()
+            .any(|l| l.contains("WARN") && l.contains("in child child=logs-")),
+        "{said:?}"
+    );
+}
