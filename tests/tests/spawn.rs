@@ -618,3 +618,22 @@ fn nested_fns_of_one_name_in_two_bodies_each_run_their_own_code() {
     }
     assert_eq!((first(), second()), (1, 2));
 }
+
+#[multiproc::process]
+fn wait_for(go: multiproc::Receiver<u8>) -> u8 {
+    go.recv().unwrap()
+}
+
+/// `is_finished(&self)`, as std's: false while the child runs, true once it has ended, and
+/// `join` then returns at once.
+#[multiproc::test]
+fn is_finished_tells_a_running_child_from_an_ended_one() {
+    let (tx, rx) = multiproc::channel::<u8>().unwrap();
+    let child = multiproc::spawn(wait_for, (rx,)).unwrap();
+    assert!(!child.is_finished());
+    let exited = support::PidFd::open(child.pid()).unwrap();
+    tx.send(9).unwrap();
+    assert!(exited.wait_exit(support::DEADLINE), "the child did not end");
+    assert!(child.is_finished());
+    assert_eq!(join(child).unwrap(), 9);
+}

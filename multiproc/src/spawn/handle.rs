@@ -240,6 +240,35 @@ where
         }
     }
 
+    /// `true` once the child has finished: it sent what its entry point returned (or
+    /// panicked with), or it ended; [`join`](Self::join) then returns at once. As
+    /// [`std::thread::JoinHandle::is_finished`], it takes `&self` and never waits.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// #[multiproc::process]
+    /// fn quick() -> u8 {
+    ///     7
+    /// }
+    ///
+    /// #[multiproc::main]
+    /// fn main() -> multiproc::Result<()> {
+    ///     let child = multiproc::spawn(quick, ())?;
+    ///     while !child.is_finished() {
+    ///         std::thread::yield_now();
+    ///     }
+    ///     assert_eq!(child.join()?, 7);
+    ///     Ok(())
+    /// }
+    /// ```
+    pub fn is_finished(&self) -> bool {
+        match &self.sock {
+            Some(sock) => sys::poll_one(sock.as_fd(), sys::POLLIN, Wait::Now).unwrap_or(true),
+            None => true,
+        }
+    }
+
     /// `true` while the child process runs (it may have finished its entry point and be
     /// about to exit).
     ///
