@@ -1,5 +1,5 @@
-//! Processes under an async runtime: a `#[tokio::main]` program (so `multiproc::init()` is
-//! its first statement) runs a two-stage pipeline of child processes and a `Pool`, and awaits
+//! Processes under an async runtime: a `#[tokio::main]` program (with `#[multiproc::main]`
+//! below it, so that the hook runs before the runtime starts) runs a two-stage pipeline of child processes and a `Pool`, and awaits
 //! every result without blocking tokio's thread: `recv_async` on the last stage's channel,
 //! `join_async` on the stages, and pool results awaited directly. The runtime has a single
 //! thread, and a tokio timer on it ticks while we wait for the slow first stage: nothing
@@ -49,11 +49,11 @@ fn square(x: u64) -> u64 {
 }
 
 // ANCHOR: main
+// `#[tokio::main]` first: `#[multiproc::main]` then puts the hook before the runtime starts
+// (in a child it runs the child's entry point and never returns).
 #[tokio::main(flavor = "current_thread")]
+#[multiproc::main]
 async fn main() -> multiproc::Result<()> {
-    // First statement: in a child this runs the child's entry point and never returns.
-    multiproc::init();
-
     let (jobs_tx, jobs_rx) = multiproc::channel()?;
     let (hashed_tx, hashed_rx) = multiproc::channel()?;
     let (lines_tx, mut lines_rx) = multiproc::channel::<String>()?;

@@ -51,8 +51,9 @@ fn main() -> multiproc::Result<()> {
     }
     drop(results_tx); // only the workers hold senders now
 
-    // Scatter from a thread while this one gathers, so that neither side can fill a socket
-    // buffer and wait on the other however many tasks there are.
+    // Scatter from a thread while this one gathers, so that results come back while tasks
+    // still go out. (Scattering everything first would not block: an unbounded `channel()`
+    // never waits for a slow reader.)
     let tasks = inputs.clone();
     let scatter = std::thread::spawn(move || {
         for (index, n) in tasks.into_iter().enumerate() {

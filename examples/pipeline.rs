@@ -89,8 +89,9 @@ fn main() -> multiproc::Result<()> {
     }
     .spawn()?;
 
-    // Feed from a thread while this one drains the sink: with everything sent before anything
-    // is read, a long input would fill the socket buffers and block both ends.
+    // Feed from a thread while this one drains the sink, so that the stages work while the
+    // input is still coming. (Sending everything first would not block: an unbounded
+    // `channel()` never waits for a slow reader, whose process holds what it has not read.)
     let feeder = std::thread::spawn(move || {
         for line in ["1", "2", "3", "4", "5", "6"] {
             source.send(line.to_string())?;

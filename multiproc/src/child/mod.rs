@@ -26,9 +26,10 @@ use crate::sys::{self, Wait, exit_now};
 /// Runs the multiproc hook: in a child process, runs the requested entry point and exits;
 /// in any other process, returns at once and enables spawning.
 ///
-/// `#[multiproc::main]` inserts this call for you. Call it yourself, as the very first
-/// statement of `main`, where the attribute cannot go (for example under `#[tokio::main]`).
-/// Code before it runs in every child too.
+/// `#[multiproc::main]` inserts this call for you (under `#[tokio::main]`, put
+/// `#[multiproc::main]` below it: the hook then runs before the runtime starts). Call it
+/// yourself, as the very first statement of `main`, where no attribute can go. Code before
+/// it runs in every child too.
 ///
 /// # Examples
 ///
