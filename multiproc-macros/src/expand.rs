@@ -25,14 +25,52 @@ pub(crate) fn process(args: TokenStream, item: TokenStream) -> TokenStream {
         Err(e) => return with_errors(item, e),
     };
     let expanded = match &parsed {
-        ProcessItem::Fn(f) => {
-            validate::process_fn(f).map(|types| process_fn(&args.krate, f, &types))
-        }
-        ProcessItem::Impl(i) => {
-            validate::process_impl(i).map(|run| process_impl(&args.krate, i, &run.sig.output))
-        }
+        ProcessItem::Fn(f) => validate::process_fn(f)
+            .map(|types| process_fn(&args.krate, f, &types))
+            .map_err(|e| with_errors(item.clone(), e)),
+        ProcessItem::Impl(i) => validate::process_impl(i)
+            .map(|run| process_impl(&args.krate, i, &run.sig.output))
+            .map_err(|e| {
+                // One error for one mistake: with a stand-in `Process` impl, a later
+                // `.spawn()` on the type is not a second error ("no method named `spawn`").
+                let stand_in = stand_in_process(&args.krate, i);
+                let errors = e.into_compile_error();
+                quote! { #item #stand_in #errors }
+            }),
     };
-    expanded.unwrap_or_else(|e| with_errors(item, e))
+    match expanded {
+        Ok(tokens) => tokens,
+        Err(e) => e,
+    }
+}
+
+/// A `Process` impl for a `#[process]` impl block that has an error (already reported): its
+/// `run`'s return type if it has a `run`, and a body that never runs (the build fails).
+fn stand_in_process(krate: &Path, item: &ItemImpl) -> TokenStream {
+    if !item.generics.params.is_empty() || item.trait_.is_some() {
+        return TokenStream::new();
+    }
+    let self_ty = &item.self_ty;
+    let ret = item
+        .items
+        .iter()
+        .find_map(|i| match i {
+            syn::ImplItem::Fn(f) if f.sig.ident == "run" => Some(&f.sig.output),
+            _ => None,
+        })
+        .map_or_else(
+            || syn::parse_quote!(()),
+            |out| replace_self(output_type(out), self_ty),
+        );
+    quote! {
+        impl #krate::__private::Process for #self_ty {
+            type Output = #ret;
+            const __KEY: &'static str = "";
+            fn __run(self) -> #ret {
+                ::core::unreachable!()
+            }
+        }
+    }
 }
 
 /// The item's `#[cfg]`s, repeated on every item generated beside it.
@@ -85,15 +123,20 @@ fn process_fn(krate: &Path, item: &ItemFn, arg_types: &[Type]) -> TokenStream {
                 ::core::any::type_name_of_val(&#name)
             }
 
+            // Through the probe: a type that cannot cross is reported once, by the check
+            // above, not again here.
+            #[allow(unused_imports)]
+            use #krate::__private::{Checked as _, Unchecked as _};
+
             fn __multiproc_entry(#ctx: #krate::__private::ChildContext) -> ! {
-                #krate::__private::run_fn::<(#(#arg_types,)*), #ret>(
+                (&&#krate::__private::Probe::<(#(#arg_types,)*), #ret>::new()).run_fn(
                     #ctx,
                     |(#(#arg_names,)*)| #name(#(#arg_names),*),
                 )
             }
 
             fn __multiproc_task(#ctx: #krate::__private::TaskInput<'_>) {
-                #krate::__private::run_task::<(#(#arg_types,)*), #ret>(
+                (&&#krate::__private::Probe::<(#(#arg_types,)*), #ret>::new()).run_task(
                     #ctx,
                     |(#(#arg_names,)*)| #name(#(#arg_names),*),
                 )
@@ -140,12 +183,19 @@ fn process_impl(krate: &Path, item: &ItemImpl, output: &ReturnType) -> TokenStre
         const _: () = {
             #(#checks)*
 
+            // Through the probe: a type that cannot cross is reported once, by the checks
+            // above, not again here.
+            #[allow(unused_imports)]
+            use #krate::__private::{Checked as _, Unchecked as _};
+
             fn __multiproc_entry(#ctx: #krate::__private::ChildContext) -> ! {
-                #krate::__private::run_process::<#self_ty>(#ctx)
+                (&&#krate::__private::Probe::<#self_ty, #ret>::new())
+                    .run_fn(#ctx, <#self_ty as #krate::__private::Process>::__run)
             }
 
             fn __multiproc_task(#ctx: #krate::__private::TaskInput<'_>) {
-                #krate::__private::run_process_task::<#self_ty>(#ctx)
+                (&&#krate::__private::Probe::<#self_ty, #ret>::new())
+                    .run_task(#ctx, <#self_ty as #krate::__private::Process>::__run)
             }
 
             #krate::__private::inventory::submit! {
@@ -200,6 +250,13 @@ pub(crate) fn main(args: TokenStream, item: TokenStream) -> TokenStream {
         }
     };
     if let Err(e) = validate::hook_fn(&f, "multiproc::main", true) {
+        if f.sig.asyncness.is_some() {
+            // One error for one mistake: not rustc's "`main` is not allowed to be `async`" too.
+            let mut stand_in = f.clone();
+            stand_in.sig.asyncness = None;
+            stand_in.block = syn::parse_quote!({ ::core::unreachable!() });
+            return with_errors(quote!(#stand_in), e);
+        }
         return with_errors(item, e);
     }
     let krate = &args.krate;

@@ -13,15 +13,6 @@ pub use crate::spawn::Process;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-/// Runs the `#[process]` type `P` in the child.
-pub fn run_process<P>(ctx: ChildContext) -> !
-where
-    P: Process + Transferable,
-    P::Output: Transferable,
-{
-    crate::child::child_main(ctx, P::__run)
-}
-
 /// The hook `#[multiproc::test]` puts first in a test.
 pub fn test_hook(module_path: &str, fn_name: &str) {
     crate::child::test_hook(module_path, fn_name)
@@ -37,36 +28,67 @@ pub fn test_hook(module_path: &str, fn_name: &str) {
             an owned type that implements them (`String`, not `&str`; `multiproc::channel` or \
             `multiproc::Queue`, not a `std::sync::mpsc` channel; a path, not a `File`)"
 )]
-pub trait Transferable: Serialize + DeserializeOwned {}
+pub trait Transferable {}
 
+// Not recommended: an error names `Transferable` (once, with the note above) rather than
+// each of serde's two traits apart.
+#[diagnostic::do_not_recommend]
 impl<T: Serialize + DeserializeOwned> Transferable for T {}
 
-/// Compile-time check, spanned on an argument or return type: it must cross processes.
+/// Compile-time check, spanned on an argument or return type: it must cross processes. The
+/// one error a type that cannot cross gets (see [`Probe`]).
 pub const fn assert_transferable<T: Transferable>() {}
 
-/// Runs a `#[process]` fn in the child: `call` unpacks the argument tuple.
-pub fn run_fn<A, R>(ctx: ChildContext, call: fn(A) -> R) -> !
-where
-    A: Transferable,
-    R: Transferable,
-{
-    crate::child::child_main(ctx, call)
+/// How the generated entry points reach the runtime for an entry taking `A` and returning
+/// `R`: through [`Checked`] when both can cross processes, else through [`Unchecked`], a
+/// stand-in that never runs (the build has already failed at `assert_transferable`), so
+/// that rustc reports the mistake once instead of again at every use of the types. The
+/// generated code calls `(&&Probe::<A, R>::new()).run_fn(..)`: method lookup takes the
+/// `&Probe` impl when its bounds hold and falls back to the `&&Probe` one.
+pub struct Probe<A, R>(core::marker::PhantomData<fn(A) -> R>);
+
+impl<A, R> Probe<A, R> {
+    #[allow(clippy::new_without_default)]
+    pub const fn new() -> Self {
+        Probe(core::marker::PhantomData)
+    }
 }
 
-/// Runs one pool task of a `#[process]` fn: `call` unpacks the argument tuple.
-pub fn run_task<A, R>(input: TaskInput<'_>, call: fn(A) -> R)
-where
-    A: Transferable,
-    R: Transferable,
-{
-    crate::pool::run_task(input, call)
+/// The real entry points (see [`Probe`]).
+pub trait Checked<A, R> {
+    /// Runs the entry in the child: `call` unpacks the state.
+    fn run_fn(&self, ctx: ChildContext, call: fn(A) -> R) -> !;
+    /// Runs one pool task of the entry.
+    fn run_task(&self, input: TaskInput<'_>, call: fn(A) -> R);
 }
 
-/// Runs one pool task of the `#[process]` type `P`.
-pub fn run_process_task<P>(input: TaskInput<'_>)
+impl<A, R> Checked<A, R> for &Probe<A, R>
 where
-    P: Process + Transferable,
-    P::Output: Transferable,
+    A: Serialize + DeserializeOwned,
+    R: Serialize + DeserializeOwned,
 {
-    crate::pool::run_task(input, P::__run)
+    fn run_fn(&self, ctx: ChildContext, call: fn(A) -> R) -> ! {
+        crate::child::child_main(ctx, call)
+    }
+    fn run_task(&self, input: TaskInput<'_>, call: fn(A) -> R) {
+        crate::pool::run_task(input, call)
+    }
+}
+
+/// The stand-in for types that cannot cross (see [`Probe`]); never part of a build that
+/// compiles.
+pub trait Unchecked<A, R> {
+    /// Never called.
+    fn run_fn(&self, ctx: ChildContext, call: fn(A) -> R) -> !;
+    /// Never called.
+    fn run_task(&self, input: TaskInput<'_>, call: fn(A) -> R);
+}
+
+impl<A, R> Unchecked<A, R> for &&Probe<A, R> {
+    fn run_fn(&self, _: ChildContext, _: fn(A) -> R) -> ! {
+        unreachable!("a build with an entry whose types cannot cross does not compile")
+    }
+    fn run_task(&self, _: TaskInput<'_>, _: fn(A) -> R) {
+        unreachable!("a build with an entry whose types cannot cross does not compile")
+    }
 }

@@ -1,3 +1,4 @@
+use multiproc::Process;
 use serde::{Deserialize, Serialize};
 
 #[derive(Serialize, Deserialize)]
@@ -10,4 +11,7 @@ impl Job {
     }
 }
 
-fn main() {}
+fn main() {
+    // One error for the mistake above, none for its use here.
+    let _: u32 = Job.spawn().unwrap().join().unwrap();
+}
