@@ -345,7 +345,54 @@ impl SupervisorBuilder {
     /// # Examples
     ///
     /// See [`Supervisor`].
-    pub fn child<P, F>(mut self, name: impl Into<String>, restart: Restart, mut make: F) -> Self
+    pub fn child<P, F>(self, name: impl Into<String>, restart: Restart, make: F) -> Self
+    where
+        P: Process + Serialize + DeserializeOwned,
+        P::Output: Serialize + DeserializeOwned + Send + 'static,
+        F: FnMut() -> P + Send + 'static,
+    {
+        self.child_with(name, restart, crate::Builder::new(), make)
+    }
+
+    /// As [`child`](Self::child), each start configured by `builder` (environment, working
+    /// directory, standard streams, limits, zygote); the child's name is `name`, whatever
+    /// the builder says.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// use serde::{Deserialize, Serialize};
+    ///
+    /// #[derive(Serialize, Deserialize)]
+    /// struct Server;
+    ///
+    /// #[multiproc::process]
+    /// impl Server {
+    ///     fn run(self) {
+    ///         while !multiproc::shutdown_requested() {
+    ///             std::thread::sleep(std::time::Duration::from_millis(10));
+    ///         }
+    ///     }
+    /// }
+    ///
+    /// #[multiproc::main]
+    /// fn main() -> multiproc::Result<()> {
+    ///     let mut limited = multiproc::Builder::new();
+    ///     limited.memory_limit(512 << 20).stderr(multiproc::Stdio::Prefixed);
+    ///     let supervisor = multiproc::Supervisor::builder()
+    ///         .child_with("server", multiproc::Restart::Permanent, limited, || Server)
+    ///         .start()?;
+    ///     supervisor.stop()?;
+    ///     Ok(())
+    /// }
+    /// ```
+    pub fn child_with<P, F>(
+        mut self,
+        name: impl Into<String>,
+        restart: Restart,
+        builder: crate::Builder,
+        mut make: F,
+    ) -> Self
     where
         P: Process + Serialize + DeserializeOwned,
         P::Output: Serialize + DeserializeOwned + Send + 'static,
@@ -355,7 +402,7 @@ impl SupervisorBuilder {
             name: name.into(),
             restart,
             start: Box::new(move |name: &str| {
-                let handle = crate::Builder::new().name(name).spawn(make())?;
+                let handle = builder.clone().name(name).spawn(make())?;
                 Ok(Box::new(handle) as Box<dyn Running>)
             }),
         });

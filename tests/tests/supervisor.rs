@@ -386,3 +386,42 @@ fn random_kills_during_restarts_leave_every_member_running() {
         }
     }
 }
+
+/// Reports the variable `MULTIPROC_SUPERVISED` and its own name when it starts, then runs
+/// until asked to stop.
+#[derive(Serialize, Deserialize)]
+struct Configured {
+    started: Sender<(String, String)>,
+}
+
+#[multiproc::process]
+impl Configured {
+    fn run(self) {
+        let var = std::env::var("MULTIPROC_SUPERVISED").unwrap_or_default();
+        let name = multiproc::current().name().to_string();
+        self.started.send((var, name)).unwrap();
+        while !multiproc::shutdown_requested() {
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+}
+
+/// `child_with`: each start of a supervised child is configured by a `Builder` (here its
+/// environment), under the name the supervisor gives it.
+#[multiproc::test]
+fn a_supervised_child_starts_with_its_builders_configuration() {
+    let (tx, started) = multiproc::channel::<(String, String)>().unwrap();
+    let mut builder = multiproc::Builder::new();
+    builder.env("MULTIPROC_SUPERVISED", "yes").name("ignored");
+    let supervisor = Supervisor::builder()
+        .child_with("configured", Restart::Permanent, builder, move || {
+            Configured {
+                started: tx.clone(),
+            }
+        })
+        .start()
+        .unwrap();
+    let (var, name) = started.recv_timeout(DEADLINE).unwrap();
+    supervisor.stop().unwrap();
+    assert_eq!((var.as_str(), name.as_str()), ("yes", "configured"));
+}
