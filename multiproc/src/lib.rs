@@ -126,6 +126,10 @@ mod pipe;
 
 mod service;
 
+/// Synchronisation across processes: [`Lock`](sync::Lock) (robust: a dead holder's lock is
+/// taken over, and the taker told) and [`Event`](sync::Event).
+pub mod sync;
+
 mod trace;
 
 // The parent-child contract, the registry of entry points, this process's hook.
