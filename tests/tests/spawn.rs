@@ -637,3 +637,23 @@ fn is_finished_tells_a_running_child_from_an_ended_one() {
     assert!(child.is_finished());
     assert_eq!(join(child).unwrap(), 9);
 }
+
+#[multiproc::process]
+fn leave_a_thread_behind() -> u8 {
+    std::thread::spawn(|| {
+        loop {
+            std::thread::park();
+        }
+    });
+    5
+}
+
+/// A child ends when its entry point returns, without waiting for threads it started (Rust's
+/// rule for `main`): the join returns although the thread never ends.
+#[multiproc::test]
+fn a_child_ends_without_waiting_for_its_threads() {
+    let child = multiproc::spawn(leave_a_thread_behind, ()).unwrap();
+    let pid = child.pid();
+    assert_eq!(join(child).unwrap(), 5);
+    assert!(!support::exists(pid) || support::is_zombie(pid));
+}
