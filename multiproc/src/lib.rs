@@ -126,8 +126,7 @@ mod pipe;
 
 mod service;
 
-/// Synchronisation across processes: [`Lock`](sync::Lock) (robust: a dead holder's lock is
-/// taken over, and the taker told) and [`Event`](sync::Event).
+// Locks and events across processes (documented in the module).
 pub mod sync;
 
 mod trace;
