@@ -1,12 +1,13 @@
 //! `multiproc::sync` across processes: a lock's exclusion, its takeover from a holder killed
-//! at a random point (never a hang, and the taker told), an event's wake-up.
+//! at a random point (never a hang, and the taker told), a semaphore's bound and its
+//! permits back from a killed holder, an event's wake-up.
 
 mod support;
 
 use std::time::Duration;
 
 use multiproc::Sender;
-use multiproc::sync::{Event, Lock};
+use multiproc::sync::{Event, Lock, Semaphore};
 use support::{DEADLINE, join};
 
 /// Adds one to the number in `path`, `times` times, each read-modify-write under `lock`.
@@ -140,4 +141,66 @@ fn an_event_set_here_wakes_a_child_there() {
     event.set();
     assert!(join(waiter).unwrap());
     assert!(event.is_set());
+}
+
+/// Holds a permit while its marker file is in `dir`, 20 ms, `rounds` times; returns the most
+/// markers it saw there at once (its own included).
+#[multiproc::process]
+fn crowd(slots: Semaphore, dir: String, rounds: u32) -> usize {
+    let mine = std::path::Path::new(&dir).join(std::process::id().to_string());
+    let mut most = 0;
+    for _ in 0..rounds {
+        let _permit = slots.acquire();
+        std::fs::write(&mine, b"").unwrap();
+        most = most.max(std::fs::read_dir(&dir).unwrap().count());
+        std::thread::sleep(Duration::from_millis(20));
+        std::fs::remove_file(&mine).unwrap();
+    }
+    most
+}
+
+/// Two permits, four processes: never more than two hold one at once, and two do at times.
+#[multiproc::test]
+fn a_semaphore_lets_at_most_its_permits_in() {
+    let dir = std::env::temp_dir().join(format!("multiproc-sem-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let slots = Semaphore::new(2).unwrap();
+    let path = dir.display().to_string();
+    let children: Vec<_> = (0..4)
+        .map(|_| multiproc::spawn(crowd, (slots.clone(), path.clone(), 10)).unwrap())
+        .collect();
+    let most: Vec<usize> = children.into_iter().map(|c| join(c).unwrap()).collect();
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(
+        most.iter().all(|&n| n <= 2),
+        "more than 2 holders at once: {most:?}"
+    );
+    assert_eq!(slots.available(), 2);
+}
+
+/// Takes a permit, says so, and keeps it until killed.
+#[multiproc::process]
+fn hold_a_permit(slots: Semaphore, held: Sender<()>) {
+    let _permit = slots.acquire();
+    held.send(()).unwrap();
+    loop {
+        std::thread::park();
+    }
+}
+
+/// A holder SIGKILLed with the only permit does not keep it: the next `acquire` gets it.
+#[multiproc::test]
+fn a_killed_holders_permit_comes_back() {
+    let one = Semaphore::new(1).unwrap();
+    let (tx, held) = multiproc::channel::<()>().unwrap();
+    let mut holder = multiproc::spawn(hold_a_permit, (one.clone(), tx)).unwrap();
+    held.recv_timeout(DEADLINE).unwrap();
+    assert!(one.try_acquire().is_none(), "held by the child");
+    holder.kill().unwrap();
+    let _ = join(holder);
+    let permit = one.acquire_timeout(DEADLINE);
+    assert!(
+        permit.is_some(),
+        "the dead holder's permit did not come back"
+    );
 }
