@@ -259,24 +259,34 @@ impl Lock {
             if wait.is_over() {
                 return None;
             }
-            let (seq, waiters) = (self.0.word(SEQ), self.0.word(WAITERS));
-            waiters.fetch_add(1, SeqCst);
-            let seen = seq.load(SeqCst);
+            let seen = self.0.word(SEQ).load(SeqCst);
             if owner.load(SeqCst) == current {
-                // Slices: a holder that dies wakes nobody.
-                sys::futex_wait(seq, seen, wait.at_most(RECHECK));
+                sleep(&self.0, seen, wait);
             }
-            waiters.fetch_sub(1, SeqCst);
         }
     }
 
     fn release(&self) {
         self.0.word64(OWNER).store(0, SeqCst);
-        self.0.word(SEQ).fetch_add(1, SeqCst);
-        if self.0.word(WAITERS).load(SeqCst) != 0 {
-            sys::futex_wake_all(self.0.word(SEQ));
-        }
+        released(&self.0);
     }
+}
+
+/// After a release: moves SEQ on and wakes whoever sleeps on it.
+fn released(region: &Region) {
+    region.word(SEQ).fetch_add(1, SeqCst);
+    if region.word(WAITERS).load(SeqCst) != 0 {
+        sys::futex_wake_all(region.word(SEQ));
+    }
+}
+
+/// Sleeps while SEQ still reads `seen`, at most a [`RECHECK`] slice of `wait` (a holder that
+/// dies wakes nobody).
+fn sleep(region: &Region, seen: u32, wait: Wait) {
+    let waiters = region.word(WAITERS);
+    waiters.fetch_add(1, SeqCst);
+    sys::futex_wait(region.word(SEQ), seen, wait.at_most(RECHECK));
+    waiters.fetch_sub(1, SeqCst);
 }
 
 impl Drop for LockGuard<'_> {
@@ -575,10 +585,9 @@ impl Semaphore {
     /// ended first.
     fn take(&self, wait: Wait) -> Option<SemaphoreGuard<'_>> {
         let me = sys::process_identity();
-        let (seq, waiters) = (self.0.word(SEQ), self.0.word(WAITERS));
         loop {
             // Read before looking: a release after this wakes the sleep below at once.
-            let seen = seq.load(SeqCst);
+            let seen = self.0.word(SEQ).load(SeqCst);
             let n = self.permits();
             for slot in 0..n {
                 if self
@@ -611,22 +620,15 @@ impl Semaphore {
             if wait.is_over() {
                 return None;
             }
-            waiters.fetch_add(1, SeqCst);
-            // Slices: a holder that dies wakes nobody.
-            sys::futex_wait(seq, seen, wait.at_most(RECHECK));
-            waiters.fetch_sub(1, SeqCst);
+            sleep(&self.0, seen, wait);
         }
     }
 }
 
 impl Drop for SemaphoreGuard<'_> {
     fn drop(&mut self) {
-        let sem = &self.semaphore.0;
         self.semaphore.slot(self.slot).store(0, SeqCst);
-        sem.word(SEQ).fetch_add(1, SeqCst);
-        if sem.word(WAITERS).load(SeqCst) != 0 {
-            sys::futex_wake_all(sem.word(SEQ));
-        }
+        released(&self.semaphore.0);
     }
 }
 
