@@ -100,6 +100,21 @@ pub(super) async fn unwrap(
     Ok(bytes)
 }
 
+/// [`discard`] from a thread outside the cluster's runtime: nothing to do (and no trip
+/// through the runtime) when the message names no blob.
+pub(super) fn discard_blocking(cluster: &super::Cluster, message: &async_nats::Message) {
+    if message
+        .headers
+        .as_ref()
+        .and_then(|h| h.get(HEADER))
+        .is_none()
+    {
+        return;
+    }
+    let (jetstream, message) = (cluster.inner.jetstream.clone(), message.clone());
+    let _ = cluster.block_on(async move { discard(&jetstream, message.headers.as_ref()).await });
+}
+
 /// Deletes the blob a message's header names, if any (best effort: it ages out otherwise).
 pub(super) async fn discard(jetstream: &jetstream::Context, headers: Option<&HeaderMap>) {
     let Some(name) = headers.and_then(|h| h.get(HEADER)) else {

@@ -749,7 +749,6 @@ impl Host {
             }
         };
         let refuse = |error: Error| answer(&SpawnReply::Refused(RemoteError::new(&error, node)));
-        let jetstream = cluster.inner.jetstream.clone();
         let payload = match super::blob::unwrap_blocking(cluster, &message) {
             Ok(payload) => payload,
             Err(e) => return refuse(Error::other(e)),
@@ -767,9 +766,7 @@ impl Host {
                 }));
             }
         };
-        let _ = cluster.block_on(async move {
-            super::blob::discard(&jetstream, message.headers.as_ref()).await;
-        });
+        super::blob::discard_blocking(cluster, &message);
         if request.build != *build {
             return refuse(super::pool::other_build_error(node, build, &request.build));
         }
