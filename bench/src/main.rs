@@ -161,8 +161,7 @@ fn main() -> multiproc::Result<()> {
     );
 
     let zygote = multiproc::Zygote::start()?;
-    let mut forked = multiproc::Builder::new();
-    forked.zygote(&zygote);
+    let forked = multiproc::Builder::new().zygote(&zygote);
     let (ours, bare) = measure_pair(
         spawns,
         || {
@@ -457,8 +456,7 @@ fn curves() -> multiproc::Result<()> {
         "spawn + join by parent size", "ms spawn", "ms zygote", "ms bare fork"
     );
     let zygote = multiproc::Zygote::start()?;
-    let mut forked = multiproc::Builder::new();
-    forked.zygote(&zygote);
+    let forked = multiproc::Builder::new().zygote(&zygote);
     for mib in [0_usize, 256, 1024] {
         let ballast = vec![1_u8; mib << 20];
         let spawn = measure(20, || {

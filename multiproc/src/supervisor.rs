@@ -377,8 +377,9 @@ impl SupervisorBuilder {
     ///
     /// #[multiproc::main]
     /// fn main() -> multiproc::Result<()> {
-    ///     let mut limited = multiproc::Builder::new();
-    ///     limited.memory_limit(512 << 20).stderr(multiproc::Stdio::Prefixed);
+    ///     let limited = multiproc::Builder::new()
+    ///         .memory_limit(512 << 20)
+    ///         .stderr(multiproc::Stdio::Prefixed);
     ///     let supervisor = multiproc::Supervisor::builder()
     ///         .child_with("server", multiproc::Restart::Permanent, limited, || Server)
     ///         .start()?;

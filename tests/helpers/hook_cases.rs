@@ -27,10 +27,10 @@ fn main() {
     let mut builder = multiproc::Builder::new();
     match mode.as_str() {
         "skip" => {
-            builder.env("HOOK_CASES_SKIP", "1");
+            builder = builder.env("HOOK_CASES_SKIP", "1");
         }
         "hang" => {
-            builder
+            builder = builder
                 .env("HOOK_CASES_HANG", "1")
                 .start_timeout(Duration::from_millis(300));
         }

@@ -101,8 +101,7 @@ fn children_have_unique_names_and_know_them_and_their_parent() {
     assert!(!me.is_child());
     assert_eq!((me.name(), me.parent_pid()), ("main", None));
     let zygote = multiproc::Zygote::start().unwrap();
-    let mut forked = multiproc::Builder::new();
-    forked.zygote(&zygote);
+    let forked = multiproc::Builder::new().zygote(&zygote);
     let handles = vec![
         multiproc::spawn(identity, ()).unwrap(),
         multiproc::spawn(identity, ()).unwrap(),

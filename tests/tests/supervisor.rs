@@ -411,8 +411,9 @@ impl Configured {
 #[multiproc::test]
 fn a_supervised_child_starts_with_its_builders_configuration() {
     let (tx, started) = multiproc::channel::<(String, String)>().unwrap();
-    let mut builder = multiproc::Builder::new();
-    builder.env("MULTIPROC_SUPERVISED", "yes").name("ignored");
+    let builder = multiproc::Builder::new()
+        .env("MULTIPROC_SUPERVISED", "yes")
+        .name("ignored");
     let supervisor = Supervisor::builder()
         .child_with("configured", Restart::Permanent, builder, move || {
             Configured {

@@ -55,9 +55,7 @@ fn allocate(bytes: usize) -> usize {
 }
 
 fn with(zygote: &Zygote) -> Builder {
-    let mut builder = Builder::new();
-    builder.zygote(zygote);
-    builder
+    Builder::new().zygote(zygote)
 }
 
 #[multiproc::test]
@@ -67,8 +65,7 @@ fn forked_children_are_ours_and_report_back() {
     let zygote = Zygote::start().unwrap();
     let zygote_pid = zygote.pid().unwrap();
     for _ in 0..20 {
-        let mut builder = Builder::new();
-        builder.zygote(&zygote); // fork from the zygote instead of exec
+        let builder = Builder::new().zygote(&zygote); // fork from the zygote instead of exec
         let child = builder.spawn_fn(parent_and_self, ()).unwrap();
         let pid = child.pid();
         let (parent, own) = join(child).unwrap();
@@ -188,8 +185,7 @@ fn issue13_6_a_hung_zygote_fails_the_spawn_within_its_start_timeout() {
     let stuck = zygote.pid().unwrap();
     // SAFETY: kill takes plain integers; `stuck` is our unreaped child.
     assert_eq!(unsafe { libc::kill(stuck as i32, libc::SIGSTOP) }, 0);
-    let mut builder = with(&zygote);
-    builder.start_timeout(std::time::Duration::from_millis(500));
+    let builder = with(&zygote).start_timeout(std::time::Duration::from_millis(500));
     let e = builder.spawn_fn(parent_and_self, ()).unwrap_err();
     assert_eq!(e.kind(), ErrorKind::Timeout, "{e}");
     assert!(e.to_string().contains("500ms"), "{e}");

@@ -68,7 +68,7 @@ impl PoolBuilder {
     /// # }
     /// ```
     pub fn stdout(mut self, stdio: Stdio) -> Self {
-        self.process.stdout(stdio);
+        self.process = self.process.stdout(stdio);
         self
     }
 
@@ -80,7 +80,7 @@ impl PoolBuilder {
     ///
     /// See [`PoolBuilder::stdout`].
     pub fn stderr(mut self, stdio: Stdio) -> Self {
-        self.process.stderr(stdio);
+        self.process = self.process.stderr(stdio);
         self
     }
 
@@ -137,7 +137,7 @@ impl PoolBuilder {
     /// ```
     #[cfg(feature = "tracing")]
     pub fn forward_tracing(mut self, on: bool) -> Self {
-        self.process.forward_tracing(on);
+        self.process = self.process.forward_tracing(on);
         self
     }
 
@@ -156,7 +156,7 @@ impl PoolBuilder {
     /// # }
     /// ```
     pub fn memory_limit(mut self, bytes: u64) -> Self {
-        self.process.memory_limit(bytes);
+        self.process = self.process.memory_limit(bytes);
         self
     }
 
@@ -178,7 +178,7 @@ impl PoolBuilder {
     /// # }
     /// ```
     pub fn cpu_time_limit(mut self, limit: Duration) -> Self {
-        self.process.cpu_time_limit(limit);
+        self.process = self.process.cpu_time_limit(limit);
         self
     }
 
@@ -201,7 +201,7 @@ impl PoolBuilder {
     /// }
     /// ```
     pub fn open_files_limit(mut self, files: u64) -> Self {
-        self.process.open_files_limit(files);
+        self.process = self.process.open_files_limit(files);
         self
     }
 
@@ -306,7 +306,7 @@ impl PoolBuilder {
         let initializer = self.initializer.transpose()?;
         let mut process = self.process;
         if self.zygote {
-            process.zygote(&Zygote::start()?);
+            process = process.zygote(&Zygote::start()?);
         }
         let shared = scheduler::start(Config {
             name: name.clone(),

@@ -68,7 +68,7 @@ impl Builder {
     /// # Examples
     ///
     /// See [`Zygote`].
-    pub fn zygote(&mut self, zygote: &Zygote) -> &mut Self {
+    pub fn zygote(mut self, zygote: &Zygote) -> Self {
         self.zygote = Some(zygote.clone());
         self
     }
@@ -102,7 +102,7 @@ impl Builder {
     /// }
     /// ```
     #[cfg(feature = "tracing")]
-    pub fn forward_tracing(&mut self, on: bool) -> &mut Self {
+    pub fn forward_tracing(mut self, on: bool) -> Self {
         self.forward_tracing = on;
         self
     }
@@ -124,7 +124,7 @@ impl Builder {
     /// # Examples
     ///
     /// See [`Builder`].
-    pub fn name(&mut self, name: impl Into<String>) -> &mut Self {
+    pub fn name(mut self, name: impl Into<String>) -> Self {
         self.name = Some(name.into());
         self
     }
@@ -134,7 +134,7 @@ impl Builder {
     /// # Examples
     ///
     /// See [`Builder`].
-    pub fn env(&mut self, key: impl AsRef<OsStr>, value: impl AsRef<OsStr>) -> &mut Self {
+    pub fn env(mut self, key: impl AsRef<OsStr>, value: impl AsRef<OsStr>) -> Self {
         self.envs
             .push((key.as_ref().to_owned(), Some(value.as_ref().to_owned())));
         self
@@ -145,10 +145,9 @@ impl Builder {
     /// # Examples
     ///
     /// ```
-    /// let mut builder = multiproc::Builder::new();
-    /// builder.env_remove("SECRET_TOKEN");
+    /// let builder = multiproc::Builder::new().env_remove("SECRET_TOKEN");
     /// ```
-    pub fn env_remove(&mut self, key: impl AsRef<OsStr>) -> &mut Self {
+    pub fn env_remove(mut self, key: impl AsRef<OsStr>) -> Self {
         self.envs.push((key.as_ref().to_owned(), None));
         self
     }
@@ -158,10 +157,9 @@ impl Builder {
     /// # Examples
     ///
     /// ```
-    /// let mut builder = multiproc::Builder::new();
-    /// builder.current_dir("/tmp");
+    /// let builder = multiproc::Builder::new().current_dir("/tmp");
     /// ```
-    pub fn current_dir(&mut self, dir: impl AsRef<Path>) -> &mut Self {
+    pub fn current_dir(mut self, dir: impl AsRef<Path>) -> Self {
         self.current_dir = Some(dir.as_ref().to_owned());
         self
     }
@@ -173,7 +171,7 @@ impl Builder {
     /// ```
     /// multiproc::Builder::new().stdin(multiproc::Stdio::Null);
     /// ```
-    pub fn stdin(&mut self, stdio: Stdio) -> &mut Self {
+    pub fn stdin(mut self, stdio: Stdio) -> Self {
         self.stdin = stdio;
         self
     }
@@ -183,7 +181,7 @@ impl Builder {
     /// # Examples
     ///
     /// See [`Stdio`].
-    pub fn stdout(&mut self, stdio: Stdio) -> &mut Self {
+    pub fn stdout(mut self, stdio: Stdio) -> Self {
         self.stdout = stdio;
         self
     }
@@ -195,7 +193,7 @@ impl Builder {
     /// ```
     /// multiproc::Builder::new().stderr(multiproc::Stdio::Null);
     /// ```
-    pub fn stderr(&mut self, stdio: Stdio) -> &mut Self {
+    pub fn stderr(mut self, stdio: Stdio) -> Self {
         self.stderr = stdio;
         self
     }
@@ -211,7 +209,7 @@ impl Builder {
     /// ```
     /// multiproc::Builder::new().memory_limit(512 << 20);
     /// ```
-    pub fn memory_limit(&mut self, bytes: u64) -> &mut Self {
+    pub fn memory_limit(mut self, bytes: u64) -> Self {
         self.limits.memory = Some(bytes);
         self
     }
@@ -225,7 +223,7 @@ impl Builder {
     /// ```
     /// multiproc::Builder::new().cpu_time_limit(std::time::Duration::from_secs(10));
     /// ```
-    pub fn cpu_time_limit(&mut self, limit: Duration) -> &mut Self {
+    pub fn cpu_time_limit(mut self, limit: Duration) -> Self {
         let seconds = limit
             .as_secs()
             .saturating_add(u64::from(limit.subsec_nanos() > 0));
@@ -241,7 +239,7 @@ impl Builder {
     /// ```
     /// multiproc::Builder::new().open_files_limit(64);
     /// ```
-    pub fn open_files_limit(&mut self, files: u64) -> &mut Self {
+    pub fn open_files_limit(mut self, files: u64) -> Self {
         self.limits.open_files = Some(files);
         self
     }
@@ -257,7 +255,7 @@ impl Builder {
     /// ```
     /// multiproc::Builder::new().start_timeout(std::time::Duration::from_secs(5));
     /// ```
-    pub fn start_timeout(&mut self, timeout: Duration) -> &mut Self {
+    pub fn start_timeout(mut self, timeout: Duration) -> Self {
         self.start_timeout = Some(timeout);
         self
     }

@@ -58,8 +58,7 @@ const ANSWER_TIMEOUT: Duration = Duration::from_secs(10);
 /// fn main() -> multiproc::Result<()> {
 ///     multiproc::init();
 ///     let zygote = multiproc::Zygote::start()?;
-///     let mut builder = multiproc::Builder::new();
-///     builder.zygote(&zygote);
+///     let builder = multiproc::Builder::new().zygote(&zygote);
 ///     for x in 0..10 {
 ///         assert_eq!(builder.spawn_fn(square, (x,))?.join()?, x * x);
 ///     }
@@ -274,9 +273,9 @@ impl Zygote {
 }
 
 fn start_one() -> Result<JoinHandle<()>> {
-    let mut builder = Builder::new();
-    builder.name("multiproc-zygote");
-    builder.spawn_entry::<(), ()>(ZYGOTE_KEY, ())
+    Builder::new()
+        .name("multiproc-zygote")
+        .spawn_entry::<(), ()>(ZYGOTE_KEY, ())
 }
 
 /// Refuses what `set_var` in the child would panic on (`Command` refuses them too): an empty
