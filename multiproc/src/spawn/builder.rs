@@ -145,7 +145,7 @@ impl Builder {
     /// # Examples
     ///
     /// ```
-    /// let builder = multiproc::Builder::new().env_remove("SECRET_TOKEN");
+    /// multiproc::Builder::new().env_remove("SECRET_TOKEN");
     /// ```
     pub fn env_remove(mut self, key: impl AsRef<OsStr>) -> Self {
         self.envs.push((key.as_ref().to_owned(), None));
@@ -157,7 +157,7 @@ impl Builder {
     /// # Examples
     ///
     /// ```
-    /// let builder = multiproc::Builder::new().current_dir("/tmp");
+    /// multiproc::Builder::new().current_dir("/tmp");
     /// ```
     pub fn current_dir(mut self, dir: impl AsRef<Path>) -> Self {
         self.current_dir = Some(dir.as_ref().to_owned());
