@@ -31,13 +31,18 @@ pub(crate) fn futex_wait(word: &AtomicU32, expected: u32, wait: Wait) -> bool {
 
 /// Wakes every process waiting on `word`.
 pub(crate) fn futex_wake_all(word: &AtomicU32) {
+    futex_wake(word, i32::MAX);
+}
+
+/// Wakes at most `n` of the processes waiting on `word`.
+pub(crate) fn futex_wake(word: &AtomicU32, n: i32) {
     // SAFETY: word points to a live, aligned u32; FUTEX_WAKE touches no other memory.
     unsafe {
         libc::syscall(
             libc::SYS_futex,
             word.as_ptr(),
             libc::FUTEX_WAKE,
-            i32::MAX,
+            n,
             std::ptr::null::<libc::timespec>(),
             std::ptr::null::<u32>(),
             0u32,

@@ -29,7 +29,7 @@ pub(crate) use self::fd::{
     above_stdio, claim_inherited, close_raw, dup_onto, hold_stdio_numbers, is_socket, pipe,
     reserve_fd,
 };
-pub(crate) use self::futex::{futex_wait, futex_wake_all};
+pub(crate) use self::futex::{futex_wait, futex_wake, futex_wake_all};
 pub(crate) use self::memfd::{
     Mapping, is_sealed_final, is_size_sealed, memfd, punch_hole, read_at, seal_final, seal_size,
     write_at,
@@ -39,7 +39,7 @@ pub(crate) use self::process::{
     SIGABRT, SIGINT, SIGKILL, SIGTERM, SIGXCPU, clone_parent, exe_fingerprint, exit_now,
     identity_alive, is_main_thread, parent_pid, pidfd_kill, pidfd_open, process_exists,
     process_identity, raise_default, send_signal, set_parent_death_signal, set_rlimits,
-    signal_name, signals_to_pipe, unpark_stdout, waitpid,
+    signal_name, signals_to_pipe, thread_id, unpark_stdout, waitpid,
 };
 pub(crate) use self::socket::{recvmsg, sendmsg, socketpair};
 pub(crate) use self::spawn::{CHILD_SOCKET, Spawn, Stream, can_close_from, posix_spawn};

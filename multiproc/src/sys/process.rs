@@ -31,6 +31,13 @@ pub(crate) fn parent_pid() -> u32 {
     ppid as u32
 }
 
+/// The calling thread's id, unique among the threads of every process while it runs.
+pub(crate) fn thread_id() -> u32 {
+    // SAFETY: gettid has no preconditions and cannot fail.
+    let tid = unsafe { libc::gettid() };
+    tid as u32
+}
+
 /// `true` on the process's main thread, whose exit ends the whole process.
 pub(crate) fn is_main_thread() -> bool {
     #[cfg(any(target_os = "linux", target_os = "android"))]

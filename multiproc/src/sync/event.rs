@@ -1,0 +1,153 @@
+//! [`Event`]: a flag to wait for.
+
+use std::fmt;
+use std::sync::Arc;
+use std::sync::atomic::Ordering::SeqCst;
+use std::time::Duration;
+
+use super::{HEADER, travels_as_a_page};
+use crate::error::{Error, Result};
+use crate::ipc::ring::RECHECK;
+use crate::ipc::shm::Region;
+use crate::sys::{self, Wait};
+
+/// An event's flag (u32 word; the page's lock words are unused).
+const FLAG: usize = 4;
+
+/// A flag that processes share and can wait for: Python's `multiprocessing.Event`.
+///
+/// # Examples
+///
+/// ```no_run
+/// use multiproc::sync::Event;
+///
+/// #[multiproc::process]
+/// fn wait_for_go(go: Event) -> bool {
+///     go.wait_timeout(std::time::Duration::from_secs(10))
+/// }
+///
+/// #[multiproc::main]
+/// fn main() -> multiproc::Result<()> {
+///     let go = Event::new()?;
+///     let child = multiproc::spawn(wait_for_go, (go.clone(),))?;
+///     go.set();
+///     assert!(child.join()?);
+///     Ok(())
+/// }
+/// ```
+#[derive(Clone)]
+pub struct Event(Arc<Region>);
+
+impl Event {
+    /// A new event, not set.
+    ///
+    /// # Examples
+    ///
+    /// See [`Event`].
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::Io`](crate::ErrorKind::Io) if the shared page cannot be made.
+    pub fn new() -> Result<Event> {
+        Region::new("multiproc-event", HEADER)
+            .map(|r| Event(Arc::new(r)))
+            .map_err(|e| Error::io("cannot create an event's shared memory", e))
+    }
+
+    /// Sets the flag and wakes every waiter.
+    ///
+    /// # Examples
+    ///
+    /// See [`Event`].
+    pub fn set(&self) {
+        let flag = self.0.word(FLAG);
+        if flag.swap(1, SeqCst) == 0 {
+            sys::futex_wake_all(flag);
+        }
+    }
+
+    /// Clears the flag.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// let event = multiproc::sync::Event::new()?;
+    /// event.set();
+    /// event.clear();
+    /// assert!(!event.is_set());
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn clear(&self) {
+        self.0.word(FLAG).store(0, SeqCst);
+    }
+
+    /// Whether the flag is set.
+    ///
+    /// # Examples
+    ///
+    /// See [`Event::clear`].
+    pub fn is_set(&self) -> bool {
+        self.0.word(FLAG).load(SeqCst) != 0
+    }
+
+    /// Waits until the flag is set.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// let event = multiproc::sync::Event::new()?;
+    /// event.set();
+    /// event.wait();
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn wait(&self) {
+        while !self.wait_timeout(Duration::from_secs(3600)) {}
+    }
+
+    /// Waits at most `timeout` until the flag is set; whether it is (Python's `wait(timeout)`).
+    ///
+    /// # Examples
+    ///
+    /// See [`Event`].
+    pub fn wait_timeout(&self, timeout: Duration) -> bool {
+        let wait = Wait::timeout(timeout);
+        let flag = self.0.word(FLAG);
+        loop {
+            if flag.load(SeqCst) != 0 {
+                return true;
+            }
+            if wait.is_over() {
+                return false;
+            }
+            sys::futex_wait(flag, 0, wait.at_most(RECHECK));
+        }
+    }
+}
+
+impl fmt::Debug for Event {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Event")
+            .field("set", &self.is_set())
+            .finish()
+    }
+}
+
+travels_as_a_page!(Event, "Event", HEADER);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_event_wakes_its_waiters() {
+        let event = Event::new().unwrap();
+        assert!(!event.wait_timeout(Duration::from_millis(10)));
+        let other = event.clone();
+        let waiter = std::thread::spawn(move || other.wait_timeout(Duration::from_secs(10)));
+        event.set();
+        assert!(waiter.join().unwrap());
+        assert!(event.is_set());
+        event.clear();
+        assert!(!event.is_set());
+    }
+}
