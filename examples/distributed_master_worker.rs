@@ -15,6 +15,7 @@
 //! Prints `10 tasks, 2 workers`, then one `n * n = m` line per task (in the order the
 //! workers finished them), `10 results`, `pool: 10000 squares, squares[3] = 9`, and
 //! `spawned: Tally = 5050` (a process started on one of the worker nodes).
+// ANCHOR: prelude
 use std::time::Duration;
 
 use multiproc::cluster::Cluster;
@@ -24,6 +25,7 @@ use multiproc::cluster::testing::NatsServer;
 fn square(n: u64) -> u64 {
     n * n
 }
+// ANCHOR_END: prelude
 
 // ANCHOR: worker
 /// A worker host (Python: `m.connect(); m.get_task_queue()`): takes tasks until the queue

@@ -6,9 +6,9 @@
 //!
 //! Prints `4 workers, 20 tasks`, the 20 results in input order, then which worker handled how
 //! many tasks (5 each).
+// ANCHOR: worker
 use multiproc::{Receiver, Sender};
 
-// ANCHOR: worker
 /// Collatz stopping time: a little CPU work per task.
 fn steps(mut n: u64) -> u32 {
     let mut steps = 0;

@@ -5,9 +5,9 @@
 //!
 //! The child's own panic message appears on stderr; stdout shows the parent's report:
 //! `child failed: child `divide-2` (pid N) panicked: 'attempt to divide by zero' at ...`.
+// ANCHOR: divide
 use multiproc::ErrorKind;
 
-// ANCHOR: divide
 #[multiproc::process]
 fn divide(a: i64, b: i64) -> i64 {
     if b == 0 {

@@ -6,10 +6,10 @@
 //! Run: `cargo run --example pipeline`
 //!
 //! Prints `1 -> 1`, `2 -> 4`, ... `6 -> 36`, then `stages handled 6, 6 and 6 items`.
+// ANCHOR: stages
 use multiproc::{Process, Receiver, Sender};
 use serde::{Deserialize, Serialize};
 
-// ANCHOR: stages
 /// Stage 1: text to numbers.
 #[derive(Serialize, Deserialize)]
 struct Parse {

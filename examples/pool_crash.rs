@@ -6,9 +6,9 @@
 //!
 //! Prints a line per task (`task 7: failed: child `crash-demo-..` (pid ..) was killed by signal
 //! 9 (SIGKILL) ...`, the others `task N: N0`), then the result of a second map.
+// ANCHOR: risky
 use multiproc::Pool;
 
-// ANCHOR: risky
 #[multiproc::process]
 fn risky(n: u32) -> u32 {
     if n == 7 {

@@ -5,12 +5,12 @@
 //!
 //! Prints one line per task with the pid of the worker that ran it, in input order, then how
 //! many distinct workers ran the 20 tasks (at most 5, none of them the parent).
+// ANCHOR: clock
 use std::collections::BTreeSet;
 use std::time::Duration;
 
 use multiproc::Pool;
 
-// ANCHOR: clock
 #[multiproc::process]
 fn clock(millis: u64) -> u32 {
     std::thread::sleep(Duration::from_millis(millis));

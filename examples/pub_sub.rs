@@ -6,10 +6,10 @@
 //!
 //! Prints `published 10 prices to 3 subscribers`, then one line per subscriber with how many
 //! prices it got and their sum (the same for all).
+// ANCHOR: roles
 use multiproc::{Process, Receiver, Sender};
 use serde::{Deserialize, Serialize};
 
-// ANCHOR: roles
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 struct Price {
     seq: u32,

@@ -7,12 +7,12 @@
 //! Prints one line per client (`client N: 50 calls answered correctly`), then what a caller
 //! gets when its request crashes the server, what the server's handle reports, and what a call
 //! to the server that is gone returns.
+// ANCHOR: protocol
 use std::time::Duration;
 
 use multiproc::{Client, Server};
 use serde::{Deserialize, Serialize};
 
-// ANCHOR: protocol
 #[derive(Debug, Serialize, Deserialize)]
 enum Request {
     Add(i64, i64),

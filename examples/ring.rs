@@ -6,10 +6,10 @@
 //!
 //! Prints `5 nodes, 3 rounds`, the token's final hop count (15), then each node's count of
 //! visits (3 each).
+// ANCHOR: node
 use multiproc::{Process, Receiver, Sender};
 use serde::{Deserialize, Serialize};
 
-// ANCHOR: node
 #[derive(Debug, Serialize, Deserialize)]
 struct Token {
     hops: u32,

@@ -7,12 +7,12 @@
 //!
 //! Prints each job the workers finished (`worker 1: job 1` ...), and then the supervisor's
 //! error, naming the last crash.
+// ANCHOR: worker
 use std::time::Duration;
 
 use multiproc::{Queue, Restart, Strategy, Supervisor};
 use serde::{Deserialize, Serialize};
 
-// ANCHOR: worker
 #[derive(Serialize, Deserialize)]
 struct Worker {
     incarnation: u32,

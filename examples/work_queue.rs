@@ -6,9 +6,9 @@
 //!
 //! Prints `3 workers, 30 tasks`, `all 30 tasks done`, the sum of the results, and how many
 //! tasks the workers handled together (which worker took which task varies from run to run).
+// ANCHOR: worker
 use multiproc::{ErrorKind, JoinableQueue, Sender};
 
-// ANCHOR: worker
 #[multiproc::process]
 fn worker(tasks: JoinableQueue<u64>, results: Sender<u64>) -> usize {
     let mut handled = 0;

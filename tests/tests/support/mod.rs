@@ -11,8 +11,10 @@ use multiproc::JoinHandle;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+// ANCHOR: deadline
 /// How long any one child may take in these tests before it is killed and the test fails.
 pub(crate) const DEADLINE: Duration = Duration::from_secs(30);
+// ANCHOR_END: deadline
 
 /// Runs `f` on a thread and fails the test if it does not finish within [`DEADLINE`]: for
 /// the cases whose regression is a hang.
