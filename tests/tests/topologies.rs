@@ -181,6 +181,12 @@ fn work_queue() {
 }
 
 #[test]
+fn pool_progress() {
+    let out = run(env!("CARGO_BIN_EXE_pool_progress"));
+    assert_eq!(out.stdout, "200 results, sum of squares 2646700\n");
+}
+
+#[test]
 fn pool_map() {
     let out = run(env!("CARGO_BIN_EXE_pool_map"));
     let lines: Vec<&str> = out.stdout.lines().collect();
