@@ -59,7 +59,14 @@ pub use self::spawn::JoinHandle;
 ///
 /// # Examples
 ///
-/// See the [module](self).
+/// ```no_run
+/// let cluster = multiproc::cluster::Cluster::connect("nats://127.0.0.1:4222")?;
+/// // One connection for every queue, service and pool made from it.
+/// let tasks = cluster.queue::<u64>("tasks")?;
+/// let squarer = cluster.service::<u64, u64>("squarer")?;
+/// tasks.put(squarer.call(3)?)?;
+/// # Ok::<(), multiproc::Error>(())
+/// ```
 #[derive(Clone)]
 pub struct Cluster {
     inner: Arc<Inner>,
@@ -84,7 +91,14 @@ impl Cluster {
     ///
     /// # Examples
     ///
-    /// See the [module](self).
+    /// ```no_run
+    /// use multiproc::cluster::Cluster;
+    ///
+    /// // Any of these servers will do; the client moves to another if one goes away.
+    /// let cluster = Cluster::connect("nats://10.0.0.5:4222,nats://10.0.0.6:4222")?;
+    /// println!("{cluster:?}");
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
     ///
     /// # Errors
     ///
@@ -162,11 +176,8 @@ impl std::fmt::Debug for Cluster {
     }
 }
 
-/// How to connect: credentials, TLS, a name, timeouts. From [`Cluster::builder`].
-///
-/// # Examples
-///
-/// See [`Cluster::builder`].
+/// How to connect: credentials, TLS, a name, timeouts. From [`Cluster::builder`], whose
+/// example shows it in use.
 #[derive(Debug, Default, Clone)]
 pub struct Builder {
     auth: Option<Auth>,
@@ -203,7 +214,10 @@ impl Builder {
     ///
     /// # Examples
     ///
-    /// See [`Cluster::builder`].
+    /// ```
+    /// let builder = multiproc::cluster::Cluster::builder().user_and_password("worker", "s3cret");
+    /// assert!(!format!("{builder:?}").contains("s3cret")); // never shown
+    /// ```
     pub fn user_and_password(mut self, user: &str, password: &str) -> Builder {
         self.auth = Some(Auth::UserPassword(user.to_string(), password.to_string()));
         self
@@ -295,7 +309,10 @@ impl Builder {
     ///
     /// # Examples
     ///
-    /// See [`Cluster::builder`].
+    /// ```
+    /// let builder = multiproc::cluster::Cluster::builder().name("worker-1");
+    /// # drop(builder);
+    /// ```
     pub fn name(mut self, name: &str) -> Builder {
         self.name = Some(name.to_string());
         self
@@ -305,7 +322,11 @@ impl Builder {
     ///
     /// # Examples
     ///
-    /// See [`Cluster::builder`].
+    /// ```
+    /// let builder = multiproc::cluster::Cluster::builder()
+    ///     .connect_timeout(std::time::Duration::from_secs(1));
+    /// # drop(builder);
+    /// ```
     pub fn connect_timeout(mut self, timeout: Duration) -> Builder {
         self.connect_timeout = Some(timeout);
         self
@@ -331,7 +352,13 @@ impl Builder {
     ///
     /// # Examples
     ///
-    /// See [`Cluster::builder`].
+    /// ```no_run
+    /// let cluster = multiproc::cluster::Cluster::builder()
+    ///     .credentials_file("worker.creds")
+    ///     .connect("nats://10.0.0.5:4222")?;
+    /// println!("connected to {}", cluster.server());
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
     ///
     /// # Errors
     ///

@@ -40,7 +40,23 @@ impl Cluster {
     ///
     /// # Examples
     ///
-    /// See [`Node`].
+    /// ```no_run
+    /// #[multiproc::process]
+    /// fn square(n: u64) -> u64 {
+    ///     n * n
+    /// }
+    ///
+    /// #[multiproc::main]
+    /// fn main() -> multiproc::Result<()> {
+    ///     let cluster = multiproc::cluster::Cluster::connect("nats://127.0.0.1:4222")?;
+    ///     if std::env::args().any(|a| a == "--node") {
+    ///         return cluster.node().serve(); // run the tasks of this build's callers
+    ///     }
+    ///     let squares = cluster.pool()?.map(square, 0..4_u64)?;
+    ///     assert_eq!(squares, [0, 1, 4, 9]);
+    ///     Ok(())
+    /// }
+    /// ```
     pub fn node(&self) -> Node {
         Node {
             cluster: self.clone(),
@@ -55,7 +71,11 @@ impl Node {
     ///
     /// # Examples
     ///
-    /// See [`Node`].
+    /// ```no_run
+    /// let cluster = multiproc::cluster::Cluster::connect("nats://127.0.0.1:4222")?;
+    /// cluster.node().workers(2).serve()?; // two tasks at a time, whatever the cores
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
     pub fn workers(mut self, workers: usize) -> Node {
         self.workers = workers.max(1);
         self
@@ -87,7 +107,14 @@ impl Node {
     ///
     /// # Examples
     ///
-    /// See [`Node`].
+    /// ```no_run
+    /// #[multiproc::main]
+    /// fn main() -> multiproc::Result<()> {
+    ///     multiproc::shutdown_on_signals(std::time::Duration::from_secs(30))?;
+    ///     let cluster = multiproc::cluster::Cluster::connect("nats://127.0.0.1:4222")?;
+    ///     cluster.node().serve() // until SIGTERM or SIGINT, then finishes what it holds
+    /// }
+    /// ```
     ///
     /// # Errors
     ///

@@ -159,7 +159,18 @@ impl Cluster {
     ///
     /// # Examples
     ///
-    /// See [`Pool`].
+    /// ```no_run
+    /// #[multiproc::main]
+    /// fn main() -> multiproc::Result<()> {
+    ///     let cluster = multiproc::cluster::Cluster::connect("nats://127.0.0.1:4222")?;
+    ///     match cluster.pool() {
+    ///         Ok(pool) => println!("{pool:?}"), // no node yet is fine: tasks wait for one
+    ///         Err(e) if e.kind() == multiproc::ErrorKind::BuildMismatch => eprintln!("{e}"),
+    ///         Err(e) => return Err(e),
+    ///     }
+    ///     Ok(())
+    /// }
+    /// ```
     ///
     /// # Errors
     ///
@@ -324,7 +335,20 @@ impl Pool {
     ///
     /// # Examples
     ///
-    /// See [`Pool`].
+    /// ```no_run
+    /// #[multiproc::process]
+    /// fn square(n: u64) -> u64 {
+    ///     n * n
+    /// }
+    ///
+    /// #[multiproc::main]
+    /// fn main() -> multiproc::Result<()> {
+    ///     let cluster = multiproc::cluster::Cluster::connect("nats://127.0.0.1:4222")?;
+    ///     let squares = cluster.pool()?.map(square, 1..=3_u64)?;
+    ///     assert_eq!(squares, [1, 4, 9]); // in input order, whichever node ran each
+    ///     Ok(())
+    /// }
+    /// ```
     ///
     /// # Errors
     ///

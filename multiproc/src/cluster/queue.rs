@@ -201,7 +201,13 @@ impl Cluster {
     ///
     /// # Examples
     ///
-    /// See [`Queue`].
+    /// ```no_run
+    /// let cluster = multiproc::cluster::Cluster::connect("nats://127.0.0.1:4222")?;
+    /// let tasks = cluster.queue::<u64>("tasks")?; // the same queue in every process that opens it
+    /// assert_eq!(tasks.maxsize(), None);
+    /// assert!(cluster.queue::<u64>("no spaces").is_err());
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
     ///
     /// # Errors
     ///
@@ -339,7 +345,12 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
     ///
     /// # Examples
     ///
-    /// See [`Queue`].
+    /// ```no_run
+    /// let cluster = multiproc::cluster::Cluster::connect("nats://127.0.0.1:4222")?;
+    /// let lines = cluster.queue::<String>("lines")?;
+    /// lines.put("resize photo.jpg".to_string())?; // in the server once this returns
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
     ///
     /// # Errors
     ///
@@ -542,7 +553,13 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
     ///
     /// # Examples
     ///
-    /// See [`Queue`].
+    /// ```no_run
+    /// let cluster = multiproc::cluster::Cluster::connect("nats://127.0.0.1:4222")?;
+    /// let tasks = cluster.queue::<u64>("tasks")?;
+    /// let task = tasks.get()?; // waits for an item; no other consumer gets this one
+    /// println!("working on {task}");
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
     ///
     /// # Errors
     ///
@@ -581,7 +598,18 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
     ///
     /// # Examples
     ///
-    /// See the [module](super).
+    /// ```no_run
+    /// use std::time::Duration;
+    ///
+    /// let cluster = multiproc::cluster::Cluster::connect("nats://127.0.0.1:4222")?;
+    /// let tasks = cluster.queue::<u64>("tasks")?;
+    /// match tasks.get_timeout(Duration::from_secs(1)) {
+    ///     Ok(task) => println!("working on {task}"),
+    ///     Err(e) if e.kind() == multiproc::ErrorKind::Timeout => println!("nothing within 1 s"),
+    ///     Err(e) => return Err(e),
+    /// }
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
     ///
     /// # Errors
     ///
@@ -773,7 +801,12 @@ impl<T> Queue<T> {
     ///
     /// # Examples
     ///
-    /// See [`Cluster::queue_with_maxsize`].
+    /// ```no_run
+    /// let cluster = multiproc::cluster::Cluster::connect("nats://127.0.0.1:4222")?;
+    /// assert_eq!(cluster.queue::<u64>("unbounded")?.maxsize(), None);
+    /// assert_eq!(cluster.queue_with_maxsize::<u64>("bounded", 10)?.maxsize(), Some(10));
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
     pub fn maxsize(&self) -> Option<usize> {
         self.shared.maxsize
     }
@@ -915,7 +948,16 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
     ///
     /// # Examples
     ///
-    /// See [`Queue`].
+    /// ```no_run
+    /// let cluster = multiproc::cluster::Cluster::connect("nats://127.0.0.1:4222")?;
+    /// let numbers = cluster.queue::<u64>("numbers")?;
+    /// for n in [1, 2, 3] {
+    ///     numbers.put(n)?;
+    /// }
+    /// numbers.close()?;
+    /// assert_eq!(numbers.iter().sum::<u64>(), 6); // ends once the queue is closed and empty
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
     pub fn iter(&self) -> Iter<'_, T> {
         Iter { queue: self }
     }
@@ -943,10 +985,7 @@ impl<T> fmt::Debug for Queue<T> {
 }
 
 /// A blocking iterator over a cluster [`Queue`]; see [`Queue::iter`].
-///
-/// # Examples
-///
-/// See [`Queue`].
+/// [`Queue`]'s example iterates over one.
 pub struct Iter<'a, T> {
     queue: &'a Queue<T>,
 }

@@ -59,7 +59,14 @@ impl Cluster {
     ///
     /// # Examples
     ///
-    /// See [`Service`].
+    /// ```no_run
+    /// let cluster = multiproc::cluster::Cluster::connect("nats://127.0.0.1:4222")?;
+    /// let user_ids = cluster.service::<String, Option<u64>>("user-ids")?;
+    /// // Elsewhere: user_ids.serve(|name| lookup(&name))?;
+    /// let id = user_ids.call("ada".to_string())?;
+    /// println!("{id:?}");
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
     ///
     /// # Errors
     ///
@@ -110,7 +117,18 @@ where
     ///
     /// # Examples
     ///
-    /// See [`Service`].
+    /// ```no_run
+    /// use std::time::Duration;
+    ///
+    /// let cluster = multiproc::cluster::Cluster::connect("nats://127.0.0.1:4222")?;
+    /// let squarer = cluster.service::<u64, u64>("squarer")?;
+    /// match squarer.call_timeout(7, Duration::from_millis(500)) {
+    ///     Ok(n) => assert_eq!(n, 49),
+    ///     Err(e) if e.kind() == multiproc::ErrorKind::Timeout => eprintln!("no answer in time"),
+    ///     Err(e) => return Err(e),
+    /// }
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
     ///
     /// # Errors
     ///

@@ -140,7 +140,26 @@ impl Cluster {
     ///
     /// # Examples
     ///
-    /// See [`JoinHandle`].
+    /// ```no_run
+    /// #[derive(serde::Serialize, serde::Deserialize)]
+    /// struct Double {
+    ///     n: u64,
+    /// }
+    ///
+    /// #[multiproc::process]
+    /// impl Double {
+    ///     fn run(self) -> u64 {
+    ///         self.n * 2
+    ///     }
+    /// }
+    ///
+    /// #[multiproc::main]
+    /// fn main() -> multiproc::Result<()> {
+    ///     let cluster = multiproc::cluster::Cluster::connect("nats://127.0.0.1:4222")?;
+    ///     assert_eq!(cluster.spawn(Double { n: 21 })?.join()?, 42);
+    ///     Ok(())
+    /// }
+    /// ```
     ///
     /// # Errors
     ///
@@ -323,7 +342,18 @@ impl<R: DeserializeOwned> JoinHandle<R> {
     ///
     /// # Examples
     ///
-    /// See [`JoinHandle`].
+    /// ```no_run
+    /// #[multiproc::process]
+    /// fn work() {}
+    ///
+    /// #[multiproc::main]
+    /// fn main() -> multiproc::Result<()> {
+    ///     let cluster = multiproc::cluster::Cluster::connect("nats://127.0.0.1:4222")?;
+    ///     let handle = cluster.spawn_fn(work, ())?;
+    ///     println!("runs on node {}", handle.node());
+    ///     handle.join()
+    /// }
+    /// ```
     pub fn node(&self) -> &str {
         &self.node
     }
@@ -332,7 +362,18 @@ impl<R: DeserializeOwned> JoinHandle<R> {
     ///
     /// # Examples
     ///
-    /// See [`JoinHandle`].
+    /// ```no_run
+    /// #[multiproc::process]
+    /// fn work() {}
+    ///
+    /// #[multiproc::main]
+    /// fn main() -> multiproc::Result<()> {
+    ///     let cluster = multiproc::cluster::Cluster::connect("nats://127.0.0.1:4222")?;
+    ///     let handle = cluster.spawn_fn(work, ())?;
+    ///     assert!(handle.name().starts_with("work")); // numbered by its node: `work-1`, ...
+    ///     handle.join()
+    /// }
+    /// ```
     pub fn name(&self) -> &str {
         &self.name
     }
@@ -341,7 +382,18 @@ impl<R: DeserializeOwned> JoinHandle<R> {
     ///
     /// # Examples
     ///
-    /// See [`JoinHandle`].
+    /// ```no_run
+    /// #[multiproc::process]
+    /// fn work() {}
+    ///
+    /// #[multiproc::main]
+    /// fn main() -> multiproc::Result<()> {
+    ///     let cluster = multiproc::cluster::Cluster::connect("nats://127.0.0.1:4222")?;
+    ///     let handle = cluster.spawn_fn(work, ())?;
+    ///     println!("pid {} on node {}", handle.pid(), handle.node());
+    ///     handle.join()
+    /// }
+    /// ```
     pub fn pid(&self) -> u32 {
         self.pid
     }
@@ -350,7 +402,20 @@ impl<R: DeserializeOwned> JoinHandle<R> {
     ///
     /// # Examples
     ///
-    /// See [`JoinHandle`].
+    /// ```no_run
+    /// #[multiproc::process]
+    /// fn fail() {
+    ///     panic!("no luck");
+    /// }
+    ///
+    /// #[multiproc::main]
+    /// fn main() -> multiproc::Result<()> {
+    ///     let cluster = multiproc::cluster::Cluster::connect("nats://127.0.0.1:4222")?;
+    ///     let err = cluster.spawn_fn(fail, ())?.join().unwrap_err();
+    ///     assert_eq!(err.kind(), multiproc::ErrorKind::Panicked); // typed, as locally
+    ///     Ok(())
+    /// }
+    /// ```
     ///
     /// # Errors
     ///
@@ -418,7 +483,23 @@ impl<R: DeserializeOwned> JoinHandle<R> {
     ///
     /// # Examples
     ///
-    /// See [`join_timeout`](Self::join_timeout).
+    /// ```no_run
+    /// #[multiproc::process]
+    /// fn forever() {
+    ///     loop {
+    ///         std::thread::park();
+    ///     }
+    /// }
+    ///
+    /// #[multiproc::main]
+    /// fn main() -> multiproc::Result<()> {
+    ///     let cluster = multiproc::cluster::Cluster::connect("nats://127.0.0.1:4222")?;
+    ///     let mut handle = cluster.spawn_fn(forever, ())?;
+    ///     handle.kill()?;
+    ///     assert_eq!(handle.join().unwrap_err().kind(), multiproc::ErrorKind::Signaled);
+    ///     Ok(())
+    /// }
+    /// ```
     ///
     /// # Errors
     ///

@@ -46,7 +46,15 @@ impl NatsServer {
     ///
     /// # Examples
     ///
-    /// See [`NatsServer`].
+    /// ```no_run
+    /// use multiproc::cluster::testing::NatsServer;
+    ///
+    /// if NatsServer::available() {
+    ///     let server = NatsServer::start()?; // killed, and its store removed, on drop
+    ///     assert!(server.pid().is_some());
+    /// }
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
     ///
     /// # Errors
     ///
@@ -159,7 +167,14 @@ impl NatsServer {
     ///
     /// # Examples
     ///
-    /// See [`NatsServer`].
+    /// ```no_run
+    /// use multiproc::cluster::{Cluster, testing::NatsServer};
+    ///
+    /// let server = NatsServer::start()?;
+    /// let cluster = Cluster::connect(&server.url())?;
+    /// assert_eq!(cluster.server(), server.url());
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
     pub fn url(&self) -> String {
         format!("nats://127.0.0.1:{}", self.port)
     }

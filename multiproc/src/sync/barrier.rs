@@ -128,7 +128,17 @@ impl BrokenBarrier {
     ///
     /// # Examples
     ///
-    /// See [`BrokenBarrier`].
+    /// ```no_run
+    /// use std::time::Duration;
+    ///
+    /// let two = multiproc::sync::Barrier::new(2)?;
+    /// match two.wait_timeout(Duration::from_millis(10)) {
+    ///     Ok(index) => println!("arrived as number {index}"),
+    ///     Err(broken) if broken.timed_out() => eprintln!("the other party did not come in time"),
+    ///     Err(broken) => eprintln!("{broken}"),
+    /// }
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
     pub fn timed_out(&self) -> bool {
         self.why == Why::TimedOut
     }
@@ -160,7 +170,14 @@ impl Barrier {
     ///
     /// # Examples
     ///
-    /// See [`Barrier`].
+    /// ```no_run
+    /// use multiproc::sync::Barrier;
+    ///
+    /// let pair = Barrier::new(2)?;
+    /// assert_eq!(pair.parties(), 2);
+    /// assert!(Barrier::new(0).is_err());
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
     ///
     /// # Errors
     ///
@@ -184,7 +201,15 @@ impl Barrier {
     ///
     /// # Examples
     ///
-    /// See [`Barrier`].
+    /// ```no_run
+    /// let pair = multiproc::sync::Barrier::new(2)?;
+    /// let other = pair.clone();
+    /// let thread = std::thread::spawn(move || other.wait());
+    /// let mine = pair.wait().expect("no party died");
+    /// let theirs = thread.join().unwrap().expect("no party died");
+    /// assert_eq!(mine + theirs, 1); // one arrived first (0), the other second (1)
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
     ///
     /// # Errors
     ///
@@ -198,7 +223,14 @@ impl Barrier {
     ///
     /// # Examples
     ///
-    /// See [`BrokenBarrier`].
+    /// ```no_run
+    /// use std::time::Duration;
+    ///
+    /// let two = multiproc::sync::Barrier::new(2)?;
+    /// assert!(two.wait_timeout(Duration::from_millis(10)).is_err()); // alone: times out
+    /// assert!(two.is_broken()); // for every party, until a reset
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
     ///
     /// # Errors
     ///
@@ -235,7 +267,13 @@ impl Barrier {
     ///
     /// # Examples
     ///
-    /// See [`BrokenBarrier`].
+    /// ```no_run
+    /// let start = multiproc::sync::Barrier::new(2)?;
+    /// assert!(!start.is_broken());
+    /// start.abort();
+    /// assert!(start.is_broken());
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
     pub fn is_broken(&self) -> bool {
         self.0.word(BROKEN).load(SeqCst) != 0
     }

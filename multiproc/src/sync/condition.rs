@@ -55,11 +55,7 @@ const SLEEPERS: usize = 5;
 pub struct Condition<T = ()>(Shared<T>);
 
 /// The lock of a [`Condition`] held, giving its data; released when dropped, or while it
-/// [`wait`](ConditionGuard::wait)s.
-///
-/// # Examples
-///
-/// See [`Condition`].
+/// [`wait`](ConditionGuard::wait)s. [`Condition`]'s example shows it in use.
 #[must_use = "the lock is released when the guard is dropped"]
 pub struct ConditionGuard<'a, T>(SharedGuard<'a, T>);
 
@@ -87,7 +83,11 @@ impl<T: Pod> Condition<T> {
     ///
     /// # Examples
     ///
-    /// See [`Condition`].
+    /// ```no_run
+    /// let jobs = multiproc::sync::Condition::with_value(3_u32)?;
+    /// assert_eq!(*jobs.lock().unwrap_or_else(|died| died.into_guard()), 3);
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
     ///
     /// # Errors
     ///
@@ -102,7 +102,13 @@ impl<T: Pod> Condition<T> {
     ///
     /// # Examples
     ///
-    /// See [`Condition`].
+    /// ```no_run
+    /// let jobs = multiproc::sync::Condition::with_value(0_u32)?;
+    /// let mut held = jobs.lock().unwrap_or_else(|died| died.into_guard());
+    /// *held += 1; // the data is only reached through the guard
+    /// assert_eq!(*held, 1);
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
     ///
     /// # Errors
     ///
@@ -143,7 +149,12 @@ impl<T: Pod> Condition<T> {
     ///
     /// # Examples
     ///
-    /// See [`Condition`].
+    /// ```no_run
+    /// let jobs = multiproc::sync::Condition::with_value(0_u32)?;
+    /// *jobs.lock().unwrap_or_else(|died| died.into_guard()) = 5;
+    /// jobs.notify_all(); // every waiter wakes, takes the lock in turn and sees 5
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
     pub fn notify_all(&self) {
         self.notify(i32::MAX);
     }
@@ -218,7 +229,18 @@ impl<'a, T: Pod> ConditionGuard<'a, T> {
     ///
     /// # Examples
     ///
-    /// See [`Condition`].
+    /// ```no_run
+    /// let jobs = multiproc::sync::Condition::with_value(0_u32)?;
+    /// let producer = jobs.clone();
+    /// std::thread::spawn(move || {
+    ///     *producer.lock().unwrap_or_else(|died| died.into_guard()) = 5;
+    ///     producer.notify_all();
+    /// });
+    /// let held = jobs.lock().unwrap_or_else(|died| died.into_guard());
+    /// let held = held.wait_while(|n| *n == 0).unwrap_or_else(|died| died.into_guard());
+    /// assert_eq!(*held, 5);
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
     ///
     /// # Errors
     ///

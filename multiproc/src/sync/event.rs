@@ -43,7 +43,11 @@ impl Event {
     ///
     /// # Examples
     ///
-    /// See [`Event`].
+    /// ```no_run
+    /// let go = multiproc::sync::Event::new()?;
+    /// assert!(!go.is_set());
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
     ///
     /// # Errors
     ///
@@ -58,7 +62,13 @@ impl Event {
     ///
     /// # Examples
     ///
-    /// See [`Event`].
+    /// ```no_run
+    /// let go = multiproc::sync::Event::new()?;
+    /// let copy = go.clone(); // the same flag, as a copy in another process would be
+    /// go.set();
+    /// assert!(copy.is_set());
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
     pub fn set(&self) {
         let flag = self.0.word(FLAG);
         if flag.swap(1, SeqCst) == 0 {
@@ -85,7 +95,13 @@ impl Event {
     ///
     /// # Examples
     ///
-    /// See [`Event::clear`].
+    /// ```no_run
+    /// let done = multiproc::sync::Event::new()?;
+    /// assert!(!done.is_set());
+    /// done.set();
+    /// assert!(done.is_set());
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
     pub fn is_set(&self) -> bool {
         self.0.word(FLAG).load(SeqCst) != 0
     }
@@ -108,7 +124,15 @@ impl Event {
     ///
     /// # Examples
     ///
-    /// See [`Event`].
+    /// ```no_run
+    /// use std::time::Duration;
+    ///
+    /// let go = multiproc::sync::Event::new()?;
+    /// assert!(!go.wait_timeout(Duration::from_millis(10))); // not set: times out
+    /// go.set();
+    /// assert!(go.wait_timeout(Duration::from_millis(10)));
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
     pub fn wait_timeout(&self, timeout: Duration) -> bool {
         let wait = Wait::timeout(timeout);
         let flag = self.0.word(FLAG);

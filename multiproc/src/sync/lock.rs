@@ -44,11 +44,7 @@ use crate::sys::{self, Wait};
 #[derive(Clone)]
 pub struct Lock(Arc<Region>);
 
-/// Holds a [`Lock`] until dropped.
-///
-/// # Examples
-///
-/// See [`Lock`].
+/// Holds a [`Lock`] until dropped. [`Lock`]'s example shows it in use.
 #[must_use = "the lock is released when the guard is dropped"]
 pub struct LockGuard<'a> {
     lock: &'a Lock,
@@ -95,7 +91,15 @@ impl<G> OwnerDied<G> {
     ///
     /// # Examples
     ///
-    /// See [`OwnerDied`].
+    /// ```no_run
+    /// use multiproc::sync::{Lock, OwnerDied};
+    ///
+    /// let lock = Lock::new()?;
+    /// // Held either way: cleanly, or taken over from a holder that died.
+    /// let _guard = lock.lock().unwrap_or_else(OwnerDied::into_guard);
+    /// assert!(lock.is_locked());
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
     pub fn into_guard(self) -> G {
         self.guard
     }
@@ -142,7 +146,13 @@ impl Lock {
     ///
     /// # Examples
     ///
-    /// See [`Lock`].
+    /// ```no_run
+    /// let lock = multiproc::sync::Lock::new()?;
+    /// let copy = lock.clone(); // the same lock, as a copy in another process would be
+    /// let _held = lock.lock();
+    /// assert!(copy.is_locked());
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
     ///
     /// # Errors
     ///
@@ -158,7 +168,15 @@ impl Lock {
     ///
     /// # Examples
     ///
-    /// See [`Lock`].
+    /// ```no_run
+    /// let lock = multiproc::sync::Lock::new()?;
+    /// {
+    ///     let _held = lock.lock().unwrap_or_else(|died| died.into_guard());
+    ///     assert!(lock.is_locked());
+    /// } // released when the guard is dropped
+    /// assert!(!lock.is_locked());
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
     ///
     /// # Errors
     ///
@@ -286,11 +304,7 @@ const DEPTH: usize = 5;
 #[derive(Clone)]
 pub struct RLock(Arc<Region>);
 
-/// Holds one level of an [`RLock`] until dropped.
-///
-/// # Examples
-///
-/// See [`RLock`].
+/// Holds one level of an [`RLock`] until dropped. [`RLock`]'s example shows it in use.
 #[must_use = "the lock is released when the guard is dropped"]
 pub struct RLockGuard<'a> {
     lock: &'a RLock,
@@ -303,7 +317,13 @@ impl RLock {
     ///
     /// # Examples
     ///
-    /// See [`RLock`].
+    /// ```no_run
+    /// let lock = multiproc::sync::RLock::new()?;
+    /// let copy = lock.clone(); // the same lock
+    /// let _held = lock.lock();
+    /// assert!(copy.is_locked());
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
     ///
     /// # Errors
     ///
@@ -319,7 +339,16 @@ impl RLock {
     ///
     /// # Examples
     ///
-    /// See [`RLock`].
+    /// ```no_run
+    /// let lock = multiproc::sync::RLock::new()?;
+    /// let outer = lock.lock().unwrap_or_else(|died| died.into_guard());
+    /// let inner = lock.lock().unwrap_or_else(|died| died.into_guard()); // same thread: no wait
+    /// drop(inner);
+    /// assert!(lock.is_locked()); // one level left
+    /// drop(outer);
+    /// assert!(!lock.is_locked());
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
     ///
     /// # Errors
     ///

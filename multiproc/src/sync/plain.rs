@@ -212,6 +212,8 @@ impl<T> Drop for SharedGuard<'_, T> {
 /// derive `Pod`. A holder that dies does not keep the lock: the next [`lock`](Value::lock)
 /// returns [`OwnerDied`] with the guard, and the value is whatever it left (a valid `T`,
 /// since every bit pattern is one).
+/// Not reentrant: [`get`](Value::get) or [`set`](Value::set) while this thread holds the
+/// guard waits for itself, as with std's `Mutex`.
 ///
 /// # Examples
 ///
@@ -241,10 +243,7 @@ impl<T> Drop for SharedGuard<'_, T> {
 pub struct Value<T>(Shared<T>);
 
 /// The lock of a [`Value`] held, giving its value; released when dropped.
-///
-/// # Examples
-///
-/// See [`Value`].
+/// [`Value`]'s example shows it in use.
 #[must_use = "the lock is released when the guard is dropped"]
 pub struct ValueGuard<'a, T>(SharedGuard<'a, T>);
 
@@ -253,7 +252,13 @@ impl<T: Pod> Value<T> {
     ///
     /// # Examples
     ///
-    /// See [`Value`].
+    /// ```no_run
+    /// let total = multiproc::sync::Value::new(0_u64)?;
+    /// let copy = total.clone(); // the same value, as a copy in another process would be
+    /// copy.set(5);
+    /// assert_eq!(total.get(), 5);
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
     ///
     /// # Errors
     ///
@@ -268,7 +273,15 @@ impl<T: Pod> Value<T> {
     ///
     /// # Examples
     ///
-    /// See [`Value`].
+    /// ```no_run
+    /// let total = multiproc::sync::Value::new(10_u32)?;
+    /// {
+    ///     let mut held = total.lock().unwrap_or_else(|died| died.into_guard());
+    ///     *held += 5; // read and written under one lock: no update lost
+    /// }
+    /// assert_eq!(total.get(), 15);
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
     ///
     /// # Errors
     ///
@@ -303,7 +316,11 @@ impl<T: Pod> Value<T> {
     ///
     /// # Examples
     ///
-    /// See [`Value`].
+    /// ```no_run
+    /// let ratio = multiproc::sync::Value::new(0.5_f64)?;
+    /// assert_eq!(ratio.get(), 0.5);
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
     pub fn get(&self) -> T {
         *self.lock().unwrap_or_else(OwnerDied::into_guard)
     }
@@ -407,10 +424,7 @@ impl<'de, T: Pod> Deserialize<'de> for Value<T> {
 pub struct Array<T>(Shared<T>);
 
 /// The lock of an [`Array`] held, giving its values as a `[T]`; released when dropped.
-///
-/// # Examples
-///
-/// See [`Array`].
+/// [`Array`]'s example shows it in use.
 #[must_use = "the lock is released when the guard is dropped"]
 pub struct ArrayGuard<'a, T>(SharedGuard<'a, T>);
 
@@ -419,7 +433,11 @@ impl<T: Pod> Array<T> {
     ///
     /// # Examples
     ///
-    /// See [`Array`].
+    /// ```no_run
+    /// let cells = multiproc::sync::Array::from_slice(&[1_u32, 2, 3])?;
+    /// assert_eq!(cells.to_vec(), [1, 2, 3]);
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
     ///
     /// # Errors
     ///
@@ -450,7 +468,11 @@ impl<T: Pod> Array<T> {
     ///
     /// # Examples
     ///
-    /// See [`Array`].
+    /// ```no_run
+    /// let cells = multiproc::sync::Array::<u16>::zeroed(5)?;
+    /// assert_eq!(cells.len(), 5);
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
     pub fn len(&self) -> usize {
         self.0.len()
     }
@@ -472,7 +494,13 @@ impl<T: Pod> Array<T> {
     ///
     /// # Examples
     ///
-    /// See [`Array`].
+    /// ```no_run
+    /// let cells = multiproc::sync::Array::from_slice(&[3_u32, 1, 2])?;
+    /// // The guard is a `[T]`: slice methods work on it under the lock.
+    /// cells.lock().unwrap_or_else(|died| died.into_guard()).sort();
+    /// assert_eq!(cells.to_vec(), [1, 2, 3]);
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
     ///
     /// # Errors
     ///
@@ -507,7 +535,12 @@ impl<T: Pod> Array<T> {
     ///
     /// # Examples
     ///
-    /// See [`Array`].
+    /// ```no_run
+    /// let cells = multiproc::sync::Array::from_slice(&[1.5_f32, 2.5])?;
+    /// let copy: Vec<f32> = cells.to_vec();
+    /// assert_eq!(copy, [1.5, 2.5]);
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
     pub fn to_vec(&self) -> Vec<T> {
         self.lock().unwrap_or_else(OwnerDied::into_guard).to_vec()
     }

@@ -54,11 +54,7 @@ const SLOTS: usize = 2;
 #[derive(Clone)]
 pub struct Semaphore(Arc<Region>);
 
-/// Holds one permit of a [`Semaphore`] until dropped.
-///
-/// # Examples
-///
-/// See [`Semaphore`].
+/// Holds one permit of a [`Semaphore`] until dropped. [`Semaphore`]'s example shows it in use.
 #[must_use = "the permit comes back when the guard is dropped"]
 pub struct SemaphoreGuard<'a> {
     semaphore: &'a Semaphore,
@@ -70,7 +66,14 @@ impl Semaphore {
     ///
     /// # Examples
     ///
-    /// See [`Semaphore`].
+    /// ```no_run
+    /// use multiproc::sync::Semaphore;
+    ///
+    /// let slots = Semaphore::new(2)?;
+    /// assert_eq!(slots.available(), 2);
+    /// assert!(Semaphore::new(0).is_err());
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
     ///
     /// # Errors
     ///
@@ -92,7 +95,15 @@ impl Semaphore {
     ///
     /// # Examples
     ///
-    /// See [`Semaphore`].
+    /// ```no_run
+    /// let slots = multiproc::sync::Semaphore::new(2)?;
+    /// {
+    ///     let _permit = slots.acquire();
+    ///     assert_eq!(slots.available(), 1);
+    /// } // the permit comes back when the guard is dropped
+    /// assert_eq!(slots.available(), 2);
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
     pub fn acquire(&self) -> SemaphoreGuard<'_> {
         loop {
             if let Some(guard) = self.take(Wait::Forever) {
