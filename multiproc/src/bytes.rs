@@ -142,7 +142,12 @@ impl SharedMemory {
     ///
     /// # Examples
     ///
-    /// See [`SharedMemory`].
+    /// ```
+    /// let region = multiproc::SharedMemory::from_bytes(b"header")?;
+    /// assert_eq!(region.len(), 6);
+    /// assert_eq!(&region[..], b"header");
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
     ///
     /// # Errors
     ///

@@ -165,7 +165,19 @@ impl RemotePanic {
     ///
     /// # Examples
     ///
-    /// See [`RemotePanic`].
+    /// ```no_run
+    /// #[multiproc::process]
+    /// fn parse(text: String) -> u32 {
+    ///     text.parse().expect("not a number")
+    /// }
+    ///
+    /// #[multiproc::main]
+    /// fn main() {
+    ///     let err = multiproc::spawn(parse, ("x".to_string(),)).unwrap().join().unwrap_err();
+    ///     let message = err.remote_panic().unwrap().message();
+    ///     assert!(message.starts_with("not a number: ")); // then the `ParseIntError`
+    /// }
+    /// ```
     pub fn message(&self) -> &str {
         &self.message
     }
@@ -174,7 +186,19 @@ impl RemotePanic {
     ///
     /// # Examples
     ///
-    /// See [`RemotePanic`].
+    /// ```no_run
+    /// #[multiproc::process]
+    /// fn boom() {
+    ///     panic!("no luck");
+    /// }
+    ///
+    /// #[multiproc::main]
+    /// fn main() {
+    ///     let err = multiproc::spawn(boom, ()).unwrap().join().unwrap_err();
+    ///     let at = err.remote_panic().unwrap().location().unwrap_or("an unknown place");
+    ///     eprintln!("the child panicked at {at}"); // src/main.rs:3:5
+    /// }
+    /// ```
     pub fn location(&self) -> Option<&str> {
         self.location.as_deref()
     }
@@ -437,7 +461,21 @@ impl Error {
     ///
     /// # Examples
     ///
-    /// See [`RemotePanic`].
+    /// ```no_run
+    /// #[multiproc::process]
+    /// fn inverse(x: i32) -> i32 {
+    ///     100 / x
+    /// }
+    ///
+    /// #[multiproc::main]
+    /// fn main() -> multiproc::Result<()> {
+    ///     let pool = multiproc::Pool::new(1)?;
+    ///     let err = pool.apply(inverse, (0,)).unwrap_err();
+    ///     assert_eq!(err.remote_panic().unwrap().message(), "attempt to divide by zero");
+    ///     assert!(multiproc::Error::other("not a panic").remote_panic().is_none());
+    ///     Ok(())
+    /// }
+    /// ```
     pub fn remote_panic(&self) -> Option<&RemotePanic> {
         match &*self.repr {
             Repr::Panicked { panic, .. } => Some(panic),
@@ -449,7 +487,20 @@ impl Error {
     ///
     /// # Examples
     ///
-    /// See [`Error`].
+    /// ```no_run
+    /// #[multiproc::process]
+    /// fn quit(code: i32) {
+    ///     std::process::exit(code);
+    /// }
+    ///
+    /// #[multiproc::main]
+    /// fn main() -> multiproc::Result<()> {
+    ///     let pool = multiproc::Pool::new(1)?;
+    ///     let err = pool.apply(quit, (2,)).unwrap_err(); // its worker exited, the pool lives on
+    ///     assert_eq!(err.exit_code(), Some(2));
+    ///     Ok(())
+    /// }
+    /// ```
     pub fn exit_code(&self) -> Option<i32> {
         match &*self.repr {
             Repr::Exited { code, .. } => Some(*code),
@@ -625,7 +676,14 @@ impl<T> TrySendError<T> {
     ///
     /// # Examples
     ///
-    /// See [`TrySendError`].
+    /// ```
+    /// let (tx, rx) = multiproc::bounded::<u8>(1)?;
+    /// tx.try_send(1)?;
+    /// assert!(tx.try_send(2).unwrap_err().is_full());
+    /// assert_eq!(rx.recv()?, 1);
+    /// tx.try_send(3)?; // room again
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
     pub fn is_full(&self) -> bool {
         self.kind() == ErrorKind::Full
     }
@@ -649,7 +707,15 @@ impl<T> TrySendError<T> {
     ///
     /// # Examples
     ///
-    /// See [`TrySendError`].
+    /// ```
+    /// let queue = multiproc::Queue::<String>::with_maxsize(1)?;
+    /// queue.put("first".to_string())?;
+    /// let item = queue.try_put("second".to_string()).unwrap_err().into_inner();
+    /// assert_eq!(queue.get()?, "first");
+    /// queue.put(item)?; // not lost: put again once there is room
+    /// assert_eq!(queue.get()?, "second");
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
     pub fn into_inner(self) -> T {
         self.value
     }

@@ -17,7 +17,26 @@ use crate::select::{Selectable, Source};
 ///
 /// # Examples
 ///
-/// See [`pipe`].
+/// ```no_run
+/// use multiproc::PipeEnd;
+///
+/// #[multiproc::process]
+/// fn doubler(end: PipeEnd<u32, u32>) {
+///     while let Ok(n) = end.recv() {
+///         let _ = end.send(n * 2);
+///     }
+/// }
+///
+/// #[multiproc::main]
+/// fn main() -> multiproc::Result<()> {
+///     let (mine, theirs) = multiproc::pipe::<u32, u32>()?;
+///     let child = multiproc::spawn(doubler, (theirs,))?;
+///     mine.send(21)?;
+///     assert_eq!(mine.recv()?, 42);
+///     drop(mine); // the child's loop ends
+///     child.join()
+/// }
+/// ```
 #[derive(Serialize, Deserialize)]
 #[serde(bound = "")]
 pub struct PipeEnd<S, R> {
@@ -65,7 +84,14 @@ where
     ///
     /// # Examples
     ///
-    /// See [`pipe`].
+    /// ```
+    /// let (left, right) = multiproc::pipe::<u8, u8>()?;
+    /// left.send(1)?;
+    /// left.send(2)?;
+    /// assert_eq!(right.recv()?, 1); // in the order sent
+    /// assert_eq!(right.recv()?, 2);
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
     ///
     /// # Errors
     ///
@@ -78,7 +104,14 @@ where
     ///
     /// # Examples
     ///
-    /// See [`pipe`].
+    /// ```
+    /// let (left, right) = multiproc::pipe::<u8, u8>()?;
+    /// right.send(1)?;
+    /// drop(right);
+    /// assert_eq!(left.recv()?, 1); // sent before the other end was dropped
+    /// assert!(left.recv().unwrap_err().is_disconnected());
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
     ///
     /// # Errors
     ///

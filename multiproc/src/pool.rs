@@ -68,7 +68,14 @@ impl Pool {
     ///
     /// # Examples
     ///
-    /// See [`Pool`].
+    /// ```no_run
+    /// # #[multiproc::main]
+    /// # fn main() -> multiproc::Result<()> {
+    /// let pool = multiproc::Pool::new(0)?;
+    /// assert_eq!(pool.workers(), std::thread::available_parallelism()?.get());
+    /// # Ok(())
+    /// # }
+    /// ```
     ///
     /// # Errors
     ///
@@ -81,7 +88,14 @@ impl Pool {
     ///
     /// # Examples
     ///
-    /// See [`PoolBuilder`].
+    /// ```no_run
+    /// # #[multiproc::main]
+    /// # fn main() -> multiproc::Result<()> {
+    /// let pool = multiproc::Pool::builder().workers(2).name("crunch").build()?;
+    /// assert_eq!(pool.workers(), 2);
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn builder() -> PoolBuilder {
         PoolBuilder::new()
     }
@@ -105,7 +119,20 @@ impl Pool {
     ///
     /// # Examples
     ///
-    /// See [`Pool`].
+    /// ```no_run
+    /// #[multiproc::process]
+    /// fn inverse(x: i32) -> i32 {
+    ///     100 / x
+    /// }
+    ///
+    /// #[multiproc::main]
+    /// fn main() -> multiproc::Result<()> {
+    ///     let pool = multiproc::Pool::new(2)?;
+    ///     assert_eq!(pool.map(inverse, [1, 2, 4])?, [100, 50, 25]);
+    ///     assert!(pool.map(inverse, [1, 0, 4]).is_err()); // the task of 0 panicked
+    ///     Ok(())
+    /// }
+    /// ```
     ///
     /// # Errors
     ///
@@ -355,7 +382,23 @@ impl Pool {
     ///
     /// # Examples
     ///
-    /// See [`join`](Pool::join).
+    /// ```no_run
+    /// #[multiproc::process]
+    /// fn work(x: u32) -> u32 {
+    ///     x
+    /// }
+    ///
+    /// #[multiproc::main]
+    /// fn main() -> multiproc::Result<()> {
+    ///     let pool = multiproc::Pool::new(1)?;
+    ///     let submitted = pool.apply_async(work, (1,))?;
+    ///     pool.close();
+    ///     assert!(pool.apply_async(work, (2,)).is_err()); // no new tasks
+    ///     assert_eq!(submitted.get()?, 1); // but those submitted still run
+    ///     pool.join()?;
+    ///     Ok(())
+    /// }
+    /// ```
     pub fn close(&self) {
         self.shared.close();
     }

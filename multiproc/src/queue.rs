@@ -79,7 +79,13 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
     ///
     /// # Examples
     ///
-    /// See [`Queue`].
+    /// ```
+    /// let queue = multiproc::Queue::<String>::new()?;
+    /// assert_eq!(queue.maxsize(), None);
+    /// queue.put("first".to_string())?;
+    /// assert_eq!(queue.get()?, "first");
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
     ///
     /// # Errors
     ///
@@ -128,7 +134,14 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
     ///
     /// # Examples
     ///
-    /// See [`Queue`].
+    /// ```
+    /// let queue = multiproc::Queue::<u32>::new()?;
+    /// for i in 0..1000 {
+    ///     queue.put(i)?; // without a maxsize, never waits
+    /// }
+    /// assert_eq!(queue.len(), 1000);
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
     ///
     /// # Errors
     ///
@@ -143,7 +156,14 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
     ///
     /// # Examples
     ///
-    /// See [`Queue::with_maxsize`].
+    /// ```
+    /// let queue = multiproc::Queue::<u8>::with_maxsize(1)?;
+    /// queue.try_put(1)?;
+    /// let err = queue.try_put(2).unwrap_err();
+    /// assert!(err.is_full());
+    /// assert_eq!(err.into_inner(), 2); // the item comes back
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
     ///
     /// # Errors
     ///
@@ -228,7 +248,14 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
     ///
     /// # Examples
     ///
-    /// See [`Queue`].
+    /// ```
+    /// let queue = multiproc::Queue::<u32>::new()?;
+    /// let producer = queue.clone();
+    /// let thread = std::thread::spawn(move || producer.put(7));
+    /// assert_eq!(queue.get()?, 7); // waits for the item
+    /// thread.join().unwrap()?;
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
     ///
     /// # Errors
     ///
@@ -516,7 +543,12 @@ impl<T: Serialize + DeserializeOwned> JoinableQueue<T> {
     ///
     /// # Examples
     ///
-    /// See [`JoinableQueue`].
+    /// ```
+    /// let queue = multiproc::JoinableQueue::<u8>::new()?;
+    /// assert_eq!(queue.unfinished_tasks(), 0);
+    /// queue.join()?; // nothing to wait for yet
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
     ///
     /// # Errors
     ///
@@ -555,7 +587,13 @@ impl<T: Serialize + DeserializeOwned> JoinableQueue<T> {
     ///
     /// # Examples
     ///
-    /// See [`JoinableQueue`].
+    /// ```
+    /// let queue = multiproc::JoinableQueue::<u8>::new()?;
+    /// queue.put(1)?;
+    /// queue.put(2)?;
+    /// assert_eq!(queue.unfinished_tasks(), 2);
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
     ///
     /// # Errors
     ///
@@ -608,7 +646,15 @@ impl<T: Serialize + DeserializeOwned> JoinableQueue<T> {
     ///
     /// # Examples
     ///
-    /// See [`JoinableQueue`].
+    /// ```
+    /// let queue = multiproc::JoinableQueue::<u8>::new()?;
+    /// queue.put(1)?;
+    /// assert_eq!(queue.get()?, 1);
+    /// assert_eq!(queue.unfinished_tasks(), 1); // got, but not done yet
+    /// queue.task_done()?;
+    /// assert_eq!(queue.unfinished_tasks(), 0);
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
     ///
     /// # Errors
     ///
@@ -783,7 +829,19 @@ impl<T> JoinableQueue<T> {
     ///
     /// # Examples
     ///
-    /// See [`JoinableQueue`].
+    /// ```
+    /// let queue = multiproc::JoinableQueue::<u8>::new()?;
+    /// queue.put(1)?;
+    /// let worker = queue.clone();
+    /// let thread = std::thread::spawn(move || -> multiproc::Result<()> {
+    ///     worker.get()?;
+    ///     worker.task_done()
+    /// });
+    /// queue.join()?; // returns once the worker called `task_done`
+    /// assert_eq!(queue.unfinished_tasks(), 0);
+    /// thread.join().unwrap()?;
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
     ///
     /// # Errors
     ///

@@ -115,7 +115,11 @@ impl<'a> Select<'a> {
     ///
     /// # Examples
     ///
-    /// See [`Select`].
+    /// ```
+    /// let mut select = multiproc::Select::new();
+    /// // Nothing to wait for yet: an error rather than a wait that never ends.
+    /// assert_eq!(select.try_ready().unwrap_err().kind(), multiproc::ErrorKind::Other);
+    /// ```
     pub fn new() -> Self {
         Select {
             sources: Vec::new(),
@@ -126,7 +130,14 @@ impl<'a> Select<'a> {
     ///
     /// # Examples
     ///
-    /// See [`Select`].
+    /// ```
+    /// let queue = multiproc::Queue::<u8>::new()?;
+    /// let (_tx, rx) = multiproc::channel::<String>()?;
+    /// let mut select = multiproc::Select::new();
+    /// assert_eq!(select.add(&queue), 0);
+    /// assert_eq!(select.add(&rx), 1); // any mix of mailboxes
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
     pub fn add<S: Selectable + ?Sized>(&mut self, what: &'a S) -> usize {
         self.sources.push(what.__source());
         self.sources.len() - 1
@@ -136,7 +147,17 @@ impl<'a> Select<'a> {
     ///
     /// # Examples
     ///
-    /// See [`Select`].
+    /// ```
+    /// let queue = multiproc::Queue::<u8>::new()?;
+    /// let producer = queue.clone();
+    /// let mut select = multiproc::Select::new();
+    /// let q = select.add(&queue);
+    /// let thread = std::thread::spawn(move || producer.put(1));
+    /// assert_eq!(select.ready()?, q); // waits for the put
+    /// assert_eq!(queue.try_get()?, 1);
+    /// thread.join().unwrap()?;
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
     ///
     /// # Errors
     ///

@@ -74,7 +74,22 @@ where
 ///
 /// # Examples
 ///
-/// See [`service`].
+/// ```
+/// use std::time::Duration;
+///
+/// let (client, server) = multiproc::service::<u32, u32>("double")?;
+/// let callers: Vec<_> = (1..=3)
+///     .map(|n| {
+///         let client = client.clone(); // one per caller
+///         std::thread::spawn(move || client.call(n, Duration::from_secs(5)))
+///     })
+///     .collect();
+/// drop(client);
+/// assert_eq!(server.serve(|n| n * 2), 3); // returns once every clone is gone
+/// let sum = callers.into_iter().map(|c| c.join().unwrap()).sum::<multiproc::Result<u32>>()?;
+/// assert_eq!(sum, 12);
+/// # Ok::<(), multiproc::Error>(())
+/// ```
 #[derive(Serialize, Deserialize)]
 #[serde(bound = "")]
 pub struct Client<Req, Resp> {
@@ -83,11 +98,7 @@ pub struct Client<Req, Resp> {
 }
 
 /// The answering side of a [`service`]: receive [`Request`]s and reply to each, or let
-/// [`serve`](Server::serve) do both.
-///
-/// # Examples
-///
-/// See [`service`].
+/// [`serve`](Server::serve) do both. [`service`]'s example shows it in use.
 #[derive(Serialize, Deserialize)]
 #[serde(bound = "")]
 pub struct Server<Req, Resp> {
@@ -128,7 +139,17 @@ where
     ///
     /// # Examples
     ///
-    /// See [`service`].
+    /// ```
+    /// use std::time::Duration;
+    ///
+    /// let (client, server) = multiproc::service::<u8, u8>("echo")?;
+    /// // Nobody answers in time:
+    /// assert!(client.call(1, Duration::from_millis(10)).unwrap_err().is_timeout());
+    /// drop(server);
+    /// // Nobody is left to answer:
+    /// assert!(client.call(2, Duration::from_secs(5)).unwrap_err().is_disconnected());
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
     ///
     /// # Errors
     ///
@@ -195,7 +216,19 @@ where
     ///
     /// # Examples
     ///
-    /// See [`Request`].
+    /// ```
+    /// use std::time::Duration;
+    ///
+    /// let (client, server) = multiproc::service::<u8, u8>("increment")?;
+    /// let caller = std::thread::spawn(move || client.call(1, Duration::from_secs(5)));
+    /// while let Ok(request) = server.recv() {
+    ///     let n = *request.get();
+    ///     request.reply(n + 1)?;
+    /// }
+    /// // The loop ended: every client is gone.
+    /// assert_eq!(caller.join().unwrap()?, 2);
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
     ///
     /// # Errors
     ///
@@ -216,7 +249,15 @@ where
     ///
     /// # Examples
     ///
-    /// See [`service`].
+    /// ```
+    /// use std::time::Duration;
+    ///
+    /// let (client, server) = multiproc::service::<String, usize>("length")?;
+    /// let caller = std::thread::spawn(move || client.call("four".into(), Duration::from_secs(5)));
+    /// assert_eq!(server.serve(|s| s.len()), 1); // one reply, then every client was gone
+    /// assert_eq!(caller.join().unwrap()?, 4);
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
     pub fn serve(&self, mut handler: impl FnMut(Req) -> Resp) -> usize {
         let mut answered = 0;
         loop {
@@ -242,11 +283,7 @@ where
 }
 
 impl<Req, Resp: Serialize> Request<Req, Resp> {
-    /// The request.
-    ///
-    /// # Examples
-    ///
-    /// See [`Request`].
+    /// The request. [`Request`]'s example shows it in use.
     pub fn get(&self) -> &Req {
         &self.request
     }
@@ -255,7 +292,15 @@ impl<Req, Resp: Serialize> Request<Req, Resp> {
     ///
     /// # Examples
     ///
-    /// See [`Request`].
+    /// ```
+    /// use std::time::Duration;
+    ///
+    /// let (client, server) = multiproc::service::<u8, u8>("late")?;
+    /// assert!(client.call(1, Duration::from_millis(10)).unwrap_err().is_timeout());
+    /// let request = server.recv()?; // the request waited for the server,
+    /// assert!(request.reply(2).unwrap_err().is_disconnected()); // its caller did not
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
     ///
     /// # Errors
     ///

@@ -78,7 +78,34 @@ pub trait Process: Sized {
     ///
     /// # Examples
     ///
-    /// See [`Process`].
+    /// ```no_run
+    /// use multiproc::{JoinHandle, Process, Result};
+    /// use serde::{Deserialize, Serialize};
+    ///
+    /// #[derive(Serialize, Deserialize)]
+    /// struct Square(u64);
+    ///
+    /// #[multiproc::process]
+    /// impl Square {
+    ///     fn run(self) -> u64 {
+    ///         self.0 * self.0
+    ///     }
+    /// }
+    ///
+    /// #[multiproc::main]
+    /// fn main() -> Result<()> {
+    ///     // Three processes at once, then their results.
+    ///     let children = (1..=3)
+    ///         .map(|n| Square(n).spawn())
+    ///         .collect::<Result<Vec<_>>>()?;
+    ///     let squares = children
+    ///         .into_iter()
+    ///         .map(JoinHandle::join)
+    ///         .collect::<Result<Vec<_>>>()?;
+    ///     assert_eq!(squares, [1, 4, 9]);
+    ///     Ok(())
+    /// }
+    /// ```
     ///
     /// # Errors
     ///

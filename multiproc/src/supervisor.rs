@@ -147,10 +147,7 @@ pub struct Supervisor {
 }
 
 /// Configures a [`Supervisor`]; see [`Supervisor::builder`].
-///
-/// # Examples
-///
-/// See [`Supervisor`].
+/// [`Supervisor`]'s example shows it in use.
 #[must_use = "a builder does nothing until `start` is called"]
 pub struct SupervisorBuilder {
     name: String,
@@ -162,10 +159,7 @@ pub struct SupervisorBuilder {
 }
 
 /// What a supervisor did: how often each child was started.
-///
-/// # Examples
-///
-/// See [`Supervisor`].
+/// [`Supervisor::stop`] and [`Supervisor::wait`] return one; their examples show it in use.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Report {
     /// `(name, starts)` for each child, in the order they were added.
@@ -192,10 +186,7 @@ impl Report {
 
 impl Supervisor {
     /// A supervisor with the defaults: one-for-one, at most 1 restart in 5 s, 5 s of grace.
-    ///
-    /// # Examples
-    ///
-    /// See [`Supervisor`].
+    /// [`Supervisor`]'s example shows it in use.
     pub fn builder() -> SupervisorBuilder {
         SupervisorBuilder {
             name: "supervisor".to_string(),
@@ -212,7 +203,32 @@ impl Supervisor {
     ///
     /// # Examples
     ///
-    /// See [`Supervisor`].
+    /// ```no_run
+    /// use multiproc::{Restart, Supervisor};
+    /// use serde::{Deserialize, Serialize};
+    ///
+    /// #[derive(Serialize, Deserialize)]
+    /// struct Idle;
+    ///
+    /// #[multiproc::process]
+    /// impl Idle {
+    ///     fn run(self) {
+    ///         while !multiproc::shutdown_requested() {
+    ///             std::thread::sleep(std::time::Duration::from_millis(10));
+    ///         }
+    ///     }
+    /// }
+    ///
+    /// #[multiproc::main]
+    /// fn main() -> multiproc::Result<()> {
+    ///     let supervisor = Supervisor::builder()
+    ///         .child("idle", Restart::Permanent, || Idle)
+    ///         .start()?;
+    ///     let report = supervisor.stop()?; // asks `idle` to stop, and waits for it
+    ///     assert_eq!(report.starts_of("idle"), 1);
+    ///     Ok(())
+    /// }
+    /// ```
     ///
     /// # Errors
     ///
@@ -298,7 +314,35 @@ impl SupervisorBuilder {
     ///
     /// # Examples
     ///
-    /// See [`Supervisor`].
+    /// ```no_run
+    /// use std::time::Duration;
+    ///
+    /// use multiproc::{Restart, Supervisor};
+    /// use serde::{Deserialize, Serialize};
+    ///
+    /// #[derive(Serialize, Deserialize)]
+    /// struct Crash;
+    ///
+    /// #[multiproc::process]
+    /// impl Crash {
+    ///     fn run(self) {
+    ///         panic!("crashed");
+    ///     }
+    /// }
+    ///
+    /// #[multiproc::main]
+    /// fn main() -> multiproc::Result<()> {
+    ///     let err = Supervisor::builder()
+    ///         .name("ingest")
+    ///         .intensity(0, Duration::from_secs(5))
+    ///         .child("crash", Restart::Permanent, || Crash)
+    ///         .start()?
+    ///         .wait()
+    ///         .unwrap_err();
+    ///     assert!(err.to_string().starts_with("supervisor `ingest` gave up"));
+    ///     Ok(())
+    /// }
+    /// ```
     pub fn name(mut self, name: impl Into<String>) -> Self {
         self.name = name.into();
         self
@@ -308,7 +352,13 @@ impl SupervisorBuilder {
     ///
     /// # Examples
     ///
-    /// See [`Supervisor`].
+    /// ```
+    /// use multiproc::{Strategy, Supervisor};
+    ///
+    /// // Children that depend on one another: when one has to restart, they all do.
+    /// let builder = Supervisor::builder().strategy(Strategy::OneForAll);
+    /// # drop(builder);
+    /// ```
     pub fn strategy(mut self, strategy: Strategy) -> Self {
         self.strategy = strategy;
         self
@@ -319,7 +369,36 @@ impl SupervisorBuilder {
     ///
     /// # Examples
     ///
-    /// See [`Supervisor`].
+    /// ```no_run
+    /// use std::time::Duration;
+    ///
+    /// use multiproc::{Restart, Supervisor};
+    /// use serde::{Deserialize, Serialize};
+    ///
+    /// #[derive(Serialize, Deserialize)]
+    /// struct Flaky(u32);
+    ///
+    /// #[multiproc::process]
+    /// impl Flaky {
+    ///     fn run(self) {
+    ///         assert!(self.0 >= 3, "attempt {} failed", self.0);
+    ///     }
+    /// }
+    ///
+    /// #[multiproc::main]
+    /// fn main() -> multiproc::Result<()> {
+    ///     let mut attempt = 0;
+    ///     let supervisor = Supervisor::builder()
+    ///         .intensity(2, Duration::from_secs(60)) // two restarts a minute, no more
+    ///         .child("flaky", Restart::Transient, move || {
+    ///             attempt += 1;
+    ///             Flaky(attempt)
+    ///         })
+    ///         .start()?;
+    ///     assert_eq!(supervisor.wait()?.starts_of("flaky"), 3);
+    ///     Ok(())
+    /// }
+    /// ```
     pub fn intensity(mut self, max_restarts: usize, period: Duration) -> Self {
         self.max_restarts = max_restarts;
         self.period = period;
@@ -344,7 +423,29 @@ impl SupervisorBuilder {
     ///
     /// # Examples
     ///
-    /// See [`Supervisor`].
+    /// ```no_run
+    /// use multiproc::{Restart, Supervisor};
+    /// use serde::{Deserialize, Serialize};
+    ///
+    /// #[derive(Serialize, Deserialize)]
+    /// struct Job;
+    ///
+    /// #[multiproc::process]
+    /// impl Job {
+    ///     fn run(self) {}
+    /// }
+    ///
+    /// #[multiproc::main]
+    /// fn main() -> multiproc::Result<()> {
+    ///     let report = Supervisor::builder()
+    ///         .child("first", Restart::Temporary, || Job)
+    ///         .child("second", Restart::Temporary, || Job)
+    ///         .start()?
+    ///         .wait()?; // both ran once: temporary children never restart
+    ///     assert_eq!(report.starts, [("first".to_string(), 1), ("second".to_string(), 1)]);
+    ///     Ok(())
+    /// }
+    /// ```
     pub fn child<P, F>(self, name: impl Into<String>, restart: Restart, make: F) -> Self
     where
         P: Process + Serialize + DeserializeOwned,
@@ -414,7 +515,32 @@ impl SupervisorBuilder {
     ///
     /// # Examples
     ///
-    /// See [`Supervisor`].
+    /// ```no_run
+    /// use multiproc::{Queue, Restart, Supervisor};
+    /// use serde::{Deserialize, Serialize};
+    ///
+    /// #[derive(Serialize, Deserialize)]
+    /// struct Hello(Queue<String>);
+    ///
+    /// #[multiproc::process]
+    /// impl Hello {
+    ///     fn run(self) {
+    ///         let _ = self.0.put(multiproc::current().name().to_string());
+    ///     }
+    /// }
+    ///
+    /// #[multiproc::main]
+    /// fn main() -> multiproc::Result<()> {
+    ///     let names = Queue::new()?;
+    ///     let queue = names.clone();
+    ///     let supervisor = Supervisor::builder()
+    ///         .child("greeter", Restart::Temporary, move || Hello(queue.clone()))
+    ///         .start()?; // `greeter` runs from here on
+    ///     assert_eq!(names.get()?, "greeter");
+    ///     supervisor.wait()?;
+    ///     Ok(())
+    /// }
+    /// ```
     ///
     /// # Errors
     ///

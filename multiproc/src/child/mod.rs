@@ -86,7 +86,10 @@ impl Current {
     ///
     /// # Examples
     ///
-    /// See [`Current`].
+    /// ```
+    /// // In a process that multiproc did not start:
+    /// assert_eq!(multiproc::current().name(), "main");
+    /// ```
     pub fn name(&self) -> &str {
         &self.name
     }
@@ -95,7 +98,9 @@ impl Current {
     ///
     /// # Examples
     ///
-    /// See [`Current`].
+    /// ```
+    /// assert_eq!(multiproc::current().pid(), std::process::id());
+    /// ```
     pub fn pid(&self) -> u32 {
         self.pid
     }
@@ -105,7 +110,9 @@ impl Current {
     ///
     /// # Examples
     ///
-    /// See [`Current`].
+    /// ```
+    /// assert_eq!(multiproc::current().parent_pid(), None); // multiproc did not start this one
+    /// ```
     pub fn parent_pid(&self) -> Option<u32> {
         self.parent
     }
@@ -114,7 +121,19 @@ impl Current {
     ///
     /// # Examples
     ///
-    /// See [`Current`].
+    /// ```no_run
+    /// #[multiproc::process]
+    /// fn in_child() -> bool {
+    ///     multiproc::current().is_child()
+    /// }
+    ///
+    /// #[multiproc::main]
+    /// fn main() -> multiproc::Result<()> {
+    ///     assert!(!multiproc::current().is_child());
+    ///     assert!(multiproc::spawn(in_child, ())?.join()?);
+    ///     Ok(())
+    /// }
+    /// ```
     pub fn is_child(&self) -> bool {
         self.parent.is_some()
     }
@@ -127,7 +146,11 @@ static CURRENT: std::sync::OnceLock<Current> = std::sync::OnceLock::new();
 ///
 /// # Examples
 ///
-/// See [`Current`].
+/// ```
+/// let me = multiproc::current();
+/// assert_eq!(me.pid(), std::process::id());
+/// assert!(!me.is_child()); // this program's `main` was not started by multiproc
+/// ```
 pub fn current() -> Current {
     CURRENT.get().cloned().unwrap_or_else(|| Current {
         name: "main".to_string(),

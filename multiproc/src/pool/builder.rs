@@ -78,7 +78,24 @@ impl PoolBuilder {
     ///
     /// # Examples
     ///
-    /// See [`PoolBuilder::stdout`].
+    /// ```no_run
+    /// #[multiproc::process]
+    /// fn give_up() {
+    ///     eprintln!("out of coffee");
+    ///     std::process::exit(1);
+    /// }
+    ///
+    /// #[multiproc::main]
+    /// fn main() -> multiproc::Result<()> {
+    ///     let pool = multiproc::Pool::builder()
+    ///         .workers(1)
+    ///         .stderr(multiproc::Stdio::Prefixed)
+    ///         .build()?;
+    ///     let err = pool.apply(give_up, ()).unwrap_err();
+    ///     assert_eq!(err.stderr_tail().unwrap().last().unwrap(), "out of coffee");
+    ///     Ok(())
+    /// }
+    /// ```
     pub fn stderr(mut self, stdio: Stdio) -> Self {
         self.process = self.process.stderr(stdio);
         self
@@ -210,7 +227,14 @@ impl PoolBuilder {
     ///
     /// # Examples
     ///
-    /// See [`PoolBuilder`].
+    /// ```no_run
+    /// # #[multiproc::main]
+    /// # fn main() -> multiproc::Result<()> {
+    /// let pool = multiproc::Pool::builder().workers(3).build()?;
+    /// assert_eq!(pool.workers(), 3);
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn workers(mut self, workers: usize) -> Self {
         self.workers = workers;
         self
@@ -220,7 +244,20 @@ impl PoolBuilder {
     ///
     /// # Examples
     ///
-    /// See [`PoolBuilder`].
+    /// ```no_run
+    /// #[multiproc::process]
+    /// fn fail() {
+    ///     panic!("no");
+    /// }
+    ///
+    /// #[multiproc::main]
+    /// fn main() -> multiproc::Result<()> {
+    ///     let pool = multiproc::Pool::builder().workers(1).name("crunch").build()?;
+    ///     let err = pool.apply(fail, ()).unwrap_err();
+    ///     assert!(err.to_string().contains("`crunch-0`")); // child `crunch-0` (pid ..) panicked
+    ///     Ok(())
+    /// }
+    /// ```
     pub fn name(mut self, name: impl Into<String>) -> Self {
         self.name = Some(name.into());
         self
@@ -232,7 +269,28 @@ impl PoolBuilder {
     ///
     /// # Examples
     ///
-    /// See [`PoolBuilder`].
+    /// ```no_run
+    /// static GREETING: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    ///
+    /// #[multiproc::process]
+    /// fn set_greeting(greeting: String) {
+    ///     GREETING.set(greeting).unwrap();
+    /// }
+    ///
+    /// #[multiproc::process]
+    /// fn greet(name: String) -> String {
+    ///     format!("{}, {name}", GREETING.get().unwrap())
+    /// }
+    ///
+    /// #[multiproc::main]
+    /// fn main() -> multiproc::Result<()> {
+    ///     let pool = multiproc::Pool::builder()
+    ///         .initializer(set_greeting, ("hello".to_string(),))
+    ///         .build()?;
+    ///     assert_eq!(pool.apply(greet, ("Ada".to_string(),))?, "hello, Ada");
+    ///     Ok(())
+    /// }
+    /// ```
     pub fn initializer<F, A>(mut self, f: F, args: A) -> Self
     where
         F: ProcessFn<A, Output = ()>,
@@ -255,7 +313,20 @@ impl PoolBuilder {
     ///
     /// # Examples
     ///
-    /// See [`PoolBuilder`].
+    /// ```no_run
+    /// #[multiproc::process]
+    /// fn pid() -> u32 {
+    ///     std::process::id()
+    /// }
+    ///
+    /// #[multiproc::main]
+    /// fn main() -> multiproc::Result<()> {
+    ///     let pool = multiproc::Pool::builder().workers(1).max_tasks_per_child(1).build()?;
+    ///     let first = pool.apply(pid, ())?;
+    ///     assert_ne!(pool.apply(pid, ())?, first); // a new worker for each task
+    ///     Ok(())
+    /// }
+    /// ```
     pub fn max_tasks_per_child(mut self, tasks: u64) -> Self {
         self.max_tasks = Some(tasks.max(1));
         self
@@ -266,7 +337,26 @@ impl PoolBuilder {
     ///
     /// # Examples
     ///
-    /// See [`PoolBuilder`].
+    /// ```no_run
+    /// use std::time::Duration;
+    ///
+    /// #[multiproc::process]
+    /// fn nap(ms: u64) -> u64 {
+    ///     std::thread::sleep(Duration::from_millis(ms));
+    ///     ms
+    /// }
+    ///
+    /// #[multiproc::main]
+    /// fn main() -> multiproc::Result<()> {
+    ///     let pool = multiproc::Pool::builder()
+    ///         .workers(1)
+    ///         .timeout(Duration::from_millis(500))
+    ///         .build()?;
+    ///     assert!(pool.apply(nap, (60_000,)).unwrap_err().is_timeout());
+    ///     assert_eq!(pool.apply(nap, (1,))?, 1); // on the worker that replaced it
+    ///     Ok(())
+    /// }
+    /// ```
     pub fn timeout(mut self, timeout: Duration) -> Self {
         self.timeout = Some(timeout);
         self
@@ -280,7 +370,21 @@ impl PoolBuilder {
     ///
     /// # Examples
     ///
-    /// See [`PoolBuilder`].
+    /// ```no_run
+    /// #[multiproc::process]
+    /// fn double(x: u32) -> u32 {
+    ///     x * 2
+    /// }
+    ///
+    /// #[multiproc::main]
+    /// fn main() -> multiproc::Result<()> {
+    ///     // many tiny tasks: a hundred per message to a worker
+    ///     let pool = multiproc::Pool::builder().chunksize(100).build()?;
+    ///     let doubled = pool.map(double, 0..10_000)?;
+    ///     assert_eq!(doubled[9_999], 19_998);
+    ///     Ok(())
+    /// }
+    /// ```
     pub fn chunksize(mut self, chunksize: usize) -> Self {
         self.chunksize = Some(chunksize.max(1));
         self
@@ -290,7 +394,16 @@ impl PoolBuilder {
     ///
     /// # Examples
     ///
-    /// See [`PoolBuilder`].
+    /// ```
+    /// fn not_a_process() {}
+    ///
+    /// // Fails before any worker starts: the initializer is not a `#[multiproc::process]`.
+    /// let err = multiproc::Pool::builder()
+    ///     .initializer(not_a_process, ())
+    ///     .build()
+    ///     .unwrap_err();
+    /// assert_eq!(err.kind(), multiproc::ErrorKind::EntryNotFound);
+    /// ```
     ///
     /// # Errors
     ///

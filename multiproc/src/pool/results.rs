@@ -95,7 +95,22 @@ pub(crate) fn collect_in_order<R: DeserializeOwned>(rx: Results, n: usize) -> Re
 ///
 /// # Examples
 ///
-/// See [`Pool::imap`](crate::Pool::imap).
+/// ```no_run
+/// #[multiproc::process]
+/// fn double(x: u32) -> u32 {
+///     x * 2
+/// }
+///
+/// #[multiproc::main]
+/// fn main() -> multiproc::Result<()> {
+///     let pool = multiproc::Pool::new(2)?;
+///     let mut results = pool.imap(double, 1..=3)?;
+///     assert_eq!(results.len(), 3); // known before any task is done
+///     assert_eq!(results.next().transpose()?, Some(2));
+///     assert_eq!(results.len(), 2);
+///     Ok(())
+/// }
+/// ```
 pub struct Imap<R> {
     pub(super) rx: Results,
     pub(super) len: usize,
@@ -155,7 +170,24 @@ impl<R> fmt::Debug for Imap<R> {
 ///
 /// # Examples
 ///
-/// See [`Pool::imap_unordered`](crate::Pool::imap_unordered).
+/// ```no_run
+/// #[multiproc::process]
+/// fn double(x: u32) -> u32 {
+///     x * 2
+/// }
+///
+/// #[multiproc::main]
+/// fn main() -> multiproc::Result<()> {
+///     let pool = multiproc::Pool::new(2)?;
+///     let inputs = [10, 20, 30];
+///     let mut outputs = vec![0; inputs.len()];
+///     for (i, result) in pool.imap_unordered(double, inputs)? {
+///         outputs[i] = result?; // the index says where it belongs
+///     }
+///     assert_eq!(outputs, [20, 40, 60]);
+///     Ok(())
+/// }
+/// ```
 pub struct ImapUnordered<R> {
     pub(super) rx: Results,
     pub(super) left: usize,
@@ -209,10 +241,7 @@ impl<R> fmt::Debug for ImapUnordered<R> {
 }
 
 /// The result of [`Pool::apply_async`](crate::Pool::apply_async) or [`Pool::submit`](crate::Pool::submit), once its task is done.
-///
-/// # Examples
-///
-/// See [`Pool::apply_async`](crate::Pool::apply_async).
+/// [`Pool::apply_async`](crate::Pool::apply_async)'s example shows it in use.
 pub struct AsyncResult<R> {
     rx: Results,
     done: Option<Result<R>>,
@@ -232,7 +261,22 @@ impl<R: DeserializeOwned> AsyncResult<R> {
     ///
     /// # Examples
     ///
-    /// See [`Pool::apply_async`](crate::Pool::apply_async).
+    /// ```no_run
+    /// #[multiproc::process]
+    /// fn check(n: i32) -> i32 {
+    ///     assert!(n >= 0, "negative input");
+    ///     n
+    /// }
+    ///
+    /// #[multiproc::main]
+    /// fn main() -> multiproc::Result<()> {
+    ///     let pool = multiproc::Pool::new(1)?;
+    ///     let (good, bad) = (pool.apply_async(check, (1,))?, pool.apply_async(check, (-1,))?);
+    ///     assert_eq!(good.get()?, 1);
+    ///     assert_eq!(bad.get().unwrap_err().kind(), multiproc::ErrorKind::Panicked);
+    ///     Ok(())
+    /// }
+    /// ```
     ///
     /// # Errors
     ///
@@ -283,7 +327,23 @@ impl<R: DeserializeOwned> AsyncResult<R> {
     ///
     /// # Examples
     ///
-    /// See [`AsyncResult::wait`].
+    /// ```no_run
+    /// #[multiproc::process]
+    /// fn one() -> u8 {
+    ///     1
+    /// }
+    ///
+    /// #[multiproc::main]
+    /// fn main() -> multiproc::Result<()> {
+    ///     let pool = multiproc::Pool::new(1)?;
+    ///     let mut r = pool.apply_async(one, ())?;
+    ///     while !r.ready() {
+    ///         std::thread::sleep(std::time::Duration::from_millis(1)); // other work here
+    ///     }
+    ///     assert_eq!(r.get()?, 1);
+    ///     Ok(())
+    /// }
+    /// ```
     pub fn ready(&mut self) -> bool {
         self.wait_timeout(Duration::ZERO)
     }
@@ -316,7 +376,25 @@ impl<R: DeserializeOwned> AsyncResult<R> {
     ///
     /// # Examples
     ///
-    /// See [`AsyncResult::get_timeout`].
+    /// ```no_run
+    /// use std::time::Duration;
+    ///
+    /// #[multiproc::process]
+    /// fn slow() -> u8 {
+    ///     std::thread::sleep(Duration::from_millis(200));
+    ///     1
+    /// }
+    ///
+    /// #[multiproc::main]
+    /// fn main() -> multiproc::Result<()> {
+    ///     let pool = multiproc::Pool::new(1)?;
+    ///     let mut r = pool.apply_async(slow, ())?;
+    ///     assert!(!r.wait_timeout(Duration::from_millis(1)));
+    ///     assert!(r.wait_timeout(Duration::from_secs(30)));
+    ///     assert_eq!(r.get()?, 1);
+    ///     Ok(())
+    /// }
+    /// ```
     pub fn wait_timeout(&mut self, timeout: Duration) -> bool {
         if self.done.is_some() || self.taken {
             return true;

@@ -51,11 +51,7 @@ pub struct Builder {
 
 impl Builder {
     /// A builder with the defaults: named after the entry point, inherited environment,
-    /// working directory and standard streams.
-    ///
-    /// # Examples
-    ///
-    /// See [`Builder`].
+    /// working directory and standard streams. [`Builder`]'s example shows it in use.
     pub fn new() -> Self {
         Builder::default()
     }
@@ -67,7 +63,23 @@ impl Builder {
     ///
     /// # Examples
     ///
-    /// See [`Zygote`].
+    /// ```no_run
+    /// #[multiproc::process]
+    /// fn mode() -> String {
+    ///     std::env::var("MODE").unwrap_or_default()
+    /// }
+    ///
+    /// fn main() -> multiproc::Result<()> {
+    ///     multiproc::init();
+    ///     let zygote = multiproc::Zygote::start()?;
+    ///     let child = multiproc::Builder::new()
+    ///         .zygote(&zygote)
+    ///         .env("MODE", "fast") // on top of the environment the zygote started with
+    ///         .spawn_fn(mode, ())?;
+    ///     assert_eq!(child.join()?, "fast");
+    ///     Ok(())
+    /// }
+    /// ```
     pub fn zygote(mut self, zygote: &Zygote) -> Self {
         self.zygote = Some(zygote.clone());
         self
@@ -123,7 +135,20 @@ impl Builder {
     ///
     /// # Examples
     ///
-    /// See [`Builder`].
+    /// ```no_run
+    /// #[multiproc::process]
+    /// fn own_name() -> String {
+    ///     multiproc::current().name().to_string()
+    /// }
+    ///
+    /// #[multiproc::main]
+    /// fn main() -> multiproc::Result<()> {
+    ///     let child = multiproc::Builder::new().name("db-writer").spawn_fn(own_name, ())?;
+    ///     assert_eq!(child.name(), "db-writer");
+    ///     assert_eq!(child.join()?, "db-writer"); // the child knows it too
+    ///     Ok(())
+    /// }
+    /// ```
     pub fn name(mut self, name: impl Into<String>) -> Self {
         self.name = Some(name.into());
         self
@@ -133,7 +158,21 @@ impl Builder {
     ///
     /// # Examples
     ///
-    /// See [`Builder`].
+    /// ```no_run
+    /// #[multiproc::process]
+    /// fn log_level() -> Option<String> {
+    ///     std::env::var("LOG_LEVEL").ok()
+    /// }
+    ///
+    /// #[multiproc::main]
+    /// fn main() -> multiproc::Result<()> {
+    ///     let child = multiproc::Builder::new()
+    ///         .env("LOG_LEVEL", "debug")
+    ///         .spawn_fn(log_level, ())?;
+    ///     assert_eq!(child.join()?.as_deref(), Some("debug"));
+    ///     Ok(())
+    /// }
+    /// ```
     pub fn env(mut self, key: impl AsRef<OsStr>, value: impl AsRef<OsStr>) -> Self {
         self.envs
             .push((key.as_ref().to_owned(), Some(value.as_ref().to_owned())));
@@ -180,7 +219,9 @@ impl Builder {
     ///
     /// # Examples
     ///
-    /// See [`Stdio`].
+    /// ```
+    /// multiproc::Builder::new().stdout(multiproc::Stdio::Prefixed); // "[name pid] line"
+    /// ```
     pub fn stdout(mut self, stdio: Stdio) -> Self {
         self.stdout = stdio;
         self
@@ -266,7 +307,27 @@ impl Builder {
     ///
     /// # Examples
     ///
-    /// See [`Process`].
+    /// ```no_run
+    /// use serde::{Deserialize, Serialize};
+    ///
+    /// #[derive(Serialize, Deserialize)]
+    /// struct Square(u64);
+    ///
+    /// #[multiproc::process]
+    /// impl Square {
+    ///     fn run(self) -> u64 {
+    ///         self.0 * self.0
+    ///     }
+    /// }
+    ///
+    /// #[multiproc::main]
+    /// fn main() -> multiproc::Result<()> {
+    ///     let child = multiproc::Builder::new().name("squarer").spawn(Square(12))?;
+    ///     assert_eq!(child.name(), "squarer");
+    ///     assert_eq!(child.join()?, 144);
+    ///     Ok(())
+    /// }
+    /// ```
     ///
     /// # Errors
     ///
@@ -293,7 +354,22 @@ impl Builder {
     ///
     /// # Examples
     ///
-    /// See [`Builder`].
+    /// ```no_run
+    /// #[multiproc::process]
+    /// fn add(a: u32, b: u32) -> u32 {
+    ///     a + b
+    /// }
+    ///
+    /// #[multiproc::main]
+    /// fn main() -> multiproc::Result<()> {
+    ///     // One builder, any number of children.
+    ///     let quiet = multiproc::Builder::new().stdout(multiproc::Stdio::Null);
+    ///     let one = quiet.spawn_fn(add, (1, 2))?;
+    ///     let two = quiet.spawn_fn(add, (3, 4))?;
+    ///     assert_eq!(one.join()? + two.join()?, 10);
+    ///     Ok(())
+    /// }
+    /// ```
     ///
     /// # Errors
     ///

@@ -99,7 +99,21 @@ where
     ///
     /// # Examples
     ///
-    /// See [`JoinHandle`].
+    /// ```no_run
+    /// #[multiproc::process]
+    /// fn own_pid() -> u32 {
+    ///     std::process::id()
+    /// }
+    ///
+    /// #[multiproc::main]
+    /// fn main() -> multiproc::Result<()> {
+    ///     let child = multiproc::spawn(own_pid, ())?;
+    ///     let pid = child.pid();
+    ///     assert_ne!(pid, std::process::id());
+    ///     assert_eq!(child.join()?, pid);
+    ///     Ok(())
+    /// }
+    /// ```
     pub fn pid(&self) -> u32 {
         self.pid
     }
@@ -110,7 +124,20 @@ where
     ///
     /// # Examples
     ///
-    /// See [`JoinHandle`].
+    /// ```no_run
+    /// #[multiproc::process]
+    /// fn own_name() -> String {
+    ///     multiproc::current().name().to_string()
+    /// }
+    ///
+    /// #[multiproc::main]
+    /// fn main() -> multiproc::Result<()> {
+    ///     let child = multiproc::spawn(own_name, ())?;
+    ///     assert_eq!(child.name(), "own_name-1"); // the first `own_name` this process started
+    ///     assert_eq!(child.join()?, "own_name-1");
+    ///     Ok(())
+    /// }
+    /// ```
     pub fn name(&self) -> &str {
         &self.who.name
     }
@@ -119,7 +146,22 @@ where
     ///
     /// # Examples
     ///
-    /// See [`JoinHandle`].
+    /// ```no_run
+    /// #[multiproc::process]
+    /// fn check(n: i32) -> i32 {
+    ///     assert!(n >= 0, "negative input");
+    ///     n
+    /// }
+    ///
+    /// #[multiproc::main]
+    /// fn main() -> multiproc::Result<()> {
+    ///     assert_eq!(multiproc::spawn(check, (1,))?.join()?, 1);
+    ///     let err = multiproc::spawn(check, (-1,))?.join().unwrap_err();
+    ///     assert_eq!(err.kind(), multiproc::ErrorKind::Panicked);
+    ///     assert_eq!(err.remote_panic().unwrap().message(), "negative input");
+    ///     Ok(())
+    /// }
+    /// ```
     ///
     /// # Errors
     ///
@@ -328,7 +370,22 @@ where
     ///
     /// # Examples
     ///
-    /// See [`is_alive`](Self::is_alive).
+    /// ```no_run
+    /// #[multiproc::process]
+    /// fn forever() {
+    ///     loop {
+    ///         std::thread::park();
+    ///     }
+    /// }
+    ///
+    /// #[multiproc::main]
+    /// fn main() -> multiproc::Result<()> {
+    ///     let mut child = multiproc::spawn(forever, ())?;
+    ///     child.kill()?;
+    ///     assert_eq!(child.join().unwrap_err().signal(), Some(libc::SIGKILL));
+    ///     Ok(())
+    /// }
+    /// ```
     ///
     /// # Errors
     ///
@@ -385,7 +442,24 @@ where
     ///
     /// # Examples
     ///
-    /// See [`shutdown_requested`](crate::shutdown_requested).
+    /// ```no_run
+    /// use std::time::Duration;
+    ///
+    /// #[multiproc::process]
+    /// fn stubborn() {
+    ///     loop {
+    ///         std::thread::park(); // never asks `shutdown_requested`
+    ///     }
+    /// }
+    ///
+    /// #[multiproc::main]
+    /// fn main() -> multiproc::Result<()> {
+    ///     let child = multiproc::spawn(stubborn, ())?;
+    ///     let err = child.shutdown(Duration::from_millis(100)).unwrap_err();
+    ///     assert_eq!(err.signal(), Some(libc::SIGKILL)); // killed once the grace period ran out
+    ///     Ok(())
+    /// }
+    /// ```
     ///
     /// # Errors
     ///
@@ -438,7 +512,30 @@ where
     ///
     /// # Examples
     ///
-    /// See [`Stdio`](crate::Stdio).
+    /// ```no_run
+    /// use std::io::BufRead;
+    ///
+    /// #[multiproc::process]
+    /// fn count_to(n: u32) {
+    ///     for i in 1..=n {
+    ///         println!("{i}");
+    ///     }
+    /// }
+    ///
+    /// #[multiproc::main]
+    /// fn main() -> multiproc::Result<()> {
+    ///     let mut child = multiproc::Builder::new()
+    ///         .stdout(multiproc::Stdio::Piped)
+    ///         .spawn_fn(count_to, (3,))?;
+    ///     let stdout = child.take_stdout().unwrap();
+    ///     assert!(child.take_stdout().is_none()); // taken once
+    ///     let lines = std::io::BufReader::new(stdout).lines();
+    ///     let lines: Vec<String> = lines.collect::<std::io::Result<_>>()?;
+    ///     child.join()?;
+    ///     assert_eq!(lines, ["1", "2", "3"]);
+    ///     Ok(())
+    /// }
+    /// ```
     pub fn take_stdout(&mut self) -> Option<ChildStdout> {
         self.child.as_mut()?.stdout.take()
     }

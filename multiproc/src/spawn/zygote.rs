@@ -108,7 +108,16 @@ impl Zygote {
     ///
     /// # Examples
     ///
-    /// See [`Zygote`].
+    /// ```no_run
+    /// fn main() -> multiproc::Result<()> {
+    ///     multiproc::init();
+    ///     let zygote = multiproc::Zygote::start()?; // a failure to start shows here
+    ///     let shared = zygote.clone(); // the same zygote process
+    ///     assert!(zygote.pid().is_some());
+    ///     assert_eq!(shared.pid(), zygote.pid());
+    ///     Ok(())
+    /// }
+    /// ```
     ///
     /// # Errors
     ///
