@@ -5,7 +5,8 @@
 //! that finds the buffer full rings the channel's doorbell (an eventfd that travels with both
 //! ends) and waits for room. The receiving process's pump, one background thread watching the
 //! doorbells of every [`Inbox`] it holds, then moves the waiting messages into the inbox's
-//! memory, unless a thread of the program is reading the socket right then. In the common
+//! memory, unless a thread of the program is reading the socket right then: the last such
+//! reader to leave moves them instead, without waking the pump again. In the common
 //! case, where the reader keeps up, the pump never runs: a thread that receives reads the
 //! socket itself, one system call per message.
 
@@ -129,15 +130,26 @@ impl Inbox {
                 drop(st);
                 let got = wire::recv(self.fd(), wait);
                 st = self.lock();
-                self.leave(&mut st);
+                st.readers -= 1;
                 got
             };
-            match got {
-                Ok(frame) if frame.batch => queue_batch(&mut st.frames, frame)?,
-                Ok(frame) => return Ok(Received::Frame(frame)),
-                Err(WireError::Closed) => st.closed = true,
-                Err(WireError::Io(e)) => return Err(e),
-                Err(WireError::WouldBlock) => return Ok(Received::Nothing),
+            // What this read took goes before whatever a drain finds after it.
+            let got = match got {
+                Ok(frame) if frame.batch => queue_batch(&mut st.frames, frame).map(|()| None),
+                Ok(frame) => Ok(Some(frame)),
+                Err(WireError::Closed) => {
+                    st.closed = true;
+                    Ok(None)
+                }
+                Err(WireError::Io(e)) => Err(e),
+                Err(WireError::WouldBlock) => {
+                    self.left(&mut st);
+                    return Ok(Received::Nothing);
+                }
+            };
+            self.left(&mut st);
+            if let Some(frame) = got? {
+                return Ok(Received::Frame(frame));
             }
         }
     }
@@ -155,14 +167,19 @@ impl Inbox {
 
     pub(crate) fn end_wait(&self) {
         let mut st = self.lock();
-        self.leave(&mut st);
+        st.readers -= 1;
+        self.left(&mut st);
     }
 
-    fn leave(&self, st: &mut State) {
-        st.readers -= 1;
-        if st.readers == 0 && st.missed {
+    /// After a reader left: if the doorbell rang while readers were busy and none is left,
+    /// drains the socket into memory here, as the pump would have. (Ringing the pump again
+    /// instead made a reader that keeps reading ring it after every message, each ring a
+    /// wake-up of the pump that found the reader busy again.)
+    fn left(&self, st: &mut State) {
+        // An inbox on its way out keeps what is in its socket there (`stay` rings for it).
+        if st.readers == 0 && st.missed && !st.moving {
             st.missed = false;
-            ring(self.doorbell());
+            self.drain(st);
         }
     }
 
@@ -176,10 +193,15 @@ impl Inbox {
         }
         if st.readers > 0 || st.moving {
             // A reader is taking messages off the socket, or the inbox is on its way out;
-            // whoever frees it rings again.
+            // whoever frees it drains it (or rings again).
             st.missed = true;
             return;
         }
+        self.drain(&mut st);
+    }
+
+    /// Moves every message waiting in the socket into memory.
+    fn drain(&self, st: &mut State) {
         loop {
             match wire::recv(self.fd(), Wait::Now) {
                 Ok(frame) if frame.batch => {
@@ -373,17 +395,32 @@ mod tests {
     }
 
     #[test]
-    fn a_ring_during_a_read_is_rung_again_by_the_reader() {
+    fn a_ring_during_a_read_is_answered_by_the_reader_draining() {
         let (tx, inbox) = unwatched();
         assert!(!inbox.begin_wait(), "nothing to take: a reader waits");
         send(&tx, 7);
+        send(&tx, 8);
         ring(inbox.doorbell());
         inbox.on_ring();
         assert!(inbox.lock().frames.is_empty(), "the reader owns the socket");
-        assert!(!rung(&inbox));
+        assert!(inbox.lock().missed);
         inbox.end_wait();
-        assert!(rung(&inbox), "the reader passed the ring on");
-        inbox.on_ring();
-        assert_eq!(received(&inbox), [7]);
+        // The last reader out drained the socket itself: no second ring for the pump.
+        assert!(!rung(&inbox), "no ring passed on");
+        assert!(!inbox.lock().missed);
+        assert_eq!(inbox.lock().frames.len(), 2, "drained into memory");
+        assert_eq!(received(&inbox), [7, 8]);
+        // A reader that blocked for its message, with a ring missed meanwhile, takes the
+        // first and leaves the rest drained, in order.
+        send(&tx, 9);
+        send(&tx, 10);
+        inbox.lock().missed = true;
+        match inbox.recv(Wait::Forever).unwrap() {
+            Received::Frame(frame) => assert_eq!(codec::decode::<u32>(frame).unwrap(), 9),
+            _ => panic!("a frame"),
+        }
+        assert_eq!(inbox.lock().frames.len(), 1, "the rest drained");
+        assert!(!rung(&inbox));
+        assert_eq!(received(&inbox), [10]);
     }
 }
