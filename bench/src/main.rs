@@ -221,6 +221,18 @@ fn main() -> multiproc::Result<()> {
         "raw SOCK_SEQPACKET pair",
     );
 
+    let (ours, raw) = on_one_core(|| -> multiproc::Result<_> {
+        let ours = multiproc_round_trip(trips)?;
+        Ok((ours, seqpacket_round_trip(&exe, trips)))
+    })?;
+    row(
+        "round trip, one u64, one core (µs)",
+        &ours,
+        &raw,
+        1e6,
+        "raw SOCK_SEQPACKET pair, one core",
+    );
+
     println!();
     let (small, big) = if quick { (20_000, 50) } else { (200_000, 500) };
     let raw = unix_one_way(&exe, 64, small);
@@ -242,6 +254,16 @@ fn main() -> multiproc::Result<()> {
         small as f64 / ours,
         small as f64 / datagrams,
         "raw SOCK_SEQPACKET sends",
+    );
+    let (ours, datagrams) = on_one_core(|| -> multiproc::Result<_> {
+        let ours = one_way(sink_bytes, small, || Bytes::from(vec![0_u8; 64]))?;
+        Ok((ours, seqpacket_one_way(&exe, 64, small)))
+    })?;
+    rate_vs(
+        "64 B one-way, Bytes, one core (msg/s)",
+        small as f64 / ours,
+        small as f64 / datagrams,
+        "raw SOCK_SEQPACKET sends, one core",
     );
     let many = small * 10;
     let buffered = unix_one_way_buffered(&exe, 64, many);
@@ -864,6 +886,46 @@ fn multiproc_round_trip(n: usize) -> multiproc::Result<Samples> {
     drop(to_child);
     child.join()?;
     Ok(samples)
+}
+
+/// Runs `f` with every thread of this process, and so every process and thread they start
+/// meanwhile, on one core (the first this process may use), then gives the threads back the
+/// cores they had. On a machine whose scheduler moves a ping-pong's two ends between cores
+/// at will (a round trip here swings several-fold with their placement), this puts both
+/// sides of a comparison in the same place: the rows it measures compare code, not luck.
+fn on_one_core<R>(f: impl FnOnce() -> R) -> R {
+    // SAFETY: cpu_set_t is plain data; all zeroes is the empty set.
+    let mut had: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    // SAFETY: `had` is a valid cpu_set_t of the size passed; pid 0 is this thread.
+    let rc = unsafe { libc::sched_getaffinity(0, size_of::<libc::cpu_set_t>(), &mut had) };
+    assert_eq!(rc, 0, "sched_getaffinity");
+    let first = (0..libc::CPU_SETSIZE as usize)
+        .find(|&cpu| {
+            // SAFETY: cpu is below CPU_SETSIZE; `had` is a valid set.
+            unsafe { libc::CPU_ISSET(cpu, &had) }
+        })
+        .expect("a usable core");
+    // SAFETY: as above.
+    let mut one: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    // SAFETY: first is below CPU_SETSIZE.
+    unsafe { libc::CPU_SET(first, &mut one) };
+    let set_all = |set: &libc::cpu_set_t| {
+        for task in std::fs::read_dir("/proc/self/task").expect("/proc/self/task") {
+            let tid: libc::pid_t = task
+                .expect("a task")
+                .file_name()
+                .to_string_lossy()
+                .parse()
+                .expect("a thread id");
+            // SAFETY: `set` is a valid cpu_set_t of the size passed; a thread that has just
+            // ended makes this fail harmlessly (ESRCH).
+            unsafe { libc::sched_setaffinity(tid, size_of::<libc::cpu_set_t>(), set) };
+        }
+    };
+    set_all(&one);
+    let out = f();
+    set_all(&had);
+    out
 }
 
 /// Re-runs this binary with `role` set to a socket path, and accepts its connection: the

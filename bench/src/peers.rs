@@ -207,6 +207,20 @@ pub(super) fn rows(quick: bool) -> multiproc::Result<()> {
         &trip_rounds,
     );
 
+    let trip_rounds = super::on_one_core(|| {
+        rounds(
+            r,
+            || multiproc_round_trip(trips).expect("round trip").median() * 1e6,
+            || ipc_round_trip(trips) * 1e6,
+        )
+    });
+    versus(
+        "small round trip, one core (µs)",
+        "ipc-channel 0.23, one core",
+        false,
+        &trip_rounds,
+    );
+
     let small_rounds = rounds(
         r,
         || small as f64 / one_way(sink_vec, small, || vec![0_u8; 64]).expect("one-way"),
@@ -215,6 +229,20 @@ pub(super) fn rows(quick: bool) -> multiproc::Result<()> {
     versus(
         "64 B Vec<u8> one-way (msg/s)",
         "ipc-channel 0.23",
+        true,
+        &small_rounds,
+    );
+
+    let small_rounds = super::on_one_core(|| {
+        rounds(
+            r,
+            || small as f64 / one_way(sink_vec, small, || vec![0_u8; 64]).expect("one-way"),
+            || small as f64 / ipc_one_way(64, small),
+        )
+    });
+    versus(
+        "64 B Vec<u8> one-way, one core (msg/s)",
+        "ipc-channel 0.23, one core",
         true,
         &small_rounds,
     );
