@@ -12,6 +12,9 @@ pub(crate) const MAX_DATAGRAM_FDS: usize = 253;
 /// bytes).
 const CONTROL_WORDS: usize = 136;
 
+/// Datagrams up to this size without descriptors are sent from one flat copy.
+const SMALL: usize = 256;
+
 /// A connected pair of close-on-exec `SOCK_SEQPACKET` sockets.
 pub(crate) fn socketpair() -> io::Result<(OwnedFd, OwnedFd)> {
     let mut fds = [0 as RawFd; 2];
@@ -41,6 +44,29 @@ pub(crate) fn sendmsg(
             io::ErrorKind::InvalidInput,
             format!("a datagram can carry at most {MAX_DATAGRAM_FDS} descriptors"),
         ));
+    }
+    let flags = libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL;
+    if fds.is_empty() && header.len() + body.len() <= SMALL {
+        // A small datagram without descriptors: one flat buffer through sendto, which the
+        // kernel takes without copying a msghdr and an iovec array in.
+        let mut flat = [0_u8; SMALL];
+        flat[..header.len()].copy_from_slice(header);
+        flat[header.len()..header.len() + body.len()].copy_from_slice(body);
+        // SAFETY: `flat` holds the given length of initialised bytes; no address is passed.
+        // The raw system call skips libc's cancellation bookkeeping (nothing here cancels
+        // threads).
+        return cvt(unsafe {
+            libc::syscall(
+                libc::SYS_sendto,
+                sock.as_raw_fd(),
+                flat.as_ptr(),
+                header.len() + body.len(),
+                flags,
+                std::ptr::null::<libc::sockaddr>(),
+                0,
+            )
+        })
+        .map(drop);
     }
     let mut iov = [
         libc::iovec {
@@ -77,15 +103,9 @@ pub(crate) fn sendmsg(
             );
         }
     }
-    // SAFETY: msg points to live buffers for the duration of the call.
-    cvt(unsafe {
-        libc::sendmsg(
-            sock.as_raw_fd(),
-            &msg,
-            libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
-        )
-    })
-    .map(drop)
+    // SAFETY: msg points to live buffers for the duration of the call (a raw system call, as
+    // above).
+    cvt(unsafe { libc::syscall(libc::SYS_sendmsg, sock.as_raw_fd(), &msg, flags) }).map(drop)
 }
 
 /// Receives one datagram into `buf` (blocking unless `nonblocking`); returns its length and
@@ -108,9 +128,16 @@ pub(crate) fn recvmsg(
     msg.msg_iovlen = 1;
     msg.msg_control = control.as_mut_ptr().cast();
     msg.msg_controllen = std::mem::size_of_val(&control) as _;
-    // SAFETY: msg points to live, writable buffers for the duration of the call.
-    let n =
-        cvt(unsafe { libc::recvmsg(sock.as_raw_fd(), &mut msg, flags | libc::MSG_CMSG_CLOEXEC) })?;
+    // SAFETY: msg points to live, writable buffers for the duration of the call. A raw
+    // system call: libc's wrapper adds cancellation bookkeeping that nothing here uses.
+    let n = cvt(unsafe {
+        libc::syscall(
+            libc::SYS_recvmsg,
+            sock.as_raw_fd(),
+            &mut msg,
+            flags | libc::MSG_CMSG_CLOEXEC,
+        )
+    })?;
     let mut fds = Vec::new();
     // SAFETY: the kernel filled msg_control with well-formed headers; CMSG_FIRSTHDR and
     // CMSG_NXTHDR stay inside msg_controllen, and SCM_RIGHTS data is an array of descriptors
