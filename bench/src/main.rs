@@ -931,7 +931,7 @@ fn on_one_core<R>(f: impl FnOnce() -> R) -> R {
 /// Re-runs this binary with `role` set to a socket path, and accepts its connection: the
 /// baseline child. Returns the child, the stream and the temporary directory to remove.
 /// Repeats one workload for `perf record`, printing its rate each round: `--map-loop`,
-/// `--chunksize1-loop`, `--small-loop`, `--many-loop`, `--bytes-loop`.
+/// `--chunksize1-loop`, `--trip-loop`, `--small-loop`, `--many-loop`, `--bytes-loop`.
 fn profile_loop(flag: &str) -> multiproc::Result<()> {
     // Rounds, work per round, its unit, and one round's duration in seconds.
     let repeat = |rounds: usize,
@@ -963,6 +963,10 @@ fn profile_loop(flag: &str) -> multiproc::Result<()> {
                 timed(&mut || pool.map(double, 0..50_000_u64).map(drop))
             })
         }
+        // A u64 to a child and back, one at a time.
+        "--trip-loop" => repeat(10, 100_000.0, "trips/s", &mut || {
+            timed(&mut || multiproc_round_trip(100_000).map(drop))
+        }),
         // 64 B Bytes one-way, one message at a time.
         "--small-loop" => repeat(10, 200_000.0, "msg/s", &mut || {
             one_way(sink_bytes, 200_000, || Bytes::from(vec![0_u8; 64]))
@@ -980,7 +984,7 @@ fn profile_loop(flag: &str) -> multiproc::Result<()> {
         }
         other => Err(multiproc::Error::other(format!(
             "unknown flag {other}: the loops are --map-loop, --chunksize1-loop, \
-             --small-loop, --many-loop and --bytes-loop"
+             --trip-loop, --small-loop, --many-loop and --bytes-loop"
         ))),
     }
 }

@@ -133,67 +133,8 @@ pub(super) fn rows(quick: bool) -> multiproc::Result<()> {
         (300, 20_000, 200_000, 500)
     };
 
-    let spawn_rounds = rounds(
-        r,
-        || {
-            super::measure(spawns, || {
-                multiproc::spawn(noop, ())
-                    .and_then(|h| h.join())
-                    .expect("spawn");
-            })
-            .median()
-                * 1e3
-        },
-        || {
-            super::measure(spawns, || {
-                procspawn::spawn((), |()| ()).join().expect("procspawn");
-            })
-            .median()
-                * 1e3
-        },
-    );
-    versus(
-        "spawn + join a no-op (ms)",
-        "procspawn 1.0",
-        false,
-        &spawn_rounds,
-    );
-
-    let ours_pool = multiproc::Pool::new(2)?;
-    ours_pool.map(double, 0..2_000)?;
-    let their_pool = procspawn::Pool::new(2).expect("a procspawn pool");
-    for i in 0..200_u64 {
-        their_pool.spawn(i, |x| 2 * x).join().expect("warm-up");
-    }
-    let mut i = 0_u64;
-    let pool_rounds = rounds(
-        r,
-        || {
-            super::measure(trips / 4, || {
-                assert_eq!(ours_pool.apply(double, (i,)).expect("apply"), 2 * i);
-                i += 1;
-            })
-            .median()
-                * 1e6
-        },
-        || {
-            super::measure(trips / 4, || {
-                assert_eq!(
-                    their_pool.spawn(21_u64, |x| 2 * x).join().expect("task"),
-                    42
-                );
-            })
-            .median()
-                * 1e6
-        },
-    );
-    versus(
-        "warm Pool(2), one trivial task (µs)",
-        "procspawn 1.0",
-        false,
-        &pool_rounds,
-    );
-    drop(their_pool);
+    spawn_and_pool_rows(r, spawns, trips, "");
+    super::on_one_core(|| spawn_and_pool_rows(r, spawns, trips, ", one core"));
 
     let trip_rounds = rounds(
         r,
@@ -265,4 +206,70 @@ pub(super) fn rows(quick: bool) -> multiproc::Result<()> {
     let ours = median(big_rounds.iter().map(|r| r.0).collect());
     super::versus("1 MiB Vec<u8> one-way (MB/s)", ours, python, true);
     Ok(())
+}
+
+/// Spawn + join, and one task on a warm pool of 2, beside procspawn's; `suffix` names where
+/// they ran.
+fn spawn_and_pool_rows(r: usize, spawns: usize, trips: usize, suffix: &str) {
+    let spawn_rounds = rounds(
+        r,
+        || {
+            super::measure(spawns, || {
+                multiproc::spawn(noop, ())
+                    .and_then(|h| h.join())
+                    .expect("spawn");
+            })
+            .median()
+                * 1e3
+        },
+        || {
+            super::measure(spawns, || {
+                procspawn::spawn((), |()| ()).join().expect("procspawn");
+            })
+            .median()
+                * 1e3
+        },
+    );
+    versus(
+        &format!("spawn + join a no-op{suffix} (ms)"),
+        &format!("procspawn 1.0{suffix}"),
+        false,
+        &spawn_rounds,
+    );
+
+    let ours_pool = multiproc::Pool::new(2).expect("a pool");
+    ours_pool.map(double, 0..2_000).expect("warm-up");
+    let their_pool = procspawn::Pool::new(2).expect("a procspawn pool");
+    for i in 0..200_u64 {
+        their_pool.spawn(i, |x| 2 * x).join().expect("warm-up");
+    }
+    let mut i = 0_u64;
+    let pool_rounds = rounds(
+        r,
+        || {
+            super::measure(trips / 4, || {
+                assert_eq!(ours_pool.apply(double, (i,)).expect("apply"), 2 * i);
+                i += 1;
+            })
+            .median()
+                * 1e6
+        },
+        || {
+            super::measure(trips / 4, || {
+                assert_eq!(
+                    their_pool.spawn(21_u64, |x| 2 * x).join().expect("task"),
+                    42
+                );
+            })
+            .median()
+                * 1e6
+        },
+    );
+    versus(
+        &format!("warm Pool(2), one trivial task{suffix} (µs)"),
+        &format!("procspawn 1.0{suffix}"),
+        false,
+        &pool_rounds,
+    );
+    drop(their_pool);
 }
