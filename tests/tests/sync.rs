@@ -405,6 +405,24 @@ fn a_barriers_parties_pass_each_round_together() {
     }
 }
 
+/// Four processes meet in pairs at a barrier of two, once each: those of the first round
+/// end (dropping their copies) before the second round's arrive, and the second round
+/// passes all the same (a party that left is not one that died).
+#[multiproc::test]
+fn parties_that_leave_normally_do_not_break_the_barrier() {
+    let pairs = Barrier::new(2).unwrap();
+    let children: Vec<_> = (0..4)
+        .map(|_| multiproc::spawn(meet, (pairs.clone(), 1)).unwrap())
+        .collect();
+    let mut seen: Vec<usize> = children
+        .into_iter()
+        .flat_map(|c| join(c).unwrap())
+        .collect();
+    seen.sort_unstable();
+    assert_eq!(seen, [0, 0, 1, 1]);
+    assert!(!pairs.is_broken());
+}
+
 // ANCHOR: barrier
 /// Waits at the barrier round after round, a random moment of work between, until a wait
 /// fails; the pid of the dead party that broke it.

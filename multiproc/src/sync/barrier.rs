@@ -1,8 +1,10 @@
 //! [`Barrier`]: parties that wait for each other, and that a dead party breaks.
 
+use std::collections::HashMap;
 use std::fmt;
-use std::sync::Arc;
+use std::ops::Deref;
 use std::sync::atomic::Ordering::SeqCst;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
@@ -27,6 +29,9 @@ const BROKEN_PID: usize = 8;
 /// The generation that the last reset started (so that its waiters know they were reset).
 const RESET_AT: usize = 9;
 const SLEEPERS: usize = 10;
+/// Moves on at every change waiters must see (a round ends, a break, a reset, a member
+/// leaves); they sleep on it.
+const EPOCH: usize = 11;
 /// The page's size, and its members from HEADER: each an identity and the generation it last
 /// arrived in plus one (two u64 words).
 const SIZE: usize = 4096;
@@ -52,11 +57,13 @@ enum Why {
 ///
 /// **A dead party breaks it** instead of leaving the others waiting: every process that
 /// received a copy of the barrier (as a field, an argument, a message) or waited on it is one
-/// of its members, and when a member has ended (died, or exited) without arriving, the
-/// others' waits fail with [`BrokenBarrier`] naming it, within 0.1 s. So are the waits after
-/// a wait timed out (as in Python) or [`abort`](Barrier::abort); a broken barrier stays
-/// broken until [`reset`](Barrier::reset). The first 252 members are tracked; a process that
-/// only creates the barrier is not a member until it waits.
+/// of its members until it drops its last copy, and when a member ends (is killed, crashes,
+/// or exits without dropping its copies, as `std::process::exit` does) without arriving, the
+/// others' waits fail with [`BrokenBarrier`] naming it, within 0.1 s. A member that drops its
+/// copies has left: nobody waits for it. The waits after a wait timed out (as in Python) or
+/// [`abort`](Barrier::abort) fail too; a broken barrier stays broken until
+/// [`reset`](Barrier::reset). The first 252 members are tracked; a process that only creates
+/// the barrier is not a member until it waits.
 ///
 /// # Examples
 ///
@@ -82,7 +89,102 @@ enum Why {
 /// }
 /// ```
 #[derive(Clone)]
-pub struct Barrier(Arc<Region>);
+pub struct Barrier(Arc<Page>);
+
+/// One mapping of a barrier's page in this process. When the last one of a page goes, this
+/// process stops being one of its members (it left; it did not die).
+struct Page {
+    region: Region,
+    /// The page's file (device and inode): the key of [`MAPPINGS`].
+    key: (u64, u64),
+}
+
+/// How many mappings of each barrier page this process holds.
+static MAPPINGS: Mutex<Option<HashMap<(u64, u64), usize>>> = Mutex::new(None);
+
+impl Page {
+    fn new(region: Region) -> std::io::Result<Page> {
+        use std::os::unix::fs::MetadataExt;
+        let meta = std::fs::File::from(region.fd().try_clone_to_owned()?).metadata()?;
+        let key = (meta.dev(), meta.ino());
+        let mut mappings = MAPPINGS.lock().unwrap_or_else(|e| e.into_inner());
+        *mappings
+            .get_or_insert_with(HashMap::new)
+            .entry(key)
+            .or_insert(0) += 1;
+        Ok(Page { region, key })
+    }
+}
+
+impl Deref for Page {
+    type Target = Region;
+
+    fn deref(&self) -> &Region {
+        &self.region
+    }
+}
+
+impl Drop for Page {
+    fn drop(&mut self) {
+        let last = {
+            let mut mappings = MAPPINGS.lock().unwrap_or_else(|e| e.into_inner());
+            let map = mappings.get_or_insert_with(HashMap::new);
+            let n = map.entry(self.key).or_insert(1);
+            *n -= 1;
+            let last = *n == 0;
+            if last {
+                map.remove(&self.key);
+            }
+            last
+        };
+        if last {
+            leave(&self.region);
+        }
+    }
+}
+
+/// This process no longer holds the barrier on `region`: its member slot is freed, so that
+/// the others do not wait for it, nor take its absence for a death.
+fn leave(region: &Region) {
+    let me = sys::process_identity();
+    if let Err(pid) = super::lock_forever(region) {
+        mark_broken(region, Why::Died(pid));
+    }
+    for i in 0..MAX_MEMBERS {
+        if member(region, i).load(SeqCst) == me {
+            member(region, i).store(0, SeqCst);
+        }
+    }
+    unlock_and_wake(region);
+}
+
+/// Member `i`'s identity (0: none).
+fn member(region: &Region, i: usize) -> &std::sync::atomic::AtomicU64 {
+    region.word64(HEADER / 8 + 2 * i)
+}
+
+/// Releases the page's lock, and wakes the waiters to look again.
+fn unlock_and_wake(region: &Region) {
+    super::unlock(region);
+    region.word(EPOCH).fetch_add(1, SeqCst);
+    if region.word(SLEEPERS).load(SeqCst) != 0 {
+        sys::futex_wake_all(region.word(EPOCH));
+    }
+}
+
+/// Marks it broken (under the lock), unless it already is.
+fn mark_broken(region: &Region, why: Why) {
+    if region.word(BROKEN).load(SeqCst) != 0 {
+        return;
+    }
+    let (code, pid) = match why {
+        Why::Died(pid) => (1, pid),
+        Why::TimedOut => (2, 0),
+        Why::Aborted | Why::Reset => (3, 0),
+    };
+    region.word(BROKEN_PID).store(pid, SeqCst);
+    region.word(BROKEN).store(code, SeqCst);
+}
 
 /// A [`Barrier`]'s wait failed: a party died or timed out, the barrier was aborted, or reset
 /// while this party waited (Python's `BrokenBarrierError`).
@@ -193,7 +295,9 @@ impl Barrier {
         let region = Region::new("multiproc-barrier", SIZE)
             .map_err(|e| Error::io("cannot create a barrier's shared memory", e))?;
         region.word(PARTIES).store(parties, SeqCst);
-        Ok(Barrier(Arc::new(region)))
+        let page = Page::new(region)
+            .map_err(|e| Error::io("cannot identify a barrier's shared memory", e))?;
+        Ok(Barrier(Arc::new(page)))
     }
 
     /// Waits until `parties` waits have been made (this one included); this wait's index,
@@ -338,25 +442,12 @@ impl Barrier {
     }
 
     fn unlock_and_wake(&self) {
-        super::unlock(&self.0);
-        if self.0.word(SLEEPERS).load(SeqCst) != 0 {
-            sys::futex_wake_all(self.0.word(GEN));
-        }
+        unlock_and_wake(&self.0);
     }
 
     /// Marks it broken (under the lock), unless it already is.
     fn break_now(&self, why: Why) {
-        let region = &self.0;
-        if region.word(BROKEN).load(SeqCst) != 0 {
-            return;
-        }
-        let (code, pid) = match why {
-            Why::Died(pid) => (1, pid),
-            Why::TimedOut => (2, 0),
-            Why::Aborted | Why::Reset => (3, 0),
-        };
-        region.word(BROKEN_PID).store(pid, SeqCst);
-        region.word(BROKEN).store(code, SeqCst);
+        mark_broken(&self.0, why);
     }
 
     /// Why it is broken, if it is.
@@ -372,7 +463,7 @@ impl Barrier {
 
     /// Member `i`'s identity (0: none) and the generation it last arrived in plus one.
     fn member(&self, i: usize) -> &std::sync::atomic::AtomicU64 {
-        self.0.word64(HEADER / 8 + 2 * i)
+        member(&self.0, i)
     }
 
     fn arrived(&self, i: usize) -> &std::sync::atomic::AtomicU64 {
@@ -430,6 +521,8 @@ impl Barrier {
         }
         super::unlock(region);
         loop {
+            // Read before looking: a change after this ends the sleep below at once.
+            let seen = region.word(EPOCH).load(SeqCst);
             if region.word(GEN).load(SeqCst) != round {
                 return self.ended(round, index);
             }
@@ -451,7 +544,7 @@ impl Barrier {
                 continue;
             }
             region.word(SLEEPERS).fetch_add(1, SeqCst);
-            sys::futex_wait(region.word(GEN), round, wait.at_most(RECHECK));
+            sys::futex_wait(region.word(EPOCH), seen, wait.at_most(RECHECK));
             region.word(SLEEPERS).fetch_sub(1, SeqCst);
         }
     }
@@ -491,7 +584,10 @@ impl<'de> Deserialize<'de> for Barrier {
                 "a shared Barrier's region has no parties (not a barrier?)".to_string(),
             ));
         }
-        let barrier = Barrier(Arc::new(region));
+        let page = Page::new(region).map_err(|e| {
+            codec::de_error(format!("cannot identify a shared Barrier's memory: {e}"))
+        })?;
+        let barrier = Barrier(Arc::new(page));
         let _ = barrier.locked();
         barrier.register();
         barrier.unlock_and_wake();
