@@ -272,9 +272,11 @@ impl fmt::Debug for LockGuard<'_> {
 
 travels_as_a_page!(Lock, "Lock", HEADER);
 
-/// The thread of the holder's process that holds an [`RLock`] (u32 word), and how many times.
-const THREAD: usize = 4;
-const DEPTH: usize = 5;
+/// The thread that holds an [`RLock`], as its pid and thread id (u64 word: a value left by a
+/// dead holder never matches a thread of the process that took over, whose tid may be the
+/// same number), and how many times (u32 word).
+const THREAD: usize = 3;
+const DEPTH: usize = 4;
 
 /// A reentrant lock that processes share: Python's `multiprocessing.RLock`. The thread that
 /// holds it may take it again (each guard gives back one level); other threads, in this
@@ -410,16 +412,16 @@ impl RLock {
             lock: self,
             _not_send: PhantomData,
         };
-        let tid = sys::thread_id();
+        let thread = (u64::from(std::process::id()) << 32) | u64::from(sys::thread_id());
         // Only the holding thread writes THREAD and DEPTH, so a match is this thread's own.
         if self.0.word64(OWNER).load(SeqCst) == sys::process_identity()
-            && self.0.word(THREAD).load(SeqCst) == tid
+            && self.0.word64(THREAD).load(SeqCst) == thread
         {
             self.0.word(DEPTH).fetch_add(1, SeqCst);
             return Some(Ok(guard()));
         }
         let taken = super::lock(&self.0, wait)?;
-        self.0.word(THREAD).store(tid, SeqCst);
+        self.0.word64(THREAD).store(thread, SeqCst);
         self.0.word(DEPTH).store(1, SeqCst);
         Some(match taken {
             Ok(()) => Ok(guard()),
@@ -435,7 +437,7 @@ impl Drop for RLockGuard<'_> {
     fn drop(&mut self) {
         let region = &self.lock.0;
         if region.word(DEPTH).fetch_sub(1, SeqCst) == 1 {
-            region.word(THREAD).store(0, SeqCst);
+            region.word64(THREAD).store(0, SeqCst);
             super::unlock(region);
         }
     }
@@ -506,7 +508,7 @@ mod tests {
         );
         // A dead holder's is taken over as a Lock's is.
         lock.0.word64(OWNER).store(0x7fff_fff0_u64 << 32, SeqCst);
-        lock.0.word(THREAD).store(1, SeqCst);
+        lock.0.word64(THREAD).store(1, SeqCst);
         let died = lock.lock().unwrap_err();
         assert_eq!(died.pid(), 0x7fff_fff0);
         let again = lock.try_lock().unwrap().unwrap();
