@@ -13,6 +13,9 @@ use crate::sys::{self, Wait};
 
 /// An event's flag (u32 word; the page's lock words are unused).
 const FLAG: usize = 4;
+/// Moves on at each `set` that raised the flag; waiters sleep on it, so that a `set` followed
+/// at once by a `clear` still ends their wait (as Python's does).
+const SETS: usize = 5;
 
 /// A flag that processes share and can wait for: Python's `multiprocessing.Event`.
 ///
@@ -70,9 +73,10 @@ impl Event {
     /// # Ok::<(), multiproc::Error>(())
     /// ```
     pub fn set(&self) {
-        let flag = self.0.word(FLAG);
-        if flag.swap(1, SeqCst) == 0 {
-            sys::futex_wake_all(flag);
+        if self.0.word(FLAG).swap(1, SeqCst) == 0 {
+            let sets = self.0.word(SETS);
+            sets.fetch_add(1, SeqCst);
+            sys::futex_wake_all(sets);
         }
     }
 
@@ -135,15 +139,16 @@ impl Event {
     /// ```
     pub fn wait_timeout(&self, timeout: Duration) -> bool {
         let wait = Wait::timeout(timeout);
-        let flag = self.0.word(FLAG);
+        let sets = self.0.word(SETS);
+        let seen = sets.load(SeqCst);
         loop {
-            if flag.load(SeqCst) != 0 {
+            if self.0.word(FLAG).load(SeqCst) != 0 || sets.load(SeqCst) != seen {
                 return true;
             }
             if wait.is_over() {
                 return false;
             }
-            sys::futex_wait(flag, 0, wait.at_most(RECHECK));
+            sys::futex_wait(sets, seen, wait.at_most(RECHECK));
         }
     }
 }
@@ -173,5 +178,33 @@ mod tests {
         assert!(event.is_set());
         event.clear();
         assert!(!event.is_set());
+    }
+
+    #[test]
+    fn a_set_cleared_at_once_still_ends_a_wait() {
+        let event = Event::new().unwrap();
+        let other = event.clone();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let waiter = std::thread::spawn(move || {
+            tx.send(sys::thread_id()).unwrap();
+            other.wait_timeout(Duration::from_secs(30))
+        });
+        let tid = rx.recv().unwrap();
+        // Until the waiter sleeps (in the futex: nothing else in it sleeps).
+        let sleeping = || {
+            std::fs::read_to_string(format!("/proc/self/task/{tid}/stat"))
+                .ok()
+                .and_then(|s| {
+                    s.rsplit_once(')')
+                        .map(|(_, rest)| rest.trim_start().starts_with('S'))
+                })
+                .unwrap_or(false)
+        };
+        while !sleeping() {
+            std::thread::yield_now();
+        }
+        event.set();
+        event.clear();
+        assert!(waiter.join().unwrap(), "the set was missed");
     }
 }
