@@ -353,7 +353,7 @@ impl<T: Pod> Serialize for Condition<T> {
 
 impl<'de, T: Pod> Deserialize<'de> for Condition<T> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
-        Shared::deserialize(d, "Condition").map(Condition)
+        Shared::deserialize(d, "Condition", true).map(Condition)
     }
 }
 

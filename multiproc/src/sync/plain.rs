@@ -73,8 +73,12 @@ impl<T: Pod> Shared<T> {
     }
 
     /// A page received as a `what` of `T`: refused unless it was made for `T` and holds the
-    /// values its header says.
-    fn received(region: Region, what: &str) -> std::result::Result<Shared<T>, String> {
+    /// values its header says (exactly one when `single`: a `Value`'s or a `Condition`'s).
+    fn received(
+        region: Region,
+        what: &str,
+        single: bool,
+    ) -> std::result::Result<Shared<T>, String> {
         let len = region.word64(LEN).load(SeqCst);
         let elem = region.word64(ELEM).load(SeqCst);
         let name = std::any::type_name::<T>();
@@ -84,6 +88,11 @@ impl<T: Pod> Shared<T> {
             ));
         }
         let len = usize::try_from(len).map_err(|e| e.to_string())?;
+        if single && len != 1 {
+            return Err(format!(
+                "a shared {what} of {name} received holds {len} values, not one (an Array?)"
+            ));
+        }
         let fits = len
             .checked_mul(size_of::<T>())
             .and_then(|b| b.checked_add(offset::<T>()))
@@ -139,9 +148,10 @@ impl<T: Pod> Shared<T> {
     pub(super) fn deserialize<'de, D: Deserializer<'de>>(
         d: D,
         what: &'static str,
+        single: bool,
     ) -> std::result::Result<Shared<T>, D::Error> {
         let region = super::receive_page(d, what, HEADER)?;
-        Shared::received(region, what).map_err(codec::de_error)
+        Shared::received(region, what, single).map_err(codec::de_error)
     }
 }
 
@@ -387,7 +397,7 @@ impl<T: Pod> Serialize for Value<T> {
 
 impl<'de, T: Pod> Deserialize<'de> for Value<T> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
-        Shared::deserialize(d, "Value").map(Value)
+        Shared::deserialize(d, "Value", true).map(Value)
     }
 }
 
@@ -592,7 +602,7 @@ impl<T: Pod> Serialize for Array<T> {
 
 impl<'de, T: Pod> Deserialize<'de> for Array<T> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
-        Shared::deserialize(d, "Array").map(Array)
+        Shared::deserialize(d, "Array", false).map(Array)
     }
 }
 
@@ -641,7 +651,16 @@ mod tests {
         let v = Value::new(1_u32).unwrap();
         let region =
             Region::from_fd(v.0.region().fd().try_clone_to_owned().unwrap(), HEADER).unwrap();
-        let err = Shared::<i32>::received(region, "Value").err().unwrap();
+        let err = Shared::<i32>::received(region, "Value", true)
+            .err()
+            .unwrap();
         assert!(err.contains("made for another type"), "{err}");
+        let empty = Array::<u32>::zeroed(0).unwrap();
+        let region =
+            Region::from_fd(empty.0.region().fd().try_clone_to_owned().unwrap(), HEADER).unwrap();
+        let err = Shared::<u32>::received(region, "Value", true)
+            .err()
+            .unwrap();
+        assert!(err.contains("not one"), "{err}");
     }
 }
