@@ -128,10 +128,9 @@ pub(crate) fn identity_alive(identity: u64) -> bool {
             }
             None => true,
         },
-        // No entry: gone, unless there is no `/proc` at all.
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {
-            std::fs::metadata("/proc/self/stat").is_err() && process_exists(pid)
-        }
+        // No entry: gone, unless the process is only hidden from this one (`/proc` mounted
+        // with hidepid, another pid namespace, no `/proc` at all): the kernel says which.
+        Err(e) if e.kind() == io::ErrorKind::NotFound => process_exists(pid),
         Err(_) => true,
     }
 }
