@@ -37,8 +37,8 @@ struct State {
     failed: Option<String>,
     /// Threads reading or polling the socket themselves right now.
     readers: usize,
-    /// The doorbell rang while a reader was busy (or the inbox was being moved): whoever
-    /// frees it rings it again.
+    /// The doorbell rang while a reader was busy (or the inbox was being moved): the last
+    /// reader to leave drains the socket (a failed move rings again).
     missed: bool,
     registered: bool,
     /// Serialized to move to another process: the pump keeps off until it is dropped (the

@@ -6,10 +6,12 @@
 //! process is the same lock, event or value.
 //!
 //! **Robust where Python is not**: a process that dies holding a [`Lock`] (an [`RLock`], a
-//! [`Condition`]'s or a [`Value`]'s lock, a [`Semaphore`]'s permit) does not keep it. The next
-//! `lock` takes it over (within 0.1 s of the death) and says so: it returns [`OwnerDied`],
-//! which holds the guard, so the caller decides whether what the lock protects is usable (as
-//! a robust pthread mutex's `EOWNERDEAD` does; std's `PoisonError` is the same shape). A
+//! [`Condition`]'s or a [`Value`]'s lock) does not keep it. The next `lock` takes it over
+//! (within 0.1 s of the death) and says so: it returns [`OwnerDied`], which holds the guard,
+//! so the caller decides whether what the lock protects is usable (as a robust pthread
+//! mutex's `EOWNERDEAD` does; std's `PoisonError` is the same shape). A dead holder's
+//! [`Semaphore`] permit is taken over by the next waiter, silently (a permit guards no
+//! data). A
 //! [`Barrier`] whose party dies breaks for the others ([`BrokenBarrier`] names the dead
 //! process) instead of leaving them waiting.
 //!

@@ -21,10 +21,13 @@ const PERMITS: usize = 0;
 const SLOTS: usize = 2;
 
 /// A number of permits that processes share: at most that many holders at once, across every
-/// process that has a copy. Python's `multiprocessing.Semaphore` and `BoundedSemaphore`.
+/// process that has a copy. Python's `multiprocessing.BoundedSemaphore`, and its
+/// `Semaphore` as a limit on holders.
 ///
 /// A permit is held by a guard and comes back when the guard is dropped, so there is no
-/// releasing more than was taken (every semaphore is bounded). **A holder that dies does not
+/// releasing more than was taken (every semaphore is bounded). Nor is there Python's other
+/// use, a semaphore that starts at 0 and that one process releases for another to acquire:
+/// send a message, or set an [`Event`](super::Event), for that. **A holder that dies does not
 /// keep its permit**: each permit records its holder, and a process that waits for one takes
 /// over a dead holder's (Python's semaphores lose it for good).
 ///
