@@ -285,6 +285,19 @@ fn main() -> multiproc::Result<()> {
     rate("1 MiB one-way, Vec<u8> (GB/s)", ours, raw);
     let ours = gb(one_way(sink_bytes, big, || Bytes::from(data.as_slice()))?);
     rate("1 MiB one-way, Bytes (GB/s)", ours, raw);
+    let (pinned, pinned_raw) = on_one_core(|| -> multiproc::Result<_> {
+        let raw = gb(unix_one_way(&exe, mib, big));
+        Ok((
+            gb(one_way(sink_bytes, big, || Bytes::from(data.as_slice()))?),
+            raw,
+        ))
+    })?;
+    rate_vs(
+        "1 MiB one-way, Bytes, one core (GB/s)",
+        pinned,
+        pinned_raw,
+        "raw UnixStream writes, one core",
+    );
     let region = SharedMemory::from_bytes(&data)?;
     let ours = gb(one_way(sink_shared, big, || region.clone())?);
     rate("1 MiB one-way, SharedMemory re-sent (GB/s)", ours, raw);
