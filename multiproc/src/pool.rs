@@ -505,13 +505,21 @@ impl Pool {
         // Small chunks go out several at a time: each submission wakes the scheduler.
         let batch_size = per_call.map_or(usize::MAX, |c| c.max(SUBMIT_BATCH));
         let mut n = 0;
+        // Encoded bytes per item so far (8 until the first batch says): each batch's buffers
+        // are sized up front, not grown (and copied) by doubling.
+        let mut per_item = 8;
         loop {
-            let mut args = Vec::new();
-            let mut spans = Vec::new();
+            let expected = match items.size_hint() {
+                (low, Some(high)) if low == high => low.min(batch_size),
+                (low, _) => low.clamp(1, SUBMIT_BATCH),
+            };
+            let mut args = Vec::with_capacity(expected * per_item);
+            let mut spans = Vec::with_capacity(expected);
             let batch = items.by_ref().take(batch_size);
             wire::encode_each(batch, &mut args, |range, fds| spans.push((range, fds)))
                 .map_err(|message| Error::serialize::<A>(message))?;
             if !spans.is_empty() {
+                per_item = args.len().div_ceil(spans.len()).max(1);
                 let chunk = per_call.unwrap_or_else(|| chunk.take().map_or(1, |c| c(spans.len())));
                 let call = Arc::new(Call {
                     key: key.to_string(),
