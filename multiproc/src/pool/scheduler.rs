@@ -205,7 +205,12 @@ impl Shared {
                     "the pool was closed or terminated: it takes no more tasks",
                 ));
             }
-            st.submitted.extend(tasks);
+            if st.submitted.is_empty() {
+                // The common case: the vector becomes the queue, without a copy.
+                st.submitted = tasks.into();
+            } else {
+                st.submitted.extend(tasks);
+            }
         }
         self.wake
             .send(())
@@ -267,8 +272,17 @@ impl Chunk {
     /// call's chunk size and to the descriptors one message carries; numbered from
     /// `next_seq`, which moves past it.
     fn take(pending: &mut VecDeque<Task>, next_seq: &mut u64) -> Chunk {
+        let head = pending.front().expect("a pending task");
+        let limit = head.call.chunk.max(1);
+        // The common case of a map: what is pending is one chunk of one call, taken whole
+        // (the queue becomes the chunk's, no task moved).
+        let whole = pending.len() <= limit
+            && pending.iter().all(|t| Arc::ptr_eq(&t.call, &head.call))
+            && pending.iter().map(|t| t.fds.len()).sum::<usize>() <= crate::ipc::frame::MAX_FDS;
+        if whole {
+            return Chunk::numbered(std::mem::take(pending), next_seq);
+        }
         let first = pending.pop_front().expect("a pending task");
-        let limit = first.call.chunk.max(1);
         let mut fds = first.fds.len();
         let mut tasks = VecDeque::with_capacity(limit.min(pending.len() + 1));
         tasks.push_back(first);
@@ -287,6 +301,11 @@ impl Chunk {
             fds += next.fds.len();
             tasks.push_back(next);
         }
+        Chunk::numbered(tasks, next_seq)
+    }
+
+    /// A chunk of `tasks`, numbered from `next_seq`, which moves past it.
+    fn numbered(tasks: VecDeque<Task>, next_seq: &mut u64) -> Chunk {
         let first_seq = *next_seq;
         *next_seq += tasks.len() as u64;
         Chunk {
