@@ -163,6 +163,11 @@ fn member(region: &Region, i: usize) -> &std::sync::atomic::AtomicU64 {
     region.word64(HEADER / 8 + 2 * i)
 }
 
+/// The round member `i` last arrived in, plus one (0: none yet).
+fn arrived(region: &Region, i: usize) -> &std::sync::atomic::AtomicU64 {
+    region.word64(HEADER / 8 + 2 * i + 1)
+}
+
 /// Releases the page's lock, and wakes the waiters to look again.
 fn unlock_and_wake(region: &Region) {
     super::unlock(region);
@@ -395,8 +400,8 @@ impl Barrier {
     /// ```
     pub fn abort(&self) {
         let _ = self.locked();
-        self.break_now(Why::Aborted);
-        self.unlock_and_wake();
+        mark_broken(&self.0, Why::Aborted);
+        unlock_and_wake(&self.0);
     }
 
     /// Makes it as new: not broken, no party waiting (those waiting now get a
@@ -421,14 +426,14 @@ impl Barrier {
         region.word(BROKEN).store(0, SeqCst);
         region.word(BROKEN_PID).store(0, SeqCst);
         for i in 0..MAX_MEMBERS {
-            let who = self.member(i);
+            let who = member(&self.0, i);
             let identity = who.load(SeqCst);
             if identity != 0 && !sys::identity_alive(identity) {
                 who.store(0, SeqCst);
             }
         }
         region.word(GEN).store(next, SeqCst);
-        self.unlock_and_wake();
+        unlock_and_wake(&self.0);
     }
 
     /// Takes the page's lock; a holder that died mid-change leaves the state untrustworthy,
@@ -436,18 +441,9 @@ impl Barrier {
     fn locked(&self) -> std::result::Result<(), u32> {
         let taken = super::lock_forever(&self.0);
         if let Err(pid) = taken {
-            self.break_now(Why::Died(pid));
+            mark_broken(&self.0, Why::Died(pid));
         }
         taken
-    }
-
-    fn unlock_and_wake(&self) {
-        unlock_and_wake(&self.0);
-    }
-
-    /// Marks it broken (under the lock), unless it already is.
-    fn break_now(&self, why: Why) {
-        mark_broken(&self.0, why);
     }
 
     /// Why it is broken, if it is.
@@ -461,30 +457,21 @@ impl Barrier {
         Some(BrokenBarrier { why })
     }
 
-    /// Member `i`'s identity (0: none) and the generation it last arrived in plus one.
-    fn member(&self, i: usize) -> &std::sync::atomic::AtomicU64 {
-        member(&self.0, i)
-    }
-
-    fn arrived(&self, i: usize) -> &std::sync::atomic::AtomicU64 {
-        self.0.word64(HEADER / 8 + 2 * i + 1)
-    }
-
     /// This process's member slot, taking a free one if it has none (under the lock);
     /// `None` when every slot is taken.
     fn register(&self) -> Option<usize> {
         let me = sys::process_identity();
         let mut free = None;
         for i in 0..MAX_MEMBERS {
-            match self.member(i).load(SeqCst) {
+            match member(&self.0, i).load(SeqCst) {
                 who if who == me => return Some(i),
                 0 if free.is_none() => free = Some(i),
                 _ => {}
             }
         }
         let i = free?;
-        self.arrived(i).store(0, SeqCst);
-        self.member(i).store(me, SeqCst);
+        arrived(&self.0, i).store(0, SeqCst);
+        member(&self.0, i).store(me, SeqCst);
         Some(i)
     }
 
@@ -492,10 +479,10 @@ impl Barrier {
     fn dead_member(&self, round: u32) -> Option<u32> {
         let me = sys::process_identity();
         (0..MAX_MEMBERS).find_map(|i| {
-            let who = self.member(i).load(SeqCst);
+            let who = member(&self.0, i).load(SeqCst);
             (who != 0
                 && who != me
-                && self.arrived(i).load(SeqCst) != u64::from(round) + 1
+                && arrived(&self.0, i).load(SeqCst) != u64::from(round) + 1
                 && !sys::identity_alive(who))
             .then_some((who >> 32) as u32)
         })
@@ -505,18 +492,18 @@ impl Barrier {
         let region = &self.0;
         let _ = self.locked();
         if let Some(broken) = self.broken() {
-            self.unlock_and_wake();
+            unlock_and_wake(&self.0);
             return Err(broken);
         }
         let round = region.word(GEN).load(SeqCst);
         if let Some(i) = self.register() {
-            self.arrived(i).store(u64::from(round) + 1, SeqCst);
+            arrived(&self.0, i).store(u64::from(round) + 1, SeqCst);
         }
         let index = region.word(COUNT).fetch_add(1, SeqCst);
         if index + 1 >= region.word(PARTIES).load(SeqCst) {
             region.word(COUNT).store(0, SeqCst);
             region.word(GEN).store(round.wrapping_add(1), SeqCst);
-            self.unlock_and_wake();
+            unlock_and_wake(&self.0);
             return Ok(index as usize);
         }
         super::unlock(region);
@@ -538,9 +525,9 @@ impl Barrier {
                 let _ = self.locked();
                 // Unless the round ended meanwhile.
                 if region.word(GEN).load(SeqCst) == round {
-                    self.break_now(why);
+                    mark_broken(&self.0, why);
                 }
-                self.unlock_and_wake();
+                unlock_and_wake(&self.0);
                 continue;
             }
             region.word(SLEEPERS).fetch_add(1, SeqCst);
@@ -590,7 +577,7 @@ impl<'de> Deserialize<'de> for Barrier {
         let barrier = Barrier(Arc::new(page));
         let _ = barrier.locked();
         barrier.register();
-        barrier.unlock_and_wake();
+        unlock_and_wake(&barrier.0);
         Ok(barrier)
     }
 }
@@ -633,7 +620,7 @@ mod tests {
     fn a_member_that_ended_without_arriving_breaks_it() {
         let two = Barrier::new(2).unwrap();
         // A member that no longer exists (pid above any pid_max), never arrived.
-        two.member(0).store(0x7fff_fff0_u64 << 32, SeqCst);
+        member(&two.0, 0).store(0x7fff_fff0_u64 << 32, SeqCst);
         let broken = two.wait_timeout(Duration::from_secs(10)).unwrap_err();
         assert_eq!(broken.dead_party(), Some(0x7fff_fff0));
         assert!(
@@ -642,7 +629,7 @@ mod tests {
         );
         two.reset();
         assert_eq!(
-            two.member(0).load(SeqCst),
+            member(&two.0, 0).load(SeqCst),
             0,
             "the dead member is forgotten"
         );
