@@ -10,6 +10,7 @@ use bytemuck::Pod;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use super::LockResult;
+use super::lock::map_guard;
 use super::plain::{Shared, SharedGuard};
 use crate::error::Result;
 use crate::sys::{self, Wait};
@@ -114,7 +115,7 @@ impl<T: Pod> Condition<T> {
     ///
     /// [`OwnerDied`](super::OwnerDied), which holds the guard.
     pub fn lock(&self) -> LockResult<ConditionGuard<'_, T>> {
-        guarded(self.0.lock_forever())
+        map_guard(self.0.lock_forever(), ConditionGuard)
     }
 
     /// Takes the lock, waiting at most `timeout`; `None` if it stayed held that long.
@@ -129,7 +130,9 @@ impl<T: Pod> Condition<T> {
     /// # Ok::<(), multiproc::Error>(())
     /// ```
     pub fn lock_timeout(&self, timeout: Duration) -> Option<LockResult<ConditionGuard<'_, T>>> {
-        self.0.lock(Wait::timeout(timeout)).map(guarded)
+        self.0
+            .lock(Wait::timeout(timeout))
+            .map(|taken| map_guard(taken, ConditionGuard))
     }
 
     /// Wakes one waiter, if any (Python's `notify()`); with or without the lock held.
@@ -166,13 +169,6 @@ impl<T: Pod> Condition<T> {
             sys::futex_wake(region.word(NOTIFY), n);
         }
     }
-}
-
-/// A guard, or the guard inside an [`OwnerDied`](super::OwnerDied), as a condition's.
-fn guarded<T>(taken: LockResult<SharedGuard<'_, T>>) -> LockResult<ConditionGuard<'_, T>> {
-    taken
-        .map(ConditionGuard)
-        .map_err(|died| died.map(ConditionGuard))
 }
 
 impl<'a, T: Pod> ConditionGuard<'a, T> {
@@ -219,9 +215,7 @@ impl<'a, T: Pod> ConditionGuard<'a, T> {
     /// [`OwnerDied`](super::OwnerDied), with the guard and the flag, if a holder died while this one waited.
     pub fn wait_timeout(self, timeout: Duration) -> LockResult<(ConditionGuard<'a, T>, bool)> {
         let (taken, timed_out) = self.wait_for(Wait::timeout(timeout));
-        taken
-            .map(|guard| (guard, timed_out))
-            .map_err(|died| died.map(|guard| (guard, timed_out)))
+        map_guard(taken, |guard| (guard, timed_out))
     }
 
     /// Waits while `condition` says so of the data, checked under the lock before each wait
@@ -309,7 +303,7 @@ impl<'a, T: Pod> ConditionGuard<'a, T> {
         sys::futex_wait(notify, seen, wait);
         region.word(SLEEPERS).fetch_sub(1, SeqCst);
         let timed_out = notify.load(SeqCst) == seen && wait.is_over();
-        (guarded(shared.lock_forever()), timed_out)
+        (map_guard(shared.lock_forever(), ConditionGuard), timed_out)
     }
 }
 

@@ -74,11 +74,26 @@ pub struct OwnerDied<G> {
 /// What [`Lock::lock`] returns: the guard, or the guard inside an [`OwnerDied`].
 pub type LockResult<G> = std::result::Result<G, OwnerDied<G>>;
 
-impl<G> OwnerDied<G> {
-    pub(super) fn new(guard: G, pid: u32) -> OwnerDied<G> {
-        OwnerDied { guard, pid }
+/// The guard `make` gives, now that the lock is held: clean, or inside an [`OwnerDied`] when
+/// it was taken over from the holder `pid` (what [`super::lock`] says). Made only now, since
+/// dropping a guard releases the lock.
+pub(super) fn held<G>(taken: Result<(), u32>, make: impl FnOnce() -> G) -> LockResult<G> {
+    let guard = make();
+    match taken {
+        Ok(()) => Ok(guard),
+        Err(pid) => Err(OwnerDied { guard, pid }),
     }
+}
 
+/// The same result with its guard, clean or not, made into another.
+pub(super) fn map_guard<G, H>(taken: LockResult<G>, f: impl FnOnce(G) -> H) -> LockResult<H> {
+    match taken {
+        Ok(guard) => Ok(f(guard)),
+        Err(died) => Err(died.map(f)),
+    }
+}
+
+impl<G> OwnerDied<G> {
     /// The same death, with the guard made into another.
     pub(super) fn map<H>(self, f: impl FnOnce(G) -> H) -> OwnerDied<H> {
         OwnerDied {
@@ -182,11 +197,7 @@ impl Lock {
     ///
     /// [`OwnerDied`], which holds the guard.
     pub fn lock(&self) -> LockResult<LockGuard<'_>> {
-        loop {
-            if let Some(taken) = self.acquire(Wait::Forever) {
-                return taken;
-            }
-        }
+        super::forever(|wait| self.acquire(wait))
     }
 
     /// Takes the lock if it is free (or its holder is dead); `None` if another holds it.
@@ -240,13 +251,8 @@ impl Lock {
     /// One attempt within `wait`: the guard (clean, or taken over from a dead holder), or
     /// `None` when the wait ended first.
     fn acquire(&self, wait: Wait) -> Option<LockResult<LockGuard<'_>>> {
-        // The guard is made once the lock is held: dropping it releases the lock.
         let taken = super::lock(&self.0, wait)?;
-        let guard = LockGuard { lock: self };
-        Some(match taken {
-            Ok(()) => Ok(guard),
-            Err(pid) => Err(OwnerDied { guard, pid }),
-        })
+        Some(held(taken, || LockGuard { lock: self }))
     }
 }
 
@@ -356,11 +362,7 @@ impl RLock {
     ///
     /// [`OwnerDied`], which holds the guard.
     pub fn lock(&self) -> LockResult<RLockGuard<'_>> {
-        loop {
-            if let Some(taken) = self.acquire(Wait::Forever) {
-                return taken;
-            }
-        }
+        super::forever(|wait| self.acquire(wait))
     }
 
     /// Takes the lock if it is free, held by this thread, or held by a dead process; `None`
@@ -423,13 +425,7 @@ impl RLock {
         let taken = super::lock(&self.0, wait)?;
         self.0.word64(THREAD).store(thread, SeqCst);
         self.0.word(DEPTH).store(1, SeqCst);
-        Some(match taken {
-            Ok(()) => Ok(guard()),
-            Err(pid) => Err(OwnerDied {
-                guard: guard(),
-                pid,
-            }),
-        })
+        Some(held(taken, guard))
     }
 }
 

@@ -90,9 +90,15 @@ fn lock(region: &Region, wait: Wait) -> Option<Result<(), u32>> {
 
 /// Takes the lock at the start of `region`, waiting as long as it takes.
 fn lock_forever(region: &Region) -> Result<(), u32> {
+    forever(|wait| lock(region, wait))
+}
+
+/// Makes attempts with no end to their wait until one gives something: the blocking form of
+/// each `try`/`timeout` pair here (an attempt ends in slices, to look for dead holders).
+fn forever<T>(mut attempt: impl FnMut(Wait) -> Option<T>) -> T {
     loop {
-        if let Some(taken) = lock(region, Wait::Forever) {
-            return taken;
+        if let Some(got) = attempt(Wait::Forever) {
+            return got;
         }
     }
 }

@@ -11,6 +11,7 @@ use std::time::Duration;
 use bytemuck::Pod;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+use super::lock::{held, map_guard};
 use super::{HEADER, LockResult, OwnerDied};
 use crate::error::{Error, Result};
 use crate::ipc::codec;
@@ -119,22 +120,13 @@ impl<T: Pod> Shared<T> {
 
     /// Takes the page's lock within `wait`.
     pub(super) fn lock(&self, wait: Wait) -> Option<LockResult<SharedGuard<'_, T>>> {
-        // The guard is made once the lock is held: dropping it releases the lock.
         let taken = super::lock(&self.region, wait)?;
-        let guard = SharedGuard { shared: self };
-        Some(match taken {
-            Ok(()) => Ok(guard),
-            Err(pid) => Err(OwnerDied::new(guard, pid)),
-        })
+        Some(held(taken, || SharedGuard { shared: self }))
     }
 
     /// Takes the page's lock, waiting as long as it takes.
     pub(super) fn lock_forever(&self) -> LockResult<SharedGuard<'_, T>> {
-        loop {
-            if let Some(taken) = self.lock(Wait::Forever) {
-                return taken;
-            }
-        }
+        super::forever(|wait| self.lock(wait))
     }
 
     pub(super) fn serialize<S: Serializer>(
@@ -297,10 +289,7 @@ impl<T: Pod> Value<T> {
     ///
     /// [`OwnerDied`], which holds the guard.
     pub fn lock(&self) -> LockResult<ValueGuard<'_, T>> {
-        self.0
-            .lock_forever()
-            .map(ValueGuard)
-            .map_err(|died| died.map(ValueGuard))
+        map_guard(self.0.lock_forever(), ValueGuard)
     }
 
     /// Takes the value's lock, waiting at most `timeout`; `None` if it stayed held that long.
@@ -318,7 +307,7 @@ impl<T: Pod> Value<T> {
     pub fn lock_timeout(&self, timeout: Duration) -> Option<LockResult<ValueGuard<'_, T>>> {
         self.0
             .lock(Wait::timeout(timeout))
-            .map(|taken| taken.map(ValueGuard).map_err(|died| died.map(ValueGuard)))
+            .map(|taken| map_guard(taken, ValueGuard))
     }
 
     /// A copy of the value, read under its lock (Python's `value.value`). A lock taken over
@@ -516,10 +505,7 @@ impl<T: Pod> Array<T> {
     ///
     /// [`OwnerDied`], which holds the guard.
     pub fn lock(&self) -> LockResult<ArrayGuard<'_, T>> {
-        self.0
-            .lock_forever()
-            .map(ArrayGuard)
-            .map_err(|died| died.map(ArrayGuard))
+        map_guard(self.0.lock_forever(), ArrayGuard)
     }
 
     /// Takes the array's lock, waiting at most `timeout`; `None` if it stayed held that long.
@@ -537,7 +523,7 @@ impl<T: Pod> Array<T> {
     pub fn lock_timeout(&self, timeout: Duration) -> Option<LockResult<ArrayGuard<'_, T>>> {
         self.0
             .lock(Wait::timeout(timeout))
-            .map(|taken| taken.map(ArrayGuard).map_err(|died| died.map(ArrayGuard)))
+            .map(|taken| map_guard(taken, ArrayGuard))
     }
 
     /// A copy of the values, read under the lock (Python's `array[:]`). A lock taken over

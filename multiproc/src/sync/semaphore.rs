@@ -108,11 +108,7 @@ impl Semaphore {
     /// # Ok::<(), multiproc::Error>(())
     /// ```
     pub fn acquire(&self) -> SemaphoreGuard<'_> {
-        loop {
-            if let Some(guard) = self.take(Wait::Forever) {
-                return guard;
-            }
-        }
+        super::forever(|wait| self.take(wait))
     }
 
     /// Takes a permit if one is free (or held by a dead process); `None` otherwise.
