@@ -42,8 +42,7 @@ pub(crate) fn thread_id() -> u32 {
 pub(crate) fn is_main_thread() -> bool {
     #[cfg(any(target_os = "linux", target_os = "android"))]
     {
-        // SAFETY: gettid and getpid have no preconditions and cannot fail.
-        unsafe { libc::gettid() == libc::getpid() }
+        thread_id() == std::process::id()
     }
     #[cfg(not(any(target_os = "linux", target_os = "android")))]
     {
