@@ -18,9 +18,20 @@ pub(crate) struct Packed {
     len: usize,
 }
 
+/// The bytes before each entry's own: its length and its descriptor count.
+const HEADER: usize = 6;
+
 impl Packed {
     pub(crate) fn new() -> Packed {
         Packed::default()
+    }
+
+    /// An empty buffer with room for `entries` entries of `bytes` encoded bytes in all.
+    pub(crate) fn with_capacity(entries: usize, bytes: usize) -> Packed {
+        Packed {
+            data: Vec::with_capacity(entries * HEADER + bytes),
+            ..Packed::default()
+        }
     }
 
     /// The number of entries.
@@ -32,12 +43,12 @@ impl Packed {
     /// [`wire::encode_appending`]). On an error nothing is appended.
     pub(crate) fn push_encoded<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<(), String> {
         let header = self.data.len();
-        self.data.extend_from_slice(&[0; 6]);
+        self.data.extend_from_slice(&[0; HEADER]);
         match wire::encode_appending(value, &mut self.data) {
             Ok(fds) => {
-                let len = (self.data.len() - header - 6) as u32;
+                let len = (self.data.len() - header - HEADER) as u32;
                 self.data[header..header + 4].copy_from_slice(&len.to_le_bytes());
-                self.data[header + 4..header + 6]
+                self.data[header + 4..header + HEADER]
                     .copy_from_slice(&(fds.len() as u16).to_le_bytes());
                 self.fds.extend(fds);
                 self.len += 1;
@@ -70,6 +81,11 @@ impl Packed {
         self.len += 1;
     }
 
+    /// The bytes the entries take, their headers included.
+    pub(crate) fn encoded_len(&self) -> usize {
+        self.data.len()
+    }
+
     /// The entries, in order, each with its descriptors.
     pub(crate) fn into_entries(self) -> Entries {
         Entries {
@@ -90,10 +106,10 @@ pub(crate) struct Entries {
 impl Entries {
     /// The next entry's bytes and descriptors; `None` at the end or on malformed data.
     pub(crate) fn next_entry(&mut self) -> Option<(&[u8], Vec<OwnedFd>)> {
-        let header = self.data.get(self.at..self.at + 6)?;
+        let header = self.data.get(self.at..self.at + HEADER)?;
         let len = u32::from_le_bytes(header[..4].try_into().ok()?) as usize;
         let nfds = u16::from_le_bytes(header[4..6].try_into().ok()?) as usize;
-        let start = self.at + 6;
+        let start = self.at + HEADER;
         let bytes = self.data.get(start..start + len)?;
         self.at = start + len;
         let fds = self.fds.by_ref().take(nfds).collect();

@@ -494,7 +494,8 @@ impl Scheduler {
     /// Sends a chunk to worker `w`; `false` if the worker is gone (the tasks are pending
     /// again).
     fn send_chunk(&mut self, w: usize, mut chunk: Chunk) -> bool {
-        let mut items = Packed::new();
+        let bytes = chunk.tasks.iter().map(|t| t.args.len()).sum();
+        let mut items = Packed::with_capacity(chunk.tasks.len(), bytes);
         for task in &chunk.tasks {
             if let Err(e) = items.push(&task.call.args[task.args.clone()], &task.fds) {
                 // Out of descriptors: the whole chunk fails rather than runs half-armed.

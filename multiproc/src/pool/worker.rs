@@ -261,7 +261,8 @@ fn worker_main(boot: WorkerBoot) {
         let entry = *entries
             .entry(key.clone())
             .or_insert_with(|| registry::find(&key).ok());
-        let mut outcomes = Packed::new();
+        // An outcome takes about its arguments' room, plus its variant's tag.
+        let mut outcomes = Packed::with_capacity(0, items.encoded_len() + items.len());
         let mut items = items.into_entries();
         let mut seq = first_seq;
         let mut retire = false;
