@@ -351,6 +351,16 @@ pub(crate) fn decode_slice<T: DeserializeOwned>(
     bytes: &[u8],
     fds: Vec<OwnedFd>,
 ) -> Result<T, String> {
+    // Most values carry no descriptor (a pool task's argument and outcome, a number): those
+    // decode without a context, outside another decoding (where a descriptor the bytes
+    // claim by mistake could be one of the outer message's). A failure decodes again in a
+    // context, for the error's text.
+    if fds.is_empty()
+        && INCOMING.with(|i| i.borrow().is_none())
+        && let Ok(value) = bulk::from_bytes::<T>(bytes)
+    {
+        return Ok(value);
+    }
     CUSTOM.with(|c| c.borrow_mut().take());
     let saved = INCOMING.with(|i| i.replace(Some(fds.into_iter().map(Some).collect())));
     let decoded = bulk::from_bytes::<T>(bytes);

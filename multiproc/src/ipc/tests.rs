@@ -128,3 +128,23 @@ fn a_message_sent_before_a_reset_is_still_received() {
     assert_eq!(decode::<u8>(frame).unwrap(), 2);
     assert!(matches!(recv(a.as_fd(), Wait::Now), Err(WireError::Closed)));
 }
+
+/// A value decoded without descriptors takes the short way (no decoding context); one that
+/// claims a descriptor anyway, or is not what it should be, still gets the context's error.
+#[test]
+fn a_value_without_descriptors_decodes_and_its_errors_keep_their_text() {
+    use super::codec::decode_slice;
+    use super::packed::Packed;
+    assert_eq!(
+        decode_slice::<(u64, String)>(&[7, 2, b'h', b'i'], Vec::new()),
+        Ok((7, "hi".to_string()))
+    );
+    // A packed chunk (bytes, descriptor indices, count) that names descriptor 0, sent with none.
+    let claims_one = postcard::to_allocvec(&(Vec::<u8>::new(), vec![0_u32], 0_u64)).unwrap();
+    let error = decode_slice::<Packed>(&claims_one, Vec::new())
+        .err()
+        .expect("an error");
+    assert!(error.contains("lacks the descriptor"), "{error}");
+    let error = decode_slice::<String>(&[9, b'x'], Vec::new()).expect_err("too short");
+    assert!(!error.is_empty());
+}
