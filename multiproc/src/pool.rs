@@ -514,32 +514,26 @@ impl Pool {
                 (low, _) => low.clamp(1, SUBMIT_BATCH),
             };
             let mut args = Vec::with_capacity(expected * per_item);
-            let mut spans = Vec::with_capacity(expected);
+            // The tasks are made as their arguments are encoded; the call gets the buffer
+            // once it is whole, before they go.
+            let call = Arc::new(Call::new(key, sink.clone()));
+            let mut tasks = Vec::with_capacity(expected);
             let batch = items.by_ref().take(batch_size);
-            wire::encode_each(batch, &mut args, |range, fds| spans.push((range, fds)))
-                .map_err(|message| Error::serialize::<A>(message))?;
-            if !spans.is_empty() {
-                per_item = args.len().div_ceil(spans.len()).max(1);
-                let chunk = per_call.unwrap_or_else(|| chunk.take().map_or(1, |c| c(spans.len())));
-                let call = Arc::new(Call {
-                    key: key.to_string(),
-                    args,
-                    sink: sink.clone(),
-                    chunk,
+            wire::encode_each(batch, &mut args, |range, fds| {
+                tasks.push(Task {
+                    call: Arc::clone(&call),
+                    index: n + tasks.len(),
+                    args: range,
+                    fds,
+                    attempts: 0,
                 });
-                let first = n;
-                n += spans.len();
-                let tasks = spans
-                    .into_iter()
-                    .enumerate()
-                    .map(|(i, (args, fds))| Task {
-                        call: Arc::clone(&call),
-                        index: first + i,
-                        args,
-                        fds,
-                        attempts: 0,
-                    })
-                    .collect();
+            })
+            .map_err(|message| Error::serialize::<A>(message))?;
+            if !tasks.is_empty() {
+                per_item = args.len().div_ceil(tasks.len()).max(1);
+                let chunk = per_call.unwrap_or_else(|| chunk.take().map_or(1, |c| c(tasks.len())));
+                call.encoded(args, chunk);
+                n += tasks.len();
                 self.shared.submit(tasks)?;
             }
             if items.peek().is_none() {
@@ -564,12 +558,8 @@ impl Pool {
         let key = registry::resolve_key_str(key)?;
         let (sink, rx) = scheduler::sink();
         let chunk = spans.len().div_ceil(self.workers.max(1)).max(1);
-        let call = Arc::new(Call {
-            key: key.to_string(),
-            args,
-            sink,
-            chunk,
-        });
+        let call = Arc::new(Call::new(key, sink));
+        call.encoded(args, chunk);
         let tasks = spans
             .into_iter()
             .enumerate()

@@ -9,7 +9,7 @@
 use std::collections::VecDeque;
 use std::os::fd::OwnedFd;
 use std::sync::mpsc;
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
 use std::time::Duration;
 
 use super::worker::{
@@ -127,12 +127,39 @@ fn fail(task: Task, error: Error) {
 
 /// One call of the pool's API (a `map`, an `apply_async`...): what its tasks share.
 pub(crate) struct Call {
-    pub(crate) key: String,
-    /// The encoded arguments of all its tasks, one after the other.
-    pub(crate) args: Vec<u8>,
-    pub(crate) sink: Sink,
-    /// The most of its tasks that may share a chunk.
-    pub(crate) chunk: usize,
+    key: String,
+    /// The encoded arguments of all its tasks, one after the other: set once they are
+    /// encoded, before any task goes to the scheduler (the tasks are made while encoding).
+    args: OnceLock<Vec<u8>>,
+    sink: Sink,
+    /// The most of its tasks that may share a chunk (set with `args`).
+    chunk: OnceLock<usize>,
+}
+
+impl Call {
+    /// A call whose arguments and chunk size [`Call::encoded`] sets later.
+    pub(crate) fn new(key: &str, sink: Sink) -> Call {
+        Call {
+            key: key.to_string(),
+            args: OnceLock::new(),
+            sink,
+            chunk: OnceLock::new(),
+        }
+    }
+
+    /// Sets the encoded arguments of all its tasks and its chunk size, once.
+    pub(crate) fn encoded(&self, args: Vec<u8>, chunk: usize) {
+        let _ = self.args.set(args);
+        let _ = self.chunk.set(chunk);
+    }
+
+    fn args(&self) -> &[u8] {
+        self.args.get().map_or(&[], Vec::as_slice)
+    }
+
+    fn chunk(&self) -> usize {
+        self.chunk.get().copied().unwrap_or(1)
+    }
 }
 
 /// One task: its call, its index in the call, where its arguments lie in the call's buffer,
@@ -273,7 +300,7 @@ impl Chunk {
     /// `next_seq`, which moves past it.
     fn take(pending: &mut VecDeque<Task>, next_seq: &mut u64) -> Chunk {
         let head = pending.front().expect("a pending task");
-        let limit = head.call.chunk.max(1);
+        let limit = head.call.chunk().max(1);
         // The common case of a map: what is pending is one chunk of one call, taken whole
         // (the queue becomes the chunk's, no task moved).
         let whole = pending.len() <= limit
@@ -497,7 +524,7 @@ impl Scheduler {
         let bytes = chunk.tasks.iter().map(|t| t.args.len()).sum();
         let mut items = Packed::with_capacity(chunk.tasks.len(), bytes);
         for task in &chunk.tasks {
-            if let Err(e) = items.push(&task.call.args[task.args.clone()], &task.fds) {
+            if let Err(e) = items.push(&task.call.args()[task.args.clone()], &task.fds) {
                 // Out of descriptors: the whole chunk fails rather than runs half-armed.
                 for task in chunk.tasks {
                     let e = Error::io("cannot pass a task's descriptors to a worker", clone_io(&e));
@@ -935,12 +962,9 @@ mod tests {
     use super::*;
 
     fn call(chunk: usize) -> Arc<Call> {
-        Arc::new(Call {
-            key: "k".to_string(),
-            args: Vec::new(),
-            sink: sink().0,
-            chunk,
-        })
+        let call = Call::new("k", sink().0);
+        call.encoded(Vec::new(), chunk);
+        Arc::new(call)
     }
 
     fn tasks(call: &Arc<Call>, indices: std::ops::Range<usize>) -> VecDeque<Task> {
