@@ -300,34 +300,25 @@ impl Chunk {
     /// `next_seq`, which moves past it.
     fn take(pending: &mut VecDeque<Task>, next_seq: &mut u64) -> Chunk {
         let head = pending.front().expect("a pending task");
-        let limit = head.call.chunk().max(1);
-        // The common case of a map: what is pending is one chunk of one call, taken whole
-        // (the queue becomes the chunk's, no task moved).
-        let whole = pending.len() <= limit
-            && pending.iter().all(|t| Arc::ptr_eq(&t.call, &head.call))
-            && pending.iter().map(|t| t.fds.len()).sum::<usize>() <= crate::ipc::frame::MAX_FDS;
-        if whole {
-            return Chunk::numbered(std::mem::take(pending), next_seq);
-        }
-        let first = pending.pop_front().expect("a pending task");
-        let mut fds = first.fds.len();
-        let mut tasks = VecDeque::with_capacity(limit.min(pending.len() + 1));
-        tasks.push_back(first);
-        while tasks.len() < limit {
-            let fits = match (pending.front(), tasks.front()) {
-                (Some(next), Some(head)) => {
-                    Arc::ptr_eq(&next.call, &head.call)
-                        && fds + next.fds.len() <= crate::ipc::frame::MAX_FDS
-                }
-                _ => false,
-            };
-            if !fits {
-                break;
-            }
-            let next = pending.pop_front().expect("checked");
-            fds += next.fds.len();
-            tasks.push_back(next);
-        }
+        let call = Arc::as_ptr(&head.call);
+        let mut fds = 0;
+        // The longest run at the front that fits (the first task always goes).
+        let len = pending
+            .iter()
+            .take(head.call.chunk().max(1))
+            .take_while(|t| {
+                fds += t.fds.len();
+                Arc::as_ptr(&t.call) == call && fds <= crate::ipc::frame::MAX_FDS
+            })
+            .count()
+            .max(1);
+        // The common case of a map: what is pending is one chunk, taken whole (the queue
+        // becomes the chunk's); else the run moves out in one go.
+        let tasks = if len == pending.len() {
+            std::mem::take(pending)
+        } else {
+            pending.drain(..len).collect()
+        };
         Chunk::numbered(tasks, next_seq)
     }
 
