@@ -142,3 +142,75 @@ fn a_message_that_fails_to_decode_is_an_error_and_the_channel_stays_usable() {
     assert!(err.to_string().contains("Odd"), "{err}");
     assert_eq!(rx.recv().unwrap(), Odd(3));
 }
+
+/// Bytes that say which message they are at every offset, so that one written over another
+/// (a sender reusing memory that a receiver still reads) shows.
+fn numbered(index: u64, len: usize) -> Bytes {
+    (0..len)
+        .map(|i| (index as u8) ^ (i % 251) as u8)
+        .collect::<Vec<u8>>()
+        .into()
+}
+
+/// Checks every message it gets against [`numbered`] and reports its index.
+#[multiproc::process]
+fn check_numbered(inbox: multiproc::Receiver<(u64, Bytes)>, seen: multiproc::Sender<u64>) -> u64 {
+    let mut count = 0;
+    for (index, bytes) in inbox {
+        assert!(
+            bytes == numbered(index, bytes.len()),
+            "message {index} arrived changed"
+        );
+        seen.send(index).unwrap();
+        count += 1;
+    }
+    count
+}
+
+/// Issue 15 (large messages reuse their sender's memory): receivers SIGKILLed at random
+/// points while large messages are on their way to them, or while they decode one, cost only
+/// their own messages: every later message, to other receivers, arrives intact, however many
+/// are on their way at once.
+#[multiproc::test]
+fn a_receiver_killed_holding_large_messages_spoils_no_later_message() {
+    let mut next = support::random();
+    let sizes = [100 << 10, 1 << 20, 3 << 20];
+    let mut index = 0;
+    let mut send = |tx: &multiproc::Sender<(u64, Bytes)>, next: &mut dyn FnMut() -> u64| {
+        index += 1;
+        let len = sizes[(next() % 3) as usize];
+        tx.send((index, numbered(index, len))).unwrap();
+    };
+    for _ in 0..6 {
+        let (tx, rx) = multiproc::channel().unwrap();
+        let (seen_tx, seen_rx) = multiproc::channel().unwrap();
+        let mut victim = multiproc::spawn(check_numbered, (rx, seen_tx)).unwrap();
+        let sent = 2 + next() % 8;
+        for _ in 0..sent {
+            send(&tx, &mut next);
+        }
+        // Killed after it has checked some of them: while it maps, decodes or waits.
+        for _ in 0..next() % sent {
+            seen_rx.recv_timeout(DEADLINE).unwrap();
+        }
+        for _ in 0..next() % 50_000 {
+            std::hint::spin_loop();
+        }
+        victim.kill().unwrap();
+        let e = join(victim).unwrap_err();
+        assert_eq!(e.signal(), Some(libc::SIGKILL), "{e}");
+
+        // A new receiver gets many, some of them all on their way at once.
+        let (tx, rx) = multiproc::channel().unwrap();
+        let (seen_tx, seen_rx) = multiproc::channel().unwrap();
+        let checker = multiproc::spawn(check_numbered, (rx, seen_tx)).unwrap();
+        for burst in 0..8 {
+            for _ in 0..burst % 4 + 1 {
+                send(&tx, &mut next);
+            }
+            seen_rx.recv_timeout(DEADLINE).unwrap();
+        }
+        drop(tx);
+        assert_eq!(join(checker).unwrap(), 20);
+    }
+}

@@ -12,7 +12,7 @@ use serde::{Serialize, de, ser};
 
 use super::frame::{self, Frame, INLINE_MAX, MAX_FDS, Payload};
 use super::pump::Inbox;
-use super::{bulk, capture};
+use super::{bulk, capture, spare};
 
 thread_local! {
     /// Descriptors collected while encoding a message, `None` outside of [`encode`].
@@ -199,14 +199,29 @@ impl postcard::ser_flavors::Flavor for Append<'_> {
 const SPILL_CHUNK: usize = 64 << 10;
 
 /// A postcard flavor that keeps a message in `buf` while it fits a datagram, and past that
-/// writes it to a memfd as it goes: a large message is copied once, straight from the value
-/// into the memfd, and the per-thread buffer never grows past a chunk.
+/// writes it to memory that travels with the datagram as it goes: a large message is copied
+/// once, straight from the value into a reused memfd (see `spare`), or a fresh one for a
+/// message larger than a spare; the per-thread buffer never grows past a chunk.
 struct Spill<'a> {
     buf: &'a mut Vec<u8>,
-    file: Option<std::fs::File>,
+    sink: Sink,
     written: u64,
     /// The system call that failed, if one did (postcard's errors carry no cause).
     failed: &'a mut Option<io::Error>,
+}
+
+/// Where a spilled message goes.
+enum Sink {
+    /// Still in `buf`.
+    Inline,
+    Spare(spare::Spare),
+    File(std::fs::File),
+}
+
+/// A spilled message, ready to go.
+enum Spilled {
+    Spare(spare::Spare, u64),
+    File(std::fs::File, u64),
 }
 
 impl Spill<'_> {
@@ -217,31 +232,68 @@ impl Spill<'_> {
         })
     }
 
-    /// Writes what `buf` holds to the memfd, creating it first.
+    /// Writes what `buf` holds to the sink, choosing one first.
     fn flush(&mut self) -> postcard::Result<()> {
-        use std::io::Write;
-        if self.file.is_none() {
-            let file = frame::message_memfd().map(std::fs::File::from);
-            self.file = Some(self.io(file)?);
-        }
-        let file = self.file.as_mut().expect("created above");
-        let written = file.write_all(self.buf);
-        self.io(written)?;
-        self.written += self.buf.len() as u64;
+        let buf = std::mem::take(self.buf);
+        let written = self.write(&buf);
+        *self.buf = buf;
         self.buf.clear();
+        written
+    }
+
+    /// Writes `data` after what the sink holds: in a spare while it fits there, else in a
+    /// fresh memfd (that takes over what the spare held).
+    fn write(&mut self, data: &[u8]) -> postcard::Result<()> {
+        use std::io::Write;
+        let end = self.written as usize + data.len();
+        if matches!(self.sink, Sink::Inline) {
+            let spare = (end <= spare::SPARE_MAX).then(spare::take).flatten();
+            self.sink = match spare {
+                Some(spare) => Sink::Spare(spare),
+                None => {
+                    let file = frame::message_memfd().map(std::fs::File::from);
+                    Sink::File(self.io(file)?)
+                }
+            };
+        }
+        if let Sink::Spare(spare) = &mut self.sink
+            && end <= spare::SPARE_MAX
+        {
+            spare.write(self.written as usize, data);
+            self.written = end as u64;
+            return Ok(());
+        }
+        if matches!(self.sink, Sink::Spare(_)) {
+            let file = frame::message_memfd().map(std::fs::File::from);
+            let mut file = self.io(file)?;
+            let Sink::Spare(spare) = &self.sink else {
+                unreachable!("matched above")
+            };
+            let moved = file.write_all(spare.written(self.written as usize));
+            self.io(moved)?;
+            if let Sink::Spare(spare) = std::mem::replace(&mut self.sink, Sink::File(file)) {
+                spare::give_back(spare);
+            }
+        }
+        let Sink::File(file) = &mut self.sink else {
+            unreachable!("chosen above")
+        };
+        let written = file.write_all(data);
+        self.io(written)?;
+        self.written = end as u64;
         Ok(())
     }
 }
 
 impl postcard::ser_flavors::Flavor for Spill<'_> {
-    type Output = Option<(std::fs::File, u64)>;
+    type Output = Option<Spilled>;
 
     fn try_push(&mut self, byte: u8) -> postcard::Result<()> {
         self.buf.push(byte);
-        let limit = if self.file.is_some() {
-            SPILL_CHUNK
-        } else {
+        let limit = if matches!(self.sink, Sink::Inline) {
             INLINE_MAX
+        } else {
+            SPILL_CHUNK
         };
         if self.buf.len() > limit {
             self.flush()?;
@@ -250,40 +302,52 @@ impl postcard::ser_flavors::Flavor for Spill<'_> {
     }
 
     fn try_extend(&mut self, data: &[u8]) -> postcard::Result<()> {
-        use std::io::Write;
-        if self.file.is_none() && self.buf.len() + data.len() <= INLINE_MAX {
+        let inline = matches!(self.sink, Sink::Inline);
+        if inline && self.buf.len() + data.len() <= INLINE_MAX {
             self.buf.extend_from_slice(data);
             return Ok(());
         }
         if data.len() < SPILL_CHUNK {
             self.buf.extend_from_slice(data);
-            if self.buf.len() >= SPILL_CHUNK || self.file.is_none() {
+            if self.buf.len() >= SPILL_CHUNK || inline {
                 self.flush()?;
             }
             return Ok(());
         }
-        // A large slice (a `Bytes`, a string) goes straight from the value to the memfd.
+        // A large slice (a `Bytes`, a string) goes straight from the value to the sink.
         self.flush()?;
-        let file = self.file.as_mut().expect("created by flush");
-        let written = file.write_all(data);
-        self.io(written)?;
-        self.written += data.len() as u64;
-        Ok(())
+        self.write(data)
     }
 
     fn finalize(mut self) -> postcard::Result<Self::Output> {
-        if self.file.is_none() {
+        if matches!(self.sink, Sink::Inline) {
             return Ok(None);
         }
         self.flush()?;
-        let file = self.file.take().expect("checked above");
-        crate::sys::seal_final(file.as_fd());
-        Ok(Some((file, self.written)))
+        Ok(Some(
+            match std::mem::replace(&mut self.sink, Sink::Inline) {
+                Sink::Spare(spare) => Spilled::Spare(spare, self.written),
+                Sink::File(file) => {
+                    crate::sys::seal_final(file.as_fd());
+                    Spilled::File(file, self.written)
+                }
+                Sink::Inline => unreachable!("checked above"),
+            },
+        ))
     }
 }
 
-/// Like [`with_encoded`], but a message too large for one datagram is written to a sealed
-/// memfd while it is encoded (see [`Spill`]); send the payload with
+impl Drop for Spill<'_> {
+    /// A spare of a message that failed to encode goes back to the cache.
+    fn drop(&mut self) {
+        if let Sink::Spare(spare) = std::mem::replace(&mut self.sink, Sink::Inline) {
+            spare::give_back(spare);
+        }
+    }
+}
+
+/// Like [`with_encoded`], but a message too large for one datagram is written to a reused or
+/// a sealed memfd while it is encoded (see [`Spill`]); send the payload with
 /// [`send_payload`](frame::send_payload).
 pub(crate) fn with_payload<T: Serialize + ?Sized, R>(
     value: &T,
@@ -295,7 +359,7 @@ pub(crate) fn with_payload<T: Serialize + ?Sized, R>(
             let mut failed = None;
             let spill = Spill {
                 buf,
-                file: None,
+                sink: Sink::Inline,
                 written: 0,
                 failed: &mut failed,
             };
@@ -310,7 +374,14 @@ pub(crate) fn with_payload<T: Serialize + ?Sized, R>(
         },
         |spilled, bytes, fds| match spilled {
             None => use_frame(Payload::Inline(bytes), fds),
-            Some((file, len)) => use_frame(Payload::Memfd(&OwnedFd::from(file), len), fds),
+            Some(Spilled::File(file, len)) => {
+                use_frame(Payload::Memfd(&OwnedFd::from(file), len), fds)
+            }
+            Some(Spilled::Spare(spare, len)) => {
+                let sent = use_frame(Payload::Spare(&spare, len), fds);
+                spare::give_back(spare);
+                sent
+            }
         },
     )
 }

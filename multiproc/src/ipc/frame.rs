@@ -4,8 +4,9 @@
 //!
 //! One datagram is one whole message, so several processes can read one socket (a
 //! [`Queue`](crate::Queue)) and the kernel hands each message to exactly one of them. A
-//! message larger than [`INLINE_MAX`] travels in a memfd attached to a small datagram, so no
-//! message is ever split into fragments.
+//! message larger than [`INLINE_MAX`] travels in a memfd attached to a small datagram (one
+//! of the sender's reused `spare`s, or a fresh sealed one), so no message is ever split into
+//! fragments.
 //!
 //! Values are encoded by `codec`; this file only moves their bytes and descriptors. Every
 //! socket and every received descriptor is close-on-exec.
@@ -15,6 +16,7 @@ use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::os::unix::fs::FileExt;
 
+use super::spare::{self, SPARE_MAX, Spare};
 use crate::sys::{self, Wait};
 
 /// The largest message sent inline; larger ones go through a memfd.
@@ -28,6 +30,8 @@ pub(super) const TAG_MEMFD: u8 = 1;
 /// Several small messages without descriptors in one datagram, each prefixed by its length
 /// (u32, little endian): see [`Batch`].
 pub(super) const TAG_BATCH: u8 = 2;
+/// A large message in a sender's reusable memfd (see `spare`), freed once decoded.
+pub(super) const TAG_SPARE: u8 = 3;
 
 /// One received message: its encoded bytes and the descriptors attached to it.
 pub(crate) struct Frame {
@@ -44,6 +48,8 @@ pub(crate) enum Body {
     Mapped(sys::Mapping),
     /// One message of a batch: a range of the batch's buffer.
     Shared(std::sync::Arc<Vec<u8>>, std::ops::Range<usize>),
+    /// A large message in its sender's reusable memfd, mapped (see `spare`).
+    Spare(spare::Received),
 }
 
 impl std::ops::Deref for Body {
@@ -56,6 +62,7 @@ impl std::ops::Deref for Body {
             // fault) or changing.
             Body::Mapped(m) => unsafe { std::slice::from_raw_parts(m.as_ptr(), m.len()) },
             Body::Shared(buf, range) => &buf[range.clone()],
+            Body::Spare(received) => received.bytes(),
         }
     }
 }
@@ -184,6 +191,15 @@ pub(crate) fn send(
     fds: &[OwnedFd],
     wait: Wait,
 ) -> Result<(), WireError> {
+    if bytes.len() > INLINE_MAX
+        && bytes.len() <= SPARE_MAX
+        && let Some(mut spare) = spare::take()
+    {
+        spare.write(0, bytes);
+        let sent = send_spare(sock, doorbell, &spare, bytes.len() as u64, fds, wait);
+        spare::give_back(spare);
+        return sent;
+    }
     let mut raw: Vec<RawFd> = Vec::with_capacity(fds.len() + 1);
     let memfd;
     let mut header = [0u8; 9];
@@ -300,6 +316,16 @@ fn parse(datagram: &[u8], mut fds: Vec<OwnedFd>) -> Result<Frame, WireError> {
             fds,
             batch: true,
         }),
+        TAG_SPARE if rest.len() == 8 && !fds.is_empty() => {
+            let len = u64::from_le_bytes(rest.try_into().expect("8 bytes"));
+            let len = usize::try_from(len).map_err(io::Error::other)?;
+            let file = std::fs::File::from(fds.remove(0));
+            Ok(Frame {
+                bytes: Body::Spare(spare::Received::map(&file, len)?),
+                fds,
+                batch: false,
+            })
+        }
         TAG_MEMFD if rest.len() == 8 && !fds.is_empty() => {
             let len = u64::from_le_bytes(rest.try_into().expect("8 bytes"));
             let len = usize::try_from(len).map_err(io::Error::other)?;
@@ -338,10 +364,10 @@ pub(super) fn message_memfd() -> io::Result<OwnedFd> {
 
 /// An encoded message on its way out: its bytes, or for a large one the sealed memfd they
 /// were written to as they were encoded, and their length.
-#[derive(Clone, Copy)]
 pub(crate) enum Payload<'a> {
     Inline(&'a [u8]),
     Memfd(&'a OwnedFd, u64),
+    Spare(&'a Spare, u64),
 }
 
 /// Sends what [`with_payload`](super::codec::with_payload) encoded.
@@ -355,6 +381,7 @@ pub(crate) fn send_payload(
     let (memfd, len) = match payload {
         Payload::Inline(bytes) => return send(sock, doorbell, bytes, fds, wait),
         Payload::Memfd(memfd, len) => (memfd, len),
+        Payload::Spare(spare, len) => return send_spare(sock, doorbell, spare, len, fds, wait),
     };
     if fds.len() > MAX_FDS {
         return Err(too_many_fds(fds.len()));
@@ -366,4 +393,31 @@ pub(crate) fn send_payload(
     header[0] = TAG_MEMFD;
     header[1..].copy_from_slice(&len.to_le_bytes());
     send_datagram(sock, doorbell, &header, &[], &raw, wait)
+}
+
+/// Sends a message of `len` bytes written to `spare`, marking it on its way first (and free
+/// again if the send fails: nobody will release it then).
+pub(super) fn send_spare(
+    sock: BorrowedFd<'_>,
+    doorbell: Option<BorrowedFd<'_>>,
+    spare: &Spare,
+    len: u64,
+    fds: &[OwnedFd],
+    wait: Wait,
+) -> Result<(), WireError> {
+    if fds.len() > MAX_FDS {
+        return Err(too_many_fds(fds.len()));
+    }
+    let mut raw: Vec<RawFd> = Vec::with_capacity(fds.len() + 1);
+    raw.push(spare.fd().as_raw_fd());
+    raw.extend(fds.iter().map(|fd| fd.as_raw_fd()));
+    let mut header = [0u8; 9];
+    header[0] = TAG_SPARE;
+    header[1..].copy_from_slice(&len.to_le_bytes());
+    spare.sending();
+    let sent = send_datagram(sock, doorbell, &header, &[], &raw, wait);
+    if sent.is_err() {
+        spare.not_sent();
+    }
+    sent
 }

@@ -2,7 +2,8 @@
 //!
 //! Bottom up:
 //! - [`frame`]: one message per datagram on a `SOCK_SEQPACKET` socket pair, descriptors
-//!   attached as `SCM_RIGHTS`, a message over 64 KiB in a sealed memfd, small messages batched.
+//!   attached as `SCM_RIGHTS`, a message over 64 KiB in a memfd (reused: `spare`), small
+//!   messages batched.
 //! - [`codec`]: values to bytes and back (postcard), in a per-thread context that collects the
 //!   descriptors a value carries and the receivers it moves.
 //! - `capture`: the text of a custom serde error that postcard dropped, found by walking the
@@ -11,6 +12,7 @@
 //! - [`pump`]: a receiving socket that drains into memory when its senders find it full.
 //! - [`reactor`]: async readiness for any executor.
 //! - [`shm`]: shared memory regions, and the eventfd semaphores of bounded mailboxes.
+//! - [`spare`]: the memfds a process reuses for its large messages.
 //! - [`ring`]: a queue's items in shared memory, safe from a kill of any process at any point.
 //!
 //! # The seam for another transport
@@ -33,6 +35,7 @@ pub(crate) mod pump;
 pub(crate) mod reactor;
 pub(crate) mod ring;
 pub(crate) mod shm;
+pub(crate) mod spare;
 #[cfg(test)]
 mod tests;
 

@@ -7,8 +7,9 @@ use std::os::unix::fs::FileExt;
 use super::codec::{SCRATCH, decode, with_encoded, with_payload};
 use super::frame::{
     Body, Frame, INLINE_MAX, Payload, TAG_BATCH, TAG_INLINE, TAG_MEMFD, WireError, memfd_with,
-    recv, send, send_payload, split_batch,
+    recv, send, send_payload, send_spare, split_batch,
 };
+use super::spare::{self, SPARE_MAX};
 use crate::sys::{self, Wait, socketpair};
 
 /// Sends raw bytes (and descriptors) as one datagram, bypassing the framing.
@@ -64,7 +65,10 @@ fn a_large_message_goes_through_a_memfd_and_back() {
     let big = vec![7_u8; INLINE_MAX * 3];
     send(a.as_fd(), None, &big, &[], Wait::Now).ok().unwrap();
     let frame = recv(b.as_fd(), Wait::Now).ok().unwrap();
-    assert!(matches!(frame.bytes, Body::Mapped(_)), "sealed, so mapped");
+    assert!(
+        matches!(frame.bytes, Body::Mapped(_) | Body::Spare(_)),
+        "sealed, so mapped"
+    );
     assert_eq!(&*frame.bytes, &big[..]);
     // An unsealed memfd from elsewhere is read, not mapped.
     let plain = std::fs::File::from(sys::memfd("plain", false).unwrap());
@@ -85,7 +89,10 @@ fn a_large_value_is_encoded_straight_into_a_memfd() {
     let small = vec![1_u8; 100];
     for _ in 0..2 {
         let spilled = with_payload(&big, |payload, fds| {
-            assert!(matches!(payload, Payload::Memfd(_, len) if len > INLINE_MAX as u64));
+            assert!(matches!(
+                payload,
+                Payload::Memfd(_, len) | Payload::Spare(_, len) if len > INLINE_MAX as u64
+            ));
             send_payload(a.as_fd(), None, payload, fds, Wait::Now)
         });
         assert!(matches!(spilled, Ok(Ok(()))));
@@ -95,7 +102,10 @@ fn a_large_value_is_encoded_straight_into_a_memfd() {
         });
         assert!(matches!(inline, Ok(Ok(()))));
         let frame = recv(b.as_fd(), Wait::Now).ok().unwrap();
-        assert!(matches!(frame.bytes, Body::Mapped(_)), "sealed, so mapped");
+        assert!(
+            matches!(frame.bytes, Body::Mapped(_) | Body::Spare(_)),
+            "sealed, so mapped"
+        );
         let got: (u32, String, String) = decode(frame).unwrap();
         assert_eq!(got, big);
         let frame = recv(b.as_fd(), Wait::Now).ok().unwrap();
@@ -147,4 +157,78 @@ fn a_value_without_descriptors_decodes_and_its_errors_keep_their_text() {
     assert!(error.contains("lacks the descriptor"), "{error}");
     let error = decode_slice::<String>(&[9, b'x'], Vec::new()).expect_err("too short");
     assert!(!error.is_empty());
+}
+
+/// A large message's bytes: `len` bytes that say which message they are at every offset, so
+/// that one written over another (a spare reused too early) shows.
+fn large(index: u8, len: usize) -> Vec<u8> {
+    (0..len).map(|i| index ^ (i % 251) as u8).collect()
+}
+
+#[test]
+fn large_messages_in_and_beyond_spares_arrive_intact_however_many_are_on_their_way() {
+    let (a, b) = socketpair().unwrap();
+    let sizes = [
+        INLINE_MAX + 1,
+        1 << 20,
+        3 << 20,
+        SPARE_MAX,
+        SPARE_MAX + 1,
+        9 << 20,
+    ];
+    let messages: Vec<Vec<u8>> = (0..12)
+        .map(|i| large(i as u8, sizes[i % sizes.len()]))
+        .collect();
+    // All on their way at once (more than the spares a process keeps), then one at a time;
+    // through `send` (encoded bytes) and through `with_payload` (encoded into the memory).
+    for one_at_a_time in [false, true] {
+        let mut got = Vec::new();
+        for (i, message) in messages.iter().enumerate() {
+            if i % 2 == 0 {
+                send(a.as_fd(), None, message, &[], Wait::Now).ok().unwrap();
+            } else {
+                let sent = with_payload(message, |payload, fds| {
+                    send_payload(a.as_fd(), None, payload, fds, Wait::Now)
+                });
+                assert!(matches!(sent, Ok(Ok(()))));
+            }
+            if one_at_a_time {
+                got.push(recv(b.as_fd(), Wait::Now).ok().unwrap());
+            }
+        }
+        while got.len() < messages.len() {
+            got.push(recv(b.as_fd(), Wait::Now).ok().unwrap());
+        }
+        for (i, (frame, message)) in got.into_iter().zip(&messages).enumerate() {
+            if message.len() > SPARE_MAX {
+                assert!(matches!(frame.bytes, Body::Mapped(_)), "a fresh memfd");
+            }
+            if i % 2 == 0 {
+                assert!(&*frame.bytes == message.as_slice(), "message {i}");
+            } else {
+                let bytes: Vec<u8> = decode(frame).unwrap();
+                assert!(bytes == *message, "message {i}");
+            }
+        }
+    }
+}
+
+#[test]
+fn a_spare_whose_datagram_the_socket_refused_is_free_again() {
+    let (a, _b) = socketpair().unwrap();
+    // Fill the socket.
+    while send(a.as_fd(), None, &[0; 1000], &[], Wait::Now).is_ok() {}
+    let mut spare = spare::take().expect("a spare");
+    spare.write(0, &large(1, INLINE_MAX + 1));
+    let refused = send_spare(
+        a.as_fd(),
+        None,
+        &spare,
+        INLINE_MAX as u64 + 1,
+        &[],
+        Wait::Now,
+    );
+    assert!(matches!(refused, Err(WireError::WouldBlock)));
+    assert!(spare.is_free());
+    spare::give_back(spare);
 }
