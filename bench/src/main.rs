@@ -944,7 +944,8 @@ fn on_one_core<R>(f: impl FnOnce() -> R) -> R {
 /// Re-runs this binary with `role` set to a socket path, and accepts its connection: the
 /// baseline child. Returns the child, the stream and the temporary directory to remove.
 /// Repeats one workload for `perf record`, printing its rate each round: `--map-loop`,
-/// `--chunksize1-loop`, `--trip-loop`, `--small-loop`, `--many-loop`, `--bytes-loop`.
+/// `--chunksize1-loop`, `--apply-loop`, `--trip-loop`, `--small-loop`, `--many-loop`,
+/// `--bytes-loop`.
 fn profile_loop(flag: &str) -> multiproc::Result<()> {
     // Rounds, work per round, its unit, and one round's duration in seconds.
     let repeat = |rounds: usize,
@@ -976,6 +977,14 @@ fn profile_loop(flag: &str) -> multiproc::Result<()> {
                 timed(&mut || pool.map(double, 0..50_000_u64).map(drop))
             })
         }
+        // One task at a time on a warm pool: the direct path.
+        "--apply-loop" => {
+            let pool = multiproc::Pool::new(2)?;
+            pool.map(double, 0..2_000)?;
+            repeat(10, 100_000.0, "tasks/s", &mut || {
+                timed(&mut || (0..100_000_u64).try_for_each(|i| pool.apply(double, (i,)).map(drop)))
+            })
+        }
         // A u64 to a child and back, one at a time.
         "--trip-loop" => repeat(10, 100_000.0, "trips/s", &mut || {
             timed(&mut || multiproc_round_trip(100_000).map(drop))
@@ -997,7 +1006,7 @@ fn profile_loop(flag: &str) -> multiproc::Result<()> {
         }
         other => Err(multiproc::Error::other(format!(
             "unknown flag {other}: the loops are --map-loop, --chunksize1-loop, \
-             --trip-loop, --small-loop, --many-loop and --bytes-loop"
+             --apply-loop, --trip-loop, --small-loop, --many-loop and --bytes-loop"
         ))),
     }
 }

@@ -20,7 +20,7 @@ pub use self::builder::PoolBuilder;
 pub use self::results::{AsyncResult, Imap, ImapUnordered};
 pub(crate) use self::worker::run_task;
 
-use self::results::collect_in_order;
+use self::results::{collect_in_order, settle_one};
 use self::scheduler::{Call, Results, Shared, Task};
 use crate::error::{Error, Result};
 use crate::ipc::codec as wire;
@@ -268,7 +268,10 @@ impl Pool {
         Ok(ImapUnordered::new(rx, n))
     }
 
-    /// Runs one call in a worker and waits for its result.
+    /// Runs one call in a worker and waits for its result. On an idle worker of a pool with
+    /// nothing else to do, the call goes straight to the worker and its result straight back,
+    /// one round trip (the scheduler still settles a worker that dies or runs past the
+    /// timeout); else it queues as any task.
     ///
     /// # Examples
     ///
@@ -295,7 +298,31 @@ impl Pool {
         A: Serialize + DeserializeOwned,
         F::Output: Serialize + DeserializeOwned,
     {
-        self.apply_async(f, args)?.get()
+        let _ = f;
+        let key = registry::resolve_fn::<F, A>()?;
+        let (sink, rx) = scheduler::sink();
+        let call = Arc::new(Call::new(key, sink));
+        let mut bytes = Vec::new();
+        let mut task = None;
+        wire::encode_each([args], &mut bytes, |range, fds| {
+            task = Some(Task {
+                call: Arc::clone(&call),
+                index: 0,
+                args: range,
+                fds,
+                attempts: 0,
+            });
+        })
+        .map_err(|message| Error::serialize::<A>(message))?;
+        call.encoded(bytes, 1);
+        let task = task.expect("one task encoded");
+        // On an idle worker, one round trip from here; else through the scheduler.
+        match self.shared.run_direct(task) {
+            Ok(Some(done)) => return settle_one(done),
+            Ok(None) => {}
+            Err(task) => self.shared.submit(vec![task])?,
+        }
+        AsyncResult::new(rx).get()
     }
 
     /// Starts one call in a worker; the [`AsyncResult`] gets its result.

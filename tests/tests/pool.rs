@@ -400,3 +400,98 @@ fn calls_sent_a_chunk_at_a_time_keep_their_order_and_their_errors() {
         assert_eq!(pool.map(square, [3]).unwrap(), [9]);
     });
 }
+
+/// Says its worker's pid, then sleeps `ms`.
+#[multiproc::process]
+fn report_then_nap(started: multiproc::Sender<u32>, ms: u64) -> u64 {
+    started.send(std::process::id()).unwrap();
+    std::thread::sleep(Duration::from_millis(ms));
+    ms
+}
+
+/// Issue 15 (the direct path): `apply` on an idle worker is one round trip from its caller,
+/// with the scheduler's accounting behind it. A task that kills, aborts or exits its worker,
+/// or outlives the timeout, is reported as on the scheduler's path, and the pool goes on;
+/// applies from several threads beside a `map` all get their own results.
+#[multiproc::test]
+fn apply_on_an_idle_worker_fails_and_recovers_as_any_task() {
+    within(|| {
+        let pool = Pool::builder()
+            .workers(2)
+            .timeout(Duration::from_millis(300))
+            .build()
+            .unwrap();
+        // Warm (idle workers wait for `apply`s), and warm again after each failure.
+        let warm = |pool: &Pool| {
+            for x in 0..3 {
+                assert_eq!(pool.apply(square, (x,)).unwrap(), x * x);
+            }
+        };
+        warm(&pool);
+        let e = pool.apply(die_on_13, (13,)).unwrap_err();
+        assert_eq!(e.signal(), Some(libc::SIGKILL), "{e}");
+        warm(&pool);
+        let e = pool.apply(end_badly, ("abort".to_string(),)).unwrap_err();
+        assert_eq!(e.signal(), Some(libc::SIGABRT), "{e}");
+        warm(&pool);
+        let e = pool.apply(end_badly, ("exit".to_string(),)).unwrap_err();
+        assert_eq!(e.exit_code(), Some(3), "{e}");
+        warm(&pool);
+        let e = pool.apply(nap, (60_000,)).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Timeout, "{e}");
+        assert!(e.to_string().contains("task 0"), "{e}");
+        warm(&pool);
+        let e = pool.apply(fragile, (7,)).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Panicked, "{e}");
+        warm(&pool);
+
+        let pool = std::sync::Arc::new(pool);
+        let callers: Vec<_> = (0..4_u64)
+            .map(|t| {
+                let pool = std::sync::Arc::clone(&pool);
+                std::thread::spawn(move || {
+                    for x in 0..100 {
+                        let x = t * 1000 + x;
+                        assert_eq!(pool.apply(square, (x,)).unwrap(), x * x);
+                    }
+                })
+            })
+            .collect();
+        let squares = pool.map(square, 0..2000).unwrap();
+        assert_eq!(squares, (0..2000).map(|x| x * x).collect::<Vec<_>>());
+        for caller in callers {
+            caller.join().unwrap();
+        }
+    });
+}
+
+/// Issue 15 (the direct path): a `terminate` while an `apply` runs on a leased worker ends
+/// that worker and fails the call at once; a `close` and `join` wait for it and its result.
+#[multiproc::test]
+fn terminate_and_join_reach_an_apply_in_progress() {
+    within(|| {
+        for terminate in [true, false] {
+            let pool = std::sync::Arc::new(Pool::new(1).unwrap());
+            for x in 0..3 {
+                assert_eq!(pool.apply(square, (x,)).unwrap(), x * x);
+            }
+            let (started_tx, started) = multiproc::channel::<u32>().unwrap();
+            let nap = if terminate { 60_000 } else { 200 };
+            let caller = {
+                let pool = std::sync::Arc::clone(&pool);
+                std::thread::spawn(move || pool.apply(report_then_nap, (started_tx, nap)))
+            };
+            let pid = started.recv_timeout(DEADLINE).unwrap();
+            if terminate {
+                pool.terminate();
+                let e = caller.join().unwrap().unwrap_err();
+                assert!(e.to_string().contains("terminated"), "{e}");
+            } else {
+                pool.close();
+                pool.join().unwrap();
+                assert_eq!(caller.join().unwrap().unwrap(), 200);
+            }
+            assert!(!exists(pid), "worker {pid} outlived its pool");
+        }
+    });
+}

@@ -38,6 +38,13 @@ pub(crate) fn settle<R: DeserializeOwned>(done: Done, mut each: impl FnMut(usize
     }
 }
 
+/// The result of the one task of a delivery.
+pub(crate) fn settle_one<R: DeserializeOwned>(done: Done) -> Result<R> {
+    let mut result = None;
+    settle(done, |_, r| result = Some(r));
+    result.unwrap_or_else(|| Err(lost()))
+}
+
 /// One task's encoded outcome, decoded.
 fn outcome<R: DeserializeOwned>(
     bytes: &[u8],

@@ -5,9 +5,18 @@
 //! `inflight` chunks (kept until its outcome arrives, so that it can be handed to another
 //! worker if this one dies before starting it). A dead worker fails only the task its progress
 //! word names; the others it held go back to the front of `pending`, in order.
+//!
+//! The direct path: while nothing is pending, the scheduler *parks* its idle workers in the
+//! shared state, where a caller of `Pool::apply` leases one ([`Shared::run_direct`]), sends
+//! it the task and reads the outcome itself: one round trip, no scheduler in between. A
+//! lease that goes wrong (the worker dies, the task outlives the pool's timeout, an answer
+//! cannot be read) hands the worker back with the task in its `inflight`, so that the
+//! scheduler's usual accounting settles it, as for any task; so does a worker whose lease
+//! ends while the scheduler has work or is stopping.
 
 use std::collections::VecDeque;
 use std::os::fd::OwnedFd;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
 use std::time::Duration;
@@ -127,7 +136,7 @@ fn fail(task: Task, error: Error) {
 
 /// One call of the pool's API (a `map`, an `apply_async`...): what its tasks share.
 pub(crate) struct Call {
-    key: String,
+    key: &'static str,
     /// The encoded arguments of all its tasks, one after the other: set once they are
     /// encoded, before any task goes to the scheduler (the tasks are made while encoding).
     args: OnceLock<Vec<u8>>,
@@ -138,9 +147,9 @@ pub(crate) struct Call {
 
 impl Call {
     /// A call whose arguments and chunk size [`Call::encoded`] sets later.
-    pub(crate) fn new(key: &str, sink: Sink) -> Call {
+    pub(crate) fn new(key: &'static str, sink: Sink) -> Call {
         Call {
-            key: key.to_string(),
+            key,
             args: OnceLock::new(),
             sink,
             chunk: OnceLock::new(),
@@ -201,7 +210,14 @@ pub(crate) struct Shared {
     /// Signalled when the scheduler has stopped.
     stopped: Condvar,
     wake: Sender<()>,
+    /// The pool's task timeout, for a leased worker's caller.
+    timeout: Option<Duration>,
+    /// Sequence numbers of direct tasks: their own range, apart from the scheduler's.
+    direct_seq: AtomicU64,
 }
+
+/// The first sequence number of direct tasks (the scheduler's count from 0).
+const DIRECT_SEQ: u64 = 1 << 62;
 
 #[derive(Default)]
 struct State {
@@ -213,6 +229,16 @@ struct State {
     /// Why the pool cannot run tasks any more (its initializer failed, no worker starts).
     broken: Option<String>,
     stopped: bool,
+    /// Idle, ready workers the scheduler set aside for callers to lease (it does not read
+    /// them meanwhile), while `parking`.
+    parked: Vec<Worker>,
+    /// The scheduler has nothing to do: a lease that ends parks its worker again.
+    parking: bool,
+    /// The pids of the workers leased now (unreaped: only the scheduler reaps), which a
+    /// terminate kills.
+    leased: Vec<u32>,
+    /// Workers whose lease ended while the scheduler wanted them, for it to take back.
+    returned: Vec<Worker>,
 }
 
 impl Shared {
@@ -260,6 +286,112 @@ impl Shared {
 
     pub(crate) fn is_closed(&self) -> bool {
         self.lock().closed
+    }
+
+    /// Runs `task` on a parked worker, if there is one: sends it and reads its outcome
+    /// here, then parks the worker again. `Ok(Some(done))`: its outcome; `Ok(None)`: the
+    /// lease went wrong, and whatever the scheduler makes of the task arrives on its sink;
+    /// `Err(task)` when no worker is parked (or it could not take the task) and the task is
+    /// still to submit.
+    pub(crate) fn run_direct(&self, task: Task) -> std::result::Result<Option<Done>, Task> {
+        let mut worker = {
+            let mut st = self.lock();
+            if st.closed || st.terminate || st.broken.is_some() {
+                return Err(task);
+            }
+            let Some(worker) = st.parked.pop() else {
+                return Err(task);
+            };
+            st.leased.push(worker.handle.pid());
+            worker
+        };
+        let mut items = Packed::with_capacity(1, task.args.len());
+        if items
+            .push(&task.call.args()[task.args.clone()], &task.fds)
+            .is_err()
+        {
+            self.hand_back(worker);
+            return Err(task);
+        }
+        let k = worker.sent;
+        let first_seq = self.direct_seq.fetch_add(1, Ordering::Relaxed);
+        worker.progress.queue(k);
+        let message = ToWorker::Chunk {
+            k,
+            first_seq,
+            key: task.call.key.into(),
+            items,
+        };
+        if worker.tasks.send(message).is_err() {
+            // Gone, most likely: the scheduler finds out, and the task goes the usual way.
+            worker.progress.unqueue(k);
+            self.hand_back(worker);
+            return Err(task);
+        }
+        crate::trace::dispatched(worker.handle.name(), worker.handle.pid(), 1);
+        worker.sent += 1;
+        let mut tasks = VecDeque::with_capacity(1);
+        tasks.push_back(task);
+        worker.inflight.push_back(Chunk {
+            first_seq,
+            k,
+            tasks,
+            revoked: false,
+        });
+        let answer = match self.timeout {
+            // Past the timeout, the scheduler (which kills a late worker) takes over.
+            Some(timeout) => worker.results.recv_timeout(timeout),
+            None => worker.results.recv(),
+        };
+        let done = match answer {
+            Ok(FromWorker::Done {
+                first_seq: seq,
+                outcomes,
+            }) if seq == first_seq && outcomes.len() > 0 => {
+                let mut chunk = worker.inflight.pop_front().expect("the chunk sent");
+                let task = chunk.tasks.pop_front().expect("its task");
+                Some(Done::Outcomes {
+                    indices: vec![task.index],
+                    outcomes,
+                    who: worker.handle.who().clone(),
+                })
+            }
+            // An answer that cannot be read: the task's outcome is lost with it, as on the
+            // scheduler's path.
+            Err(e)
+                if !e.is_disconnected()
+                    && !matches!(e.kind(), crate::ErrorKind::Timeout | crate::ErrorKind::Io) =>
+            {
+                let mut chunk = worker.inflight.pop_front().expect("the chunk sent");
+                let task = chunk.tasks.pop_front().expect("its task");
+                Some(Done::Failed {
+                    index: task.index,
+                    error: Error::other(format!("the task's outcome was lost: {e}")),
+                })
+            }
+            // Its death, a timeout, an answer of another kind (a worker that retired before
+            // the task): the scheduler settles the task, as one of its own.
+            _ => None,
+        };
+        self.hand_back(worker);
+        Ok(done)
+    }
+
+    /// Ends a lease: the worker is parked again, or, when it holds a task still or the
+    /// scheduler is busy or stopping, goes back to the scheduler.
+    fn hand_back(&self, worker: Worker) {
+        let mut st = self.lock();
+        let pid = worker.handle.pid();
+        if let Some(at) = st.leased.iter().position(|p| *p == pid) {
+            st.leased.swap_remove(at);
+        }
+        if st.parking && worker.inflight.is_empty() && !st.closed && !st.terminate {
+            st.parked.push(worker);
+            return;
+        }
+        st.returned.push(worker);
+        drop(st);
+        let _ = self.wake.send(());
     }
 
     /// Waits until the scheduler has stopped (its workers reaped).
@@ -368,6 +500,8 @@ pub(crate) fn start(config: Config) -> Result<Arc<Shared>> {
         state: Mutex::new(State::default()),
         stopped: Condvar::new(),
         wake,
+        timeout: config.timeout,
+        direct_seq: AtomicU64::new(DIRECT_SEQ),
     });
     let mut scheduler = Scheduler {
         config,
@@ -434,6 +568,7 @@ impl Scheduler {
         loop {
             let (closed, terminate) = self.absorb();
             if terminate {
+                self.end_leases();
                 self.stop(true);
                 break;
             }
@@ -444,15 +579,20 @@ impl Scheduler {
             self.dispatch();
             let idle =
                 self.pending.is_empty() && self.workers.iter().all(|w| w.inflight.is_empty());
-            if closed && idle {
+            if closed && idle && self.shared.lock().leased.is_empty() {
                 self.stop(false);
                 break;
+            }
+            if !closed && idle {
+                self.park();
             }
             self.wait();
         }
     }
 
-    /// Moves submitted tasks into `pending`; returns (closed, terminate).
+    /// Moves submitted tasks into `pending`, and takes back the workers whose lease ended;
+    /// when there is work (or the pool stops), the parked workers too. Returns (closed,
+    /// terminate).
     fn absorb(&mut self) -> (bool, bool) {
         let mut st = self.shared.lock();
         if self.pending.is_empty() {
@@ -460,7 +600,56 @@ impl Scheduler {
         } else {
             self.pending.extend(st.submitted.drain(..));
         }
+        self.workers.append(&mut st.returned);
+        if !self.pending.is_empty() || st.closed || st.terminate || st.broken.is_some() {
+            st.parking = false;
+            self.workers.append(&mut st.parked);
+        }
         (st.closed, st.terminate)
+    }
+
+    /// Nothing to do: sets the idle, ready workers aside for callers to lease (see
+    /// [`Shared::run_direct`]).
+    fn park(&mut self) {
+        let mut st = self.shared.lock();
+        if !st.submitted.is_empty() || st.closed || st.terminate || st.broken.is_some() {
+            return;
+        }
+        st.parking = true;
+        let mut w = 0;
+        while w < self.workers.len() {
+            if self.workers[w].ready && self.workers[w].inflight.is_empty() {
+                st.parked.push(self.workers.swap_remove(w));
+            } else {
+                w += 1;
+            }
+        }
+    }
+
+    /// The pool is terminated: kills the leased workers (their callers see them end and hand
+    /// them back) and waits until all are back.
+    fn end_leases(&mut self) {
+        let mut killed = false;
+        loop {
+            {
+                let mut st = self.shared.lock();
+                self.workers.append(&mut st.returned);
+                self.workers.append(&mut st.parked);
+                if st.leased.is_empty() {
+                    return;
+                }
+                if !killed {
+                    // Unreaped (only this thread reaps, and not a leased worker): their
+                    // pids are theirs still.
+                    for pid in &st.leased {
+                        let _ = crate::sys::send_signal(*pid, crate::sys::SIGKILL);
+                    }
+                    killed = true;
+                }
+            }
+            // Each hand-back wakes us.
+            let _ = self.wake.recv_timeout(Duration::from_secs(1));
+        }
     }
 
     /// Hands chunks of pending tasks to every worker with room; then, while a worker is idle
@@ -524,11 +713,7 @@ impl Scheduler {
                 return true;
             }
         }
-        let key = chunk
-            .tasks
-            .front()
-            .map(|t| t.call.key.clone())
-            .unwrap_or_default();
+        let key = chunk.tasks.front().map_or("", |t| t.call.key).into();
         let worker = &mut self.workers[w];
         chunk.k = worker.sent;
         worker.progress.queue(chunk.k);

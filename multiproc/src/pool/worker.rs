@@ -79,7 +79,7 @@ pub(crate) enum ToWorker {
     Chunk {
         k: u64,
         first_seq: u64,
-        key: String,
+        key: std::borrow::Cow<'static, str>,
         items: Packed,
     },
 }
@@ -258,9 +258,12 @@ fn worker_main(boot: WorkerBoot) {
             }
             continue;
         }
-        let entry = *entries
-            .entry(key.clone())
-            .or_insert_with(|| registry::find(&key).ok());
+        let entry = match entries.get(&*key) {
+            Some(entry) => *entry,
+            None => *entries
+                .entry(key.to_string())
+                .or_insert_with(|| registry::find(&key).ok()),
+        };
         // An outcome takes about its arguments' room, plus its variant's tag.
         let mut outcomes = Packed::with_capacity(0, items.encoded_len() + items.len());
         let mut items = items.into_entries();
