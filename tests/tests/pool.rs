@@ -495,3 +495,71 @@ fn terminate_and_join_reach_an_apply_in_progress() {
         }
     });
 }
+
+#[multiproc::process]
+fn square_here(x: u64) -> (u64, u32) {
+    (x * x, std::process::id())
+}
+
+/// Issue 15 (the direct path, under faults): workers SIGKILLed at random points while a
+/// caller runs `apply` after `apply` (idle, leased, between the task and its answer) cost at
+/// most the call each was running, which fails naming the signal (or, struck three times
+/// holding one call, that call); every other call gets its own result, none hangs, and the
+/// pool goes on.
+#[multiproc::test]
+fn workers_killed_at_random_points_of_applies_cost_only_the_call_they_ran() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    const KILLS: usize = 40;
+    within(|| {
+        let mut next = support::random();
+        let pool = Arc::new(Pool::new(2).unwrap());
+        let stop = Arc::new(AtomicBool::new(false));
+        let caller = {
+            let (pool, stop) = (Arc::clone(&pool), Arc::clone(&stop));
+            std::thread::spawn(move || {
+                let (mut ok, mut killed) = (0, 0);
+                for x in 0.. {
+                    if stop.load(Ordering::Relaxed) {
+                        break;
+                    }
+                    match pool.apply(square_here, (x,)) {
+                        Ok((square, _)) => {
+                            assert_eq!(square, x * x, "call {x}");
+                            ok += 1;
+                        }
+                        // The call its worker ran when killed; or one that three workers
+                        // in a row died holding (queued behind the call the strike
+                        // followed), which then fails rather than waits for a fourth.
+                        Err(e) => {
+                            assert!(
+                                e.signal() == Some(libc::SIGKILL)
+                                    || e.to_string().contains("3 workers died holding"),
+                                "call {x}: {e}"
+                            );
+                            killed += 1;
+                        }
+                    }
+                }
+                (ok, killed)
+            })
+        };
+        for _ in 0..KILLS {
+            // A live worker (it just answered), struck a moment later.
+            let (_, pid) = pool.apply(square_here, (0,)).unwrap();
+            for _ in 0..next() % 20_000 {
+                std::hint::spin_loop();
+            }
+            // SAFETY: kill signals only the worker, a child not reaped before it dies.
+            unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+        }
+        stop.store(true, Ordering::Relaxed);
+        let (ok, killed) = caller.join().unwrap();
+        assert!(killed <= KILLS, "{killed} calls failed to {KILLS} kills");
+        assert!(ok > 0);
+        assert_eq!(
+            pool.map(square, 0..10).unwrap(),
+            (0..10).map(|x| x * x).collect::<Vec<_>>()
+        );
+    });
+}
