@@ -21,7 +21,7 @@ pub use self::results::{AsyncResult, Imap, ImapUnordered};
 pub(crate) use self::worker::run_task;
 
 use self::results::{collect_in_order, settle_one};
-use self::scheduler::{Call, Results, Shared, Task};
+use self::scheduler::{Call, Direct, Results, Shared, Task};
 use crate::error::{Error, Result};
 use crate::ipc::codec as wire;
 use crate::registry;
@@ -300,28 +300,29 @@ impl Pool {
     {
         let _ = f;
         let key = registry::resolve_fn::<F, A>()?;
-        let (sink, rx) = scheduler::sink();
-        let call = Arc::new(Call::new(key, sink));
         let mut bytes = Vec::new();
-        let mut task = None;
-        wire::encode_each([args], &mut bytes, |range, fds| {
-            task = Some(Task {
-                call: Arc::clone(&call),
-                index: 0,
-                args: range,
-                fds,
-                attempts: 0,
-            });
-        })
-        .map_err(|message| Error::serialize::<A>(message))?;
-        call.encoded(bytes, 1);
-        let task = task.expect("one task encoded");
+        let mut fds = Vec::new();
+        wire::encode_each([args], &mut bytes, |_, carried| fds = carried)
+            .map_err(|message| Error::serialize::<A>(message))?;
         // On an idle worker, one round trip from here; else through the scheduler.
-        match self.shared.run_direct(task) {
-            Ok(Some(done)) => return settle_one(done),
-            Ok(None) => {}
-            Err(task) => self.shared.submit(vec![task])?,
-        }
+        let rx = match self.shared.run_direct(key, bytes, fds) {
+            Direct::Done(done) => return settle_one(done),
+            Direct::Settling(rx) => rx,
+            Direct::NotRun(bytes, fds) => {
+                let (sink, rx) = scheduler::sink();
+                let call = Arc::new(Call::new(key, sink));
+                let len = bytes.len();
+                call.encoded(bytes, 1);
+                self.shared.submit(vec![Task {
+                    call,
+                    index: 0,
+                    args: 0..len,
+                    fds,
+                    attempts: 0,
+                }])?;
+                rx
+            }
+        };
         AsyncResult::new(rx).get()
     }
 

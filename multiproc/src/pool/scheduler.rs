@@ -134,6 +134,16 @@ fn fail(task: Task, error: Error) {
     });
 }
 
+/// What became of a task offered to [`Shared::run_direct`].
+pub(crate) enum Direct {
+    /// Its outcome.
+    Done(Done),
+    /// The lease went wrong: the scheduler settles the task, and its outcome arrives here.
+    Settling(Results),
+    /// No worker was parked (or it could not take the task): its arguments, to submit.
+    NotRun(Vec<u8>, Vec<OwnedFd>),
+}
+
 /// One call of the pool's API (a `map`, an `apply_async`...): what its tasks share.
 pub(crate) struct Call {
     key: &'static str,
@@ -288,30 +298,26 @@ impl Shared {
         self.lock().closed
     }
 
-    /// Runs `task` on a parked worker, if there is one: sends it and reads its outcome
-    /// here, then parks the worker again. `Ok(Some(done))`: its outcome; `Ok(None)`: the
-    /// lease went wrong, and whatever the scheduler makes of the task arrives on its sink;
-    /// `Err(task)` when no worker is parked (or it could not take the task) and the task is
-    /// still to submit.
-    pub(crate) fn run_direct(&self, task: Task) -> std::result::Result<Option<Done>, Task> {
+    /// Runs a task of the entry point `key` with the encoded arguments `args` (and `fds`) on
+    /// a parked worker, if there is one: sends it and reads its outcome here, then parks the
+    /// worker again. Nothing of the scheduler's bookkeeping (a call, its sink) is made unless
+    /// the lease goes wrong.
+    pub(crate) fn run_direct(&self, key: &'static str, args: Vec<u8>, fds: Vec<OwnedFd>) -> Direct {
         let mut worker = {
             let mut st = self.lock();
             if st.closed || st.terminate || st.broken.is_some() {
-                return Err(task);
+                return Direct::NotRun(args, fds);
             }
             let Some(worker) = st.parked.pop() else {
-                return Err(task);
+                return Direct::NotRun(args, fds);
             };
             st.leased.push(worker.handle.pid());
             worker
         };
-        let mut items = Packed::with_capacity(1, task.args.len());
-        if items
-            .push(&task.call.args()[task.args.clone()], &task.fds)
-            .is_err()
-        {
+        let mut items = Packed::with_capacity(1, args.len());
+        if items.push(&args, &fds).is_err() {
             self.hand_back(worker);
-            return Err(task);
+            return Direct::NotRun(args, fds);
         }
         let k = worker.sent;
         let first_seq = self.direct_seq.fetch_add(1, Ordering::Relaxed);
@@ -319,25 +325,17 @@ impl Shared {
         let message = ToWorker::Chunk {
             k,
             first_seq,
-            key: task.call.key.into(),
+            key: key.into(),
             items,
         };
         if worker.tasks.send(message).is_err() {
             // Gone, most likely: the scheduler finds out, and the task goes the usual way.
             worker.progress.unqueue(k);
             self.hand_back(worker);
-            return Err(task);
+            return Direct::NotRun(args, fds);
         }
         crate::trace::dispatched(worker.handle.name(), worker.handle.pid(), 1);
         worker.sent += 1;
-        let mut tasks = VecDeque::with_capacity(1);
-        tasks.push_back(task);
-        worker.inflight.push_back(Chunk {
-            first_seq,
-            k,
-            tasks,
-            revoked: false,
-        });
         let answer = match self.timeout {
             // Past the timeout, the scheduler (which kills a late worker) takes over.
             Some(timeout) => worker.results.recv_timeout(timeout),
@@ -347,34 +345,50 @@ impl Shared {
             Ok(FromWorker::Done {
                 first_seq: seq,
                 outcomes,
-            }) if seq == first_seq && outcomes.len() > 0 => {
-                let mut chunk = worker.inflight.pop_front().expect("the chunk sent");
-                let task = chunk.tasks.pop_front().expect("its task");
-                Some(Done::Outcomes {
-                    indices: vec![task.index],
-                    outcomes,
-                    who: worker.handle.who().clone(),
-                })
-            }
+            }) if seq == first_seq && outcomes.len() > 0 => Done::Outcomes {
+                indices: vec![0],
+                outcomes,
+                who: worker.handle.who().clone(),
+            },
             // An answer that cannot be read: the task's outcome is lost with it, as on the
             // scheduler's path.
             Err(e)
                 if !e.is_disconnected()
                     && !matches!(e.kind(), crate::ErrorKind::Timeout | crate::ErrorKind::Io) =>
             {
-                let mut chunk = worker.inflight.pop_front().expect("the chunk sent");
-                let task = chunk.tasks.pop_front().expect("its task");
-                Some(Done::Failed {
-                    index: task.index,
+                Done::Failed {
+                    index: 0,
                     error: Error::other(format!("the task's outcome was lost: {e}")),
-                })
+                }
             }
             // Its death, a timeout, an answer of another kind (a worker that retired before
-            // the task): the scheduler settles the task, as one of its own.
-            _ => None,
+            // the task): the worker goes back to the scheduler holding the task, which it
+            // settles as one of its own.
+            _ => {
+                let (sink, results) = sink();
+                let call = Arc::new(Call::new(key, sink));
+                let len = args.len();
+                call.encoded(args, 1);
+                let mut tasks = VecDeque::with_capacity(1);
+                tasks.push_back(Task {
+                    call,
+                    index: 0,
+                    args: 0..len,
+                    fds,
+                    attempts: 0,
+                });
+                worker.inflight.push_back(Chunk {
+                    first_seq,
+                    k,
+                    tasks,
+                    revoked: false,
+                });
+                self.hand_back(worker);
+                return Direct::Settling(results);
+            }
         };
         self.hand_back(worker);
-        Ok(done)
+        Direct::Done(done)
     }
 
     /// Ends a lease: the worker is parked again, or, when it holds a task still or the
