@@ -263,17 +263,18 @@ impl Spill<'_> {
             self.written = end as u64;
             return Ok(());
         }
-        if matches!(self.sink, Sink::Spare(_)) {
-            let file = frame::message_memfd().map(std::fs::File::from);
-            let mut file = self.io(file)?;
-            let Sink::Spare(spare) = &self.sink else {
-                unreachable!("matched above")
-            };
-            let moved = file.write_all(spare.written(self.written as usize));
-            self.io(moved)?;
-            if let Sink::Spare(spare) = std::mem::replace(&mut self.sink, Sink::File(file)) {
-                spare::give_back(spare);
-            }
+        if matches!(self.sink, Sink::Spare(_))
+            && let Sink::Spare(spare) = std::mem::replace(&mut self.sink, Sink::Inline)
+        {
+            // The message outgrew its spare: a fresh memfd takes over what the spare held.
+            let moved = frame::message_memfd()
+                .map(std::fs::File::from)
+                .and_then(|mut file| {
+                    file.write_all(spare.written(self.written as usize))
+                        .map(|()| file)
+                });
+            spare::give_back(spare);
+            self.sink = Sink::File(self.io(moved)?);
         }
         let Sink::File(file) = &mut self.sink else {
             unreachable!("chosen above")

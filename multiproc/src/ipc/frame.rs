@@ -362,8 +362,8 @@ pub(super) fn message_memfd() -> io::Result<OwnedFd> {
     sys::memfd("multiproc-message", true)
 }
 
-/// An encoded message on its way out: its bytes, or for a large one the sealed memfd they
-/// were written to as they were encoded, and their length.
+/// An encoded message on its way out: its bytes, or for a large one the memory they were
+/// written to as they were encoded (a sealed memfd or a spare), and their length.
 pub(crate) enum Payload<'a> {
     Inline(&'a [u8]),
     Memfd(&'a OwnedFd, u64),
@@ -378,19 +378,34 @@ pub(crate) fn send_payload(
     fds: &[OwnedFd],
     wait: Wait,
 ) -> Result<(), WireError> {
-    let (memfd, len) = match payload {
-        Payload::Inline(bytes) => return send(sock, doorbell, bytes, fds, wait),
-        Payload::Memfd(memfd, len) => (memfd, len),
-        Payload::Spare(spare, len) => return send_spare(sock, doorbell, spare, len, fds, wait),
-    };
+    match payload {
+        Payload::Inline(bytes) => send(sock, doorbell, bytes, fds, wait),
+        Payload::Memfd(memfd, len) => {
+            send_in_memory(sock, doorbell, TAG_MEMFD, memfd.as_fd(), len, fds, wait)
+        }
+        Payload::Spare(spare, len) => send_spare(sock, doorbell, spare, len, fds, wait),
+    }
+}
+
+/// Sends the header of a message of `len` bytes that lies in `memory` (a memfd, tagged
+/// `tag`), with the descriptors `fds`.
+fn send_in_memory(
+    sock: BorrowedFd<'_>,
+    doorbell: Option<BorrowedFd<'_>>,
+    tag: u8,
+    memory: BorrowedFd<'_>,
+    len: u64,
+    fds: &[OwnedFd],
+    wait: Wait,
+) -> Result<(), WireError> {
     if fds.len() > MAX_FDS {
         return Err(too_many_fds(fds.len()));
     }
     let mut raw: Vec<RawFd> = Vec::with_capacity(fds.len() + 1);
-    raw.push(memfd.as_raw_fd());
+    raw.push(memory.as_raw_fd());
     raw.extend(fds.iter().map(|fd| fd.as_raw_fd()));
     let mut header = [0u8; 9];
-    header[0] = TAG_MEMFD;
+    header[0] = tag;
     header[1..].copy_from_slice(&len.to_le_bytes());
     send_datagram(sock, doorbell, &header, &[], &raw, wait)
 }
@@ -405,17 +420,8 @@ pub(super) fn send_spare(
     fds: &[OwnedFd],
     wait: Wait,
 ) -> Result<(), WireError> {
-    if fds.len() > MAX_FDS {
-        return Err(too_many_fds(fds.len()));
-    }
-    let mut raw: Vec<RawFd> = Vec::with_capacity(fds.len() + 1);
-    raw.push(spare.fd().as_raw_fd());
-    raw.extend(fds.iter().map(|fd| fd.as_raw_fd()));
-    let mut header = [0u8; 9];
-    header[0] = TAG_SPARE;
-    header[1..].copy_from_slice(&len.to_le_bytes());
     spare.sending();
-    let sent = send_datagram(sock, doorbell, &header, &[], &raw, wait);
+    let sent = send_in_memory(sock, doorbell, TAG_SPARE, spare.fd(), len, fds, wait);
     if sent.is_err() {
         spare.not_sent();
     }
