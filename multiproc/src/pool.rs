@@ -309,17 +309,8 @@ impl Pool {
             Direct::Done(done) => return settle_one(done),
             Direct::Settling(rx) => rx,
             Direct::NotRun(bytes, fds) => {
-                let (sink, rx) = scheduler::sink();
-                let call = Arc::new(Call::new(key, sink));
-                let len = bytes.len();
-                call.encoded(bytes, 1);
-                self.shared.submit(vec![Task {
-                    call,
-                    index: 0,
-                    args: 0..len,
-                    fds,
-                    attempts: 0,
-                }])?;
+                let (task, rx) = Task::alone(key, bytes, fds);
+                self.shared.submit(vec![task])?;
                 rx
             }
         };

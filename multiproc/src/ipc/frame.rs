@@ -316,28 +316,25 @@ fn parse(datagram: &[u8], mut fds: Vec<OwnedFd>) -> Result<Frame, WireError> {
             fds,
             batch: true,
         }),
-        TAG_SPARE if rest.len() == 8 && !fds.is_empty() => {
+        // A message in memory: its length, then the memfd it lies in, first of the
+        // descriptors.
+        TAG_SPARE | TAG_MEMFD if rest.len() == 8 && !fds.is_empty() => {
             let len = u64::from_le_bytes(rest.try_into().expect("8 bytes"));
             let len = usize::try_from(len).map_err(io::Error::other)?;
             let file = std::fs::File::from(fds.remove(0));
+            let bytes = if tag == TAG_SPARE {
+                Body::Spare(spare::Received::map(&file, len)?)
+            } else {
+                if file.metadata()?.len() < len as u64 {
+                    return Err(WireError::Io(io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        "a received message is shorter than its header says",
+                    )));
+                }
+                map_message(&file, len)?
+            };
             Ok(Frame {
-                bytes: Body::Spare(spare::Received::map(&file, len)?),
-                fds,
-                batch: false,
-            })
-        }
-        TAG_MEMFD if rest.len() == 8 && !fds.is_empty() => {
-            let len = u64::from_le_bytes(rest.try_into().expect("8 bytes"));
-            let len = usize::try_from(len).map_err(io::Error::other)?;
-            let file = std::fs::File::from(fds.remove(0));
-            if file.metadata()?.len() < len as u64 {
-                return Err(WireError::Io(io::Error::new(
-                    io::ErrorKind::InvalidData,
-                    "a received message is shorter than its header says",
-                )));
-            }
-            Ok(Frame {
-                bytes: map_message(&file, len)?,
+                bytes,
                 fds,
                 batch: false,
             })

@@ -10,15 +10,15 @@
 //! right before the send ([`Spare::sending`]), and the receiver, which maps the spare (its
 //! size is sealed, so that it cannot shrink under the mapping) and decodes the message in
 //! place, clears it once the message is decoded ([`Received`]'s drop). The sender reuses
-//! only a cleared spare, and writes nothing else of a spare while it is on its way. One that never comes back (its
-//! receiver was killed, or the message was never read) stays set; it is dropped from the
-//! cache once [`LOST_AFTER`] later messages went out without it, and the memory goes with the
-//! last descriptor of it.
+//! only a cleared spare, and writes nothing else of a spare while it is on its way. One
+//! that never comes back (its receiver was killed, or the message was never read) stays
+//! set; it is dropped from the cache once [`LOST_AFTER`] later messages went out without
+//! it, and the memory goes with the last descriptor of it.
 //!
 //! At most [`KEEP`] spares of at most [`SPARE_MAX`] bytes are kept per process; a message
 //! larger than that, or one sent while every spare is still on its way, takes a fresh sealed
-//! memfd. A forked child drops its parent's
-//! spares before it uses any: both would write the same memory.
+//! memfd. A forked child drops its parent's spares before it uses any: both would write the
+//! same memory.
 
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};

@@ -192,6 +192,25 @@ pub(crate) struct Task {
     pub(crate) attempts: u32,
 }
 
+impl Task {
+    /// The one task of a call of `key` with the encoded arguments `args`, and the results
+    /// its outcome arrives on.
+    pub(crate) fn alone(key: &'static str, args: Vec<u8>, fds: Vec<OwnedFd>) -> (Task, Results) {
+        let (sink, results) = sink();
+        let call = Arc::new(Call::new(key, sink));
+        let len = args.len();
+        call.encoded(args, 1);
+        let task = Task {
+            call,
+            index: 0,
+            args: 0..len,
+            fds,
+            attempts: 0,
+        };
+        (task, results)
+    }
+}
+
 /// How many workers may die holding one task before it fails instead of going to another.
 const MAX_ATTEMPTS: u32 = 3;
 
@@ -365,18 +384,9 @@ impl Shared {
             // the task): the worker goes back to the scheduler holding the task, which it
             // settles as one of its own.
             _ => {
-                let (sink, results) = sink();
-                let call = Arc::new(Call::new(key, sink));
-                let len = args.len();
-                call.encoded(args, 1);
+                let (task, results) = Task::alone(key, args, fds);
                 let mut tasks = VecDeque::with_capacity(1);
-                tasks.push_back(Task {
-                    call,
-                    index: 0,
-                    args: 0..len,
-                    fds,
-                    attempts: 0,
-                });
+                tasks.push_back(task);
                 worker.inflight.push_back(Chunk {
                     first_seq,
                     k,

@@ -260,9 +260,11 @@ fn worker_main(boot: WorkerBoot) {
         }
         let entry = match entries.get(&*key) {
             Some(entry) => *entry,
-            None => *entries
-                .entry(key.to_string())
-                .or_insert_with(|| registry::find(&key).ok()),
+            None => {
+                let entry = registry::find(&key).ok();
+                entries.insert(key.to_string(), entry);
+                entry
+            }
         };
         // An outcome takes about its arguments' room, plus its variant's tag.
         let mut outcomes = Packed::with_capacity(0, items.encoded_len() + items.len());
