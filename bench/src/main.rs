@@ -944,8 +944,8 @@ fn on_one_core<R>(f: impl FnOnce() -> R) -> R {
 /// Re-runs this binary with `role` set to a socket path, and accepts its connection: the
 /// baseline child. Returns the child, the stream and the temporary directory to remove.
 /// Repeats one workload for `perf record`, printing its rate each round: `--map-loop`,
-/// `--chunksize1-loop`, `--apply-loop`, `--trip-loop`, `--small-loop`, `--many-loop`,
-/// `--bytes-loop`.
+/// `--first-map-loop`, `--chunksize1-loop`, `--apply-loop`, `--trip-loop`, `--raw-trip-loop`, `--small-loop`,
+/// `--many-loop`, `--bytes-loop`.
 fn profile_loop(flag: &str) -> multiproc::Result<()> {
     // Rounds, work per round, its unit, and one round's duration in seconds.
     let repeat = |rounds: usize,
@@ -970,6 +970,23 @@ fn profile_loop(flag: &str) -> multiproc::Result<()> {
                 timed(&mut || pool.map(double, 0..200_000_u64).map(drop))
             })
         }
+        // A new pool's first map of 200k after the warm-up and the applies the full run gives
+        // it, then its second: what a first call costs beyond a warm one.
+        "--first-map-loop" => {
+            for _ in 0..8 {
+                let pool = multiproc::Pool::new(2)?;
+                pool.map(double, 0..2_000)?;
+                (0..5_000_u64).try_for_each(|i| pool.apply(double, (i,)).map(drop))?;
+                let first = timed(&mut || pool.map(double, 0..200_000_u64).map(drop))?;
+                let second = timed(&mut || pool.map(double, 0..200_000_u64).map(drop))?;
+                println!(
+                    "{:.3e} {:.3e} tasks/s (first, second)",
+                    2e5 / first,
+                    2e5 / second
+                );
+            }
+            Ok(())
+        }
         // The same with one task per chunk: the per-chunk path.
         "--chunksize1-loop" => {
             let pool = multiproc::Pool::builder().workers(2).chunksize(1).build()?;
@@ -989,6 +1006,16 @@ fn profile_loop(flag: &str) -> multiproc::Result<()> {
         "--trip-loop" => repeat(10, 100_000.0, "trips/s", &mut || {
             timed(&mut || multiproc_round_trip(100_000).map(drop))
         }),
+        // The floor of the two above: the same over a raw SOCK_SEQPACKET pair.
+        "--raw-trip-loop" => {
+            let exe = std::env::current_exe()?;
+            repeat(10, 100_000.0, "trips/s", &mut || {
+                timed(&mut || {
+                    seqpacket_round_trip(&exe, 100_000);
+                    Ok(())
+                })
+            })
+        }
         // 64 B Bytes one-way, one message at a time.
         "--small-loop" => repeat(10, 200_000.0, "msg/s", &mut || {
             one_way(sink_bytes, 200_000, || Bytes::from(vec![0_u8; 64]))
@@ -1005,8 +1032,9 @@ fn profile_loop(flag: &str) -> multiproc::Result<()> {
             })
         }
         other => Err(multiproc::Error::other(format!(
-            "unknown flag {other}: the loops are --map-loop, --chunksize1-loop, \
-             --apply-loop, --trip-loop, --small-loop, --many-loop and --bytes-loop"
+            "unknown flag {other}: the loops are --map-loop, --first-map-loop, --chunksize1-loop, \
+             --apply-loop, --trip-loop, --raw-trip-loop, --small-loop, --many-loop and \
+             --bytes-loop"
         ))),
     }
 }
