@@ -21,7 +21,7 @@ pub use self::results::{AsyncResult, Imap, ImapUnordered};
 pub(crate) use self::worker::run_task;
 
 use self::results::{collect_in_order, settle_one};
-use self::scheduler::{Call, Direct, Results, Shared, Task};
+use self::scheduler::{Call, Direct, Results, Shared, Task, TaskFds};
 use crate::error::{Error, Result};
 use crate::ipc::codec as wire;
 use crate::registry;
@@ -543,7 +543,7 @@ impl Pool {
                     call: Arc::clone(&call),
                     index: n + tasks.len(),
                     args: range,
-                    fds,
+                    fds: TaskFds::new(fds),
                     attempts: 0,
                 });
             })
@@ -586,7 +586,7 @@ impl Pool {
                 call: Arc::clone(&call),
                 index,
                 args,
-                fds: Vec::new(),
+                fds: TaskFds::default(),
                 attempts: 0,
             })
             .collect();

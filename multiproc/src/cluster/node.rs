@@ -439,7 +439,7 @@ fn spans(chunk: &TaskChunk) -> Option<Vec<std::ops::Range<usize>>> {
 
 fn settled(done: &Done) -> usize {
     match done {
-        Done::Outcomes { indices, .. } => indices.len(),
+        Done::Outcomes { indices, .. } => indices.as_slice().len(),
         Done::Failed { .. } => 1,
     }
 }
@@ -458,8 +458,9 @@ fn delivery(done: Done, first: u64, node: &str) -> Delivery {
             who,
         } => {
             let mut entries = outcomes.into_entries();
+            let indices = indices.as_slice();
             let mut out = Vec::with_capacity(indices.len());
-            for _ in &indices {
+            for _ in indices {
                 let bytes = match entries.next_entry() {
                     Some((bytes, fds)) if fds.is_empty() => bytes.to_vec(),
                     _ => crate::proto::not_portable(),
@@ -467,9 +468,9 @@ fn delivery(done: Done, first: u64, node: &str) -> Delivery {
                 out.push(Bytes::from(bytes));
             }
             Delivery::Outcomes {
-                indices: indices.into_iter().map(|i| first + i as u64).collect(),
+                indices: indices.iter().map(|&i| first + i as u64).collect(),
                 outcomes: out,
-                worker: who.name,
+                worker: who.name.clone(),
                 pid: who.pid,
                 node: node.to_string(),
             }

@@ -28,7 +28,7 @@ use crate::error::{Error, ErrorKind, Repr, Result, Who};
 use crate::ipc::codec as wire;
 use crate::ipc::packed::Packed;
 use crate::pool::results::{AsyncResult, Imap, ImapUnordered, collect_in_order};
-use crate::pool::scheduler::{self, Done, Results, Sink};
+use crate::pool::scheduler::{self, Done, Indices, Results, Sink};
 use crate::registry;
 use crate::spawn::ProcessFn;
 
@@ -948,12 +948,12 @@ fn deliver(
             }
             if !fresh.is_empty() {
                 sink.send(Done::Outcomes {
-                    indices: fresh,
+                    indices: Indices::Many(fresh),
                     outcomes: packed,
-                    who: Who {
+                    who: Arc::new(Who {
                         name: format!("{worker} on node {node}"),
                         pid,
-                    },
+                    }),
                 })
                 .map_err(drop)?;
             }

@@ -200,6 +200,10 @@ pub(crate) fn send(
         spare::give_back(spare);
         return sent;
     }
+    if bytes.len() <= INLINE_MAX && fds.is_empty() {
+        // The common message: no descriptor list to build.
+        return send_datagram(sock, doorbell, &[TAG_INLINE], bytes, &[], wait);
+    }
     let mut raw: Vec<RawFd> = Vec::with_capacity(fds.len() + 1);
     let memfd;
     let mut header = [0u8; 9];

@@ -27,7 +27,7 @@ pub(crate) fn settle<R: DeserializeOwned>(done: Done, mut each: impl FnMut(usize
             who,
         } => {
             let mut entries = outcomes.into_entries();
-            for index in indices {
+            for &index in indices.as_slice() {
                 let result = match entries.next_entry() {
                     Some((bytes, fds)) => outcome(bytes, fds, &who),
                     None => Err(lost()),
@@ -502,7 +502,7 @@ impl<R> fmt::Debug for AsyncResult<R> {
 mod tests {
     use super::*;
     use crate::ipc::packed::Packed;
-    use crate::pool::scheduler::sink;
+    use crate::pool::scheduler::{Indices, sink};
 
     /// A delivery of `values` as the outcomes of the tasks at `indices`.
     fn returned(indices: Vec<usize>, values: &[u64]) -> Done {
@@ -511,12 +511,12 @@ mod tests {
             outcomes.push_encoded(&Outcome::Returned(*value)).unwrap();
         }
         Done::Outcomes {
-            indices,
+            indices: Indices::Many(indices),
             outcomes,
-            who: crate::error::Who {
+            who: std::sync::Arc::new(crate::error::Who {
                 name: "worker".into(),
                 pid: None,
-            },
+            }),
         }
     }
 

@@ -40,12 +40,28 @@ pub(crate) enum Done {
     /// The encoded outcomes of tasks of one call that ran in one chunk: entry `i` is the
     /// outcome of the call's task `indices[i]`.
     Outcomes {
-        indices: Vec<usize>,
+        indices: Indices,
         outcomes: Packed,
-        who: Who,
+        who: Arc<Who>,
     },
     /// Task `index` failed outside its code: its worker died, it timed out, the pool stopped.
     Failed { index: usize, error: Error },
+}
+
+/// The tasks of a call that a delivery's outcomes belong to, in order.
+pub(crate) enum Indices {
+    /// One task (a direct `apply`'s): no list to allocate per call.
+    One(usize),
+    Many(Vec<usize>),
+}
+
+impl Indices {
+    pub(crate) fn as_slice(&self) -> &[usize] {
+        match self {
+            Indices::One(index) => std::slice::from_ref(index),
+            Indices::Many(indices) => indices,
+        }
+    }
 }
 
 /// Where the outcomes of one call's tasks go; wakes the caller's future, if it awaits them.
@@ -187,7 +203,7 @@ pub(crate) struct Task {
     pub(crate) call: Arc<Call>,
     pub(crate) index: usize,
     pub(crate) args: std::ops::Range<usize>,
-    pub(crate) fds: Vec<OwnedFd>,
+    pub(crate) fds: TaskFds,
     /// Workers that died holding it (not running it): past [`MAX_ATTEMPTS`] it fails.
     pub(crate) attempts: u32,
 }
@@ -204,10 +220,30 @@ impl Task {
             call,
             index: 0,
             args: 0..len,
-            fds,
+            fds: TaskFds::new(fds),
             attempts: 0,
         };
         (task, results)
+    }
+}
+
+/// A task's descriptors, in one word (most tasks carry none): a 200k map holds 200k tasks.
+#[derive(Default)]
+pub(crate) struct TaskFds(
+    #[expect(
+        clippy::box_collection,
+        reason = "a thin pointer, where a Vec takes three words"
+    )]
+    Option<Box<Vec<OwnedFd>>>,
+);
+
+impl TaskFds {
+    pub(crate) fn new(fds: Vec<OwnedFd>) -> TaskFds {
+        TaskFds((!fds.is_empty()).then(|| Box::new(fds)))
+    }
+
+    fn as_slice(&self) -> &[OwnedFd] {
+        self.0.as_deref().map_or(&[], Vec::as_slice)
     }
 }
 
@@ -365,9 +401,9 @@ impl Shared {
                 first_seq: seq,
                 outcomes,
             }) if seq == first_seq && outcomes.len() > 0 => Done::Outcomes {
-                indices: vec![0],
+                indices: Indices::One(0),
                 outcomes,
-                who: worker.handle.who().clone(),
+                who: Arc::clone(&worker.who),
             },
             // An answer that cannot be read: the task's outcome is lost with it, as on the
             // scheduler's path.
@@ -430,6 +466,8 @@ impl Shared {
 /// One worker process and what it holds.
 struct Worker {
     handle: JoinHandle<()>,
+    /// The handle's name and pid, shared with every delivery (for its panics' errors).
+    who: Arc<Who>,
     tasks: Sender<ToWorker>,
     results: Receiver<FromWorker>,
     progress: Progress,
@@ -463,7 +501,7 @@ impl Chunk {
             .iter()
             .take(head.call.chunk().max(1))
             .take_while(|t| {
-                fds += t.fds.len();
+                fds += t.fds.as_slice().len();
                 Arc::as_ptr(&t.call) == call && fds <= crate::ipc::frame::MAX_FDS
             })
             .count()
@@ -728,7 +766,7 @@ impl Scheduler {
         let bytes = chunk.tasks.iter().map(|t| t.args.len()).sum();
         let mut items = Packed::with_capacity(chunk.tasks.len(), bytes);
         for task in &chunk.tasks {
-            if let Err(e) = items.push(&task.call.args()[task.args.clone()], &task.fds) {
+            if let Err(e) = items.push(&task.call.args()[task.args.clone()], task.fds.as_slice()) {
                 // Out of descriptors: the whole chunk fails rather than runs half-armed.
                 for task in chunk.tasks {
                     let e = Error::io("cannot pass a task's descriptors to a worker", clone_io(&e));
@@ -869,7 +907,7 @@ impl Scheduler {
 
     /// Routes the outcomes of a chunk's first tasks to their caller, in one message.
     fn deliver(&mut self, w: usize, first_seq: u64, outcomes: Packed) {
-        let who = self.workers[w].handle.who().clone();
+        let who = Arc::clone(&self.workers[w].who);
         let worker = &mut self.workers[w];
         let Some(pos) = worker
             .inflight
@@ -883,7 +921,7 @@ impl Scheduler {
         if let Some(call) = chunk.tasks.front().map(|t| Arc::clone(&t.call)) {
             let indices = chunk.tasks.drain(..done).map(|t| t.index).collect();
             let _ = call.sink.send(Done::Outcomes {
-                indices,
+                indices: Indices::Many(indices),
                 outcomes,
                 who,
             });
@@ -1093,6 +1131,7 @@ impl Scheduler {
             .name(name)
             .spawn_entry(WORKER_KEY, boot)?;
         Ok(Worker {
+            who: Arc::new(handle.who().clone()),
             handle,
             tasks,
             results,
@@ -1173,7 +1212,7 @@ mod tests {
                 call: Arc::clone(call),
                 index,
                 args: 0..0,
-                fds: Vec::new(),
+                fds: TaskFds::default(),
                 attempts: 0,
             })
             .collect()
@@ -1208,9 +1247,11 @@ mod tests {
         let c = call(1000);
         let mut pending = tasks(&c, 0..3);
         for task in &mut pending {
-            task.fds = (0..crate::ipc::frame::MAX_FDS / 2)
-                .map(|_| sys_fd())
-                .collect();
+            task.fds = TaskFds::new(
+                (0..crate::ipc::frame::MAX_FDS / 2)
+                    .map(|_| sys_fd())
+                    .collect(),
+            );
         }
         let mut seq = 0;
         assert_eq!(indices(&Chunk::take(&mut pending, &mut seq)), [0, 1]);
