@@ -21,7 +21,7 @@ pub use self::results::{AsyncResult, Imap, ImapUnordered};
 pub(crate) use self::worker::run_task;
 
 use self::results::{collect_in_order, settle_one};
-use self::scheduler::{Call, Direct, Results, Shared, Task, TaskFds};
+use self::scheduler::{Call, Direct, Results, Run, Shared, Task, TaskFds};
 use crate::error::{Error, Result};
 use crate::ipc::codec as wire;
 use crate::registry;
@@ -309,8 +309,8 @@ impl Pool {
             Direct::Done(done) => return settle_one(done),
             Direct::Settling(rx) => rx,
             Direct::NotRun(bytes, fds) => {
-                let (task, rx) = Task::alone(key, bytes, fds);
-                self.shared.submit(vec![task])?;
+                let (run, rx) = Run::alone(key, bytes, fds);
+                self.shared.submit(run)?;
                 rx
             }
         };
@@ -540,7 +540,6 @@ impl Pool {
             let batch = items.by_ref().take(batch_size);
             wire::encode_each(batch, &mut args, |range, fds| {
                 tasks.push(Task {
-                    call: Arc::clone(&call),
                     index: n + tasks.len(),
                     args: range,
                     fds: TaskFds::new(fds),
@@ -553,7 +552,8 @@ impl Pool {
                 let chunk = per_call.unwrap_or_else(|| chunk.take().map_or(1, |c| c(tasks.len())));
                 call.encoded(args, chunk);
                 n += tasks.len();
-                self.shared.submit(tasks)?;
+                let tasks = tasks.into();
+                self.shared.submit(Run { call, tasks })?;
             }
             if items.peek().is_none() {
                 break;
@@ -583,14 +583,13 @@ impl Pool {
             .into_iter()
             .enumerate()
             .map(|(index, args)| Task {
-                call: Arc::clone(&call),
                 index,
                 args,
                 fds: TaskFds::default(),
                 attempts: 0,
             })
             .collect();
-        self.shared.submit(tasks)?;
+        self.shared.submit(Run { call, tasks })?;
         Ok(rx)
     }
 }

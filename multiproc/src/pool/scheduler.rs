@@ -1,8 +1,8 @@
 //! The pool's scheduler: one thread that owns the workers, hands them chunks of tasks, routes
 //! the outcomes back, and replaces a worker that dies or runs past a task's timeout.
 //!
-//! Every task is in exactly one place: waiting in `pending`, or held by one worker in its
-//! `inflight` chunks (kept until its outcome arrives, so that it can be handed to another
+//! Every task is in exactly one place: waiting in `pending` (in runs of one call's tasks, so
+//! that a task does not hold its call itself), or held by one worker in its `inflight` chunks (kept until its outcome arrives, so that it can be handed to another
 //! worker if this one dies before starting it). A dead worker fails only the task its progress
 //! word names; the others it held go back to the front of `pending`, in order.
 //!
@@ -143,8 +143,8 @@ pub(crate) fn sink() -> (Sink, Results) {
 }
 
 /// Tells `task`'s caller that it failed.
-fn fail(task: Task, error: Error) {
-    let _ = task.call.sink.send(Done::Failed {
+fn fail(call: &Call, task: Task, error: Error) {
+    let _ = call.sink.send(Done::Failed {
         index: task.index,
         error,
     });
@@ -197,10 +197,9 @@ impl Call {
     }
 }
 
-/// One task: its call, its index in the call, where its arguments lie in the call's buffer,
-/// and the descriptors they carry.
+/// One task of a call (its [`Run`]'s or its [`Chunk`]'s): its index in the call, where its
+/// arguments lie in the call's buffer, and the descriptors they carry.
 pub(crate) struct Task {
-    pub(crate) call: Arc<Call>,
     pub(crate) index: usize,
     pub(crate) args: std::ops::Range<usize>,
     pub(crate) fds: TaskFds,
@@ -208,22 +207,76 @@ pub(crate) struct Task {
     pub(crate) attempts: u32,
 }
 
-impl Task {
+/// Tasks of one call, in order: how tasks are submitted and wait.
+pub(crate) struct Run {
+    pub(crate) call: Arc<Call>,
+    pub(crate) tasks: VecDeque<Task>,
+}
+
+impl Run {
     /// The one task of a call of `key` with the encoded arguments `args`, and the results
     /// its outcome arrives on.
-    pub(crate) fn alone(key: &'static str, args: Vec<u8>, fds: Vec<OwnedFd>) -> (Task, Results) {
+    pub(crate) fn alone(key: &'static str, args: Vec<u8>, fds: Vec<OwnedFd>) -> (Run, Results) {
         let (sink, results) = sink();
         let call = Arc::new(Call::new(key, sink));
         let len = args.len();
         call.encoded(args, 1);
         let task = Task {
-            call,
             index: 0,
             args: 0..len,
             fds: TaskFds::new(fds),
             attempts: 0,
         };
-        (task, results)
+        let tasks = VecDeque::from([task]);
+        (Run { call, tasks }, results)
+    }
+}
+
+/// The tasks waiting for a worker, in order, as runs of one call's tasks (none empty).
+#[derive(Default)]
+struct Pending {
+    runs: VecDeque<Run>,
+}
+
+impl Pending {
+    fn is_empty(&self) -> bool {
+        self.runs.is_empty()
+    }
+
+    /// Adds `runs` at the back.
+    fn append(&mut self, runs: &mut VecDeque<Run>) {
+        if self.runs.is_empty() {
+            std::mem::swap(&mut self.runs, runs);
+        } else {
+            self.runs.append(runs);
+        }
+        self.runs.retain(|run| !run.tasks.is_empty());
+    }
+
+    /// Puts `call`'s `tasks` back at the front, in their order.
+    fn requeue(&mut self, call: &Arc<Call>, tasks: impl DoubleEndedIterator<Item = Task>) {
+        for task in tasks.rev() {
+            self.push_front(call, task);
+        }
+    }
+
+    /// Puts one task of `call` back at the front.
+    fn push_front(&mut self, call: &Arc<Call>, task: Task) {
+        match self.runs.front_mut() {
+            Some(run) if Arc::ptr_eq(&run.call, call) => run.tasks.push_front(task),
+            _ => self.runs.push_front(Run {
+                call: Arc::clone(call),
+                tasks: VecDeque::from([task]),
+            }),
+        }
+    }
+
+    /// Every task, with its call, in order; the queue is left empty.
+    fn drain(&mut self) -> impl Iterator<Item = (Arc<Call>, Task)> {
+        std::mem::take(&mut self.runs).into_iter().flat_map(|run| {
+            let call = run.call;
+            run.tasks.into_iter().map(move |t| (Arc::clone(&call), t))
+        })
     }
 }
 
@@ -286,7 +339,7 @@ const DIRECT_SEQ: u64 = 1 << 62;
 
 #[derive(Default)]
 struct State {
-    submitted: VecDeque<Task>,
+    submitted: VecDeque<Run>,
     /// No more submissions: the scheduler stops once the work is done.
     closed: bool,
     /// Stop now: kill the workers, fail what is left.
@@ -312,7 +365,7 @@ impl Shared {
     }
 
     /// Queues tasks for the scheduler.
-    pub(crate) fn submit(&self, tasks: Vec<Task>) -> Result<()> {
+    pub(crate) fn submit(&self, run: Run) -> Result<()> {
         {
             let mut st = self.lock();
             if let Some(why) = &st.broken {
@@ -323,12 +376,7 @@ impl Shared {
                     "the pool was closed or terminated: it takes no more tasks",
                 ));
             }
-            if st.submitted.is_empty() {
-                // The common case: the vector becomes the queue, without a copy.
-                st.submitted = tasks.into();
-            } else {
-                st.submitted.extend(tasks);
-            }
+            st.submitted.push_back(run);
         }
         self.wake
             .send(())
@@ -420,12 +468,11 @@ impl Shared {
             // the task): the worker goes back to the scheduler holding the task, which it
             // settles as one of its own.
             _ => {
-                let (task, results) = Task::alone(key, args, fds);
-                let mut tasks = VecDeque::with_capacity(1);
-                tasks.push_back(task);
+                let (Run { call, tasks }, results) = Run::alone(key, args, fds);
                 worker.inflight.push_back(Chunk {
                     first_seq,
                     k,
+                    call,
                     tasks,
                     revoked: false,
                 });
@@ -483,6 +530,7 @@ struct Chunk {
     first_seq: u64,
     /// This worker's chunk number, for [`Progress::revoke`].
     k: u64,
+    call: Arc<Call>,
     tasks: VecDeque<Task>,
     /// Taken back (its tasks are elsewhere): waits only for the worker's `Skipped`.
     revoked: bool,
@@ -492,37 +540,34 @@ impl Chunk {
     /// The next chunk: the first pending task and those after it of the same call, up to the
     /// call's chunk size and to the descriptors one message carries; numbered from
     /// `next_seq`, which moves past it.
-    fn take(pending: &mut VecDeque<Task>, next_seq: &mut u64) -> Chunk {
-        let head = pending.front().expect("a pending task");
-        let call = Arc::as_ptr(&head.call);
+    fn take(pending: &mut Pending, next_seq: &mut u64) -> Chunk {
+        let run = pending.runs.front_mut().expect("a pending task");
         let mut fds = 0;
         // The longest run at the front that fits (the first task always goes).
-        let len = pending
+        let len = run
+            .tasks
             .iter()
-            .take(head.call.chunk().max(1))
+            .take(run.call.chunk().max(1))
             .take_while(|t| {
                 fds += t.fds.as_slice().len();
-                Arc::as_ptr(&t.call) == call && fds <= crate::ipc::frame::MAX_FDS
+                fds <= crate::ipc::frame::MAX_FDS
             })
             .count()
             .max(1);
-        // The common case of a map: what is pending is one chunk, taken whole (the queue
-        // becomes the chunk's); else the run moves out in one go.
-        let tasks = if len == pending.len() {
-            std::mem::take(pending)
+        // The common case of a map: the run at the front is one chunk, taken whole (its
+        // queue becomes the chunk's); else the chunk's tasks move out in one go.
+        let (call, tasks) = if len >= run.tasks.len() {
+            let run = pending.runs.pop_front().expect("a pending task");
+            (run.call, run.tasks)
         } else {
-            pending.drain(..len).collect()
+            (Arc::clone(&run.call), run.tasks.drain(..len).collect())
         };
-        Chunk::numbered(tasks, next_seq)
-    }
-
-    /// A chunk of `tasks`, numbered from `next_seq`, which moves past it.
-    fn numbered(tasks: VecDeque<Task>, next_seq: &mut u64) -> Chunk {
         let first_seq = *next_seq;
         *next_seq += tasks.len() as u64;
         Chunk {
             first_seq,
             k: 0,
+            call,
             tasks,
             revoked: false,
         }
@@ -536,7 +581,7 @@ fn take_back(
     inflight: &mut VecDeque<Chunk>,
     ready: bool,
     progress: &Progress,
-    pending: &mut VecDeque<Task>,
+    pending: &mut Pending,
 ) -> bool {
     let held = if ready { 2 } else { 1 };
     if inflight.len() < held {
@@ -549,9 +594,7 @@ fn take_back(
         return false;
     }
     last.revoked = true;
-    for task in std::mem::take(&mut last.tasks).into_iter().rev() {
-        pending.push_front(task);
-    }
+    pending.requeue(&last.call, std::mem::take(&mut last.tasks).into_iter());
     true
 }
 
@@ -570,7 +613,7 @@ pub(crate) fn start(config: Config) -> Result<Arc<Shared>> {
         shared: Arc::clone(&shared),
         wake: wake_rx,
         workers: Vec::new(),
-        pending: VecDeque::new(),
+        pending: Pending::default(),
         next_seq: 0,
         spawned: 0,
         failed_starts: 0,
@@ -591,7 +634,7 @@ struct Scheduler {
     shared: Arc<Shared>,
     wake: Receiver<()>,
     workers: Vec<Worker>,
-    pending: VecDeque<Task>,
+    pending: Pending,
     next_seq: u64,
     spawned: usize,
     /// Workers in a row that died before they were ready.
@@ -657,11 +700,7 @@ impl Scheduler {
     /// terminate).
     fn absorb(&mut self) -> (bool, bool) {
         let mut st = self.shared.lock();
-        if self.pending.is_empty() {
-            std::mem::swap(&mut self.pending, &mut st.submitted);
-        } else {
-            self.pending.extend(st.submitted.drain(..));
-        }
+        self.pending.append(&mut st.submitted);
         self.workers.append(&mut st.returned);
         if !self.pending.is_empty() || st.closed || st.terminate || st.broken.is_some() {
             st.parking = false;
@@ -766,16 +805,16 @@ impl Scheduler {
         let bytes = chunk.tasks.iter().map(|t| t.args.len()).sum();
         let mut items = Packed::with_capacity(chunk.tasks.len(), bytes);
         for task in &chunk.tasks {
-            if let Err(e) = items.push(&task.call.args()[task.args.clone()], task.fds.as_slice()) {
+            if let Err(e) = items.push(&chunk.call.args()[task.args.clone()], task.fds.as_slice()) {
                 // Out of descriptors: the whole chunk fails rather than runs half-armed.
                 for task in chunk.tasks {
                     let e = Error::io("cannot pass a task's descriptors to a worker", clone_io(&e));
-                    fail(task, e);
+                    fail(&chunk.call, task, e);
                 }
                 return true;
             }
         }
-        let key = chunk.tasks.front().map_or("", |t| t.call.key).into();
+        let key = chunk.call.key.into();
         let worker = &mut self.workers[w];
         chunk.k = worker.sent;
         worker.progress.queue(chunk.k);
@@ -802,13 +841,12 @@ impl Scheduler {
                 if e.is_disconnected() {
                     // The worker is gone: its results channel reports it; the tasks wait
                     // for another worker.
-                    for task in chunk.tasks.into_iter().rev() {
-                        self.pending.push_front(task);
-                    }
+                    self.pending.requeue(&chunk.call, chunk.tasks.into_iter());
                     return false;
                 }
                 for task in chunk.tasks {
                     fail(
+                        &chunk.call,
                         task,
                         Error::other(format!("cannot hand a task to a worker: {e}")),
                     );
@@ -897,7 +935,7 @@ impl Scheduler {
                     if let Some(chunk) = self.workers[w].inflight.pop_front() {
                         for task in chunk.tasks {
                             let error = Error::other(format!("the task's outcome was lost: {e}"));
-                            fail(task, error);
+                            fail(&chunk.call, task, error);
                         }
                     }
                 }
@@ -918,18 +956,16 @@ impl Scheduler {
         };
         let mut chunk = worker.inflight.remove(pos).expect("position is valid");
         let done = outcomes.len().min(chunk.tasks.len());
-        if let Some(call) = chunk.tasks.front().map(|t| Arc::clone(&t.call)) {
+        if done > 0 {
             let indices = chunk.tasks.drain(..done).map(|t| t.index).collect();
-            let _ = call.sink.send(Done::Outcomes {
+            let _ = chunk.call.sink.send(Done::Outcomes {
                 indices: Indices::Many(indices),
                 outcomes,
                 who,
             });
         }
         // A worker that retired mid-chunk left the rest: another worker runs them.
-        for task in chunk.tasks.into_iter().rev() {
-            self.pending.push_front(task);
-        }
+        self.pending.requeue(&chunk.call, chunk.tasks.into_iter());
     }
 
     /// How long until the earliest running task passes its timeout.
@@ -1057,17 +1093,17 @@ impl Scheduler {
                             .take()
                             .unwrap_or_else(|| Error::other(format!("{who} exited"))),
                     };
-                    fail(task, e);
+                    fail(&chunk.call, task, e);
                 } else if abnormal && task.attempts + 1 >= MAX_ATTEMPTS {
                     let e = Error::other(format!(
                         "{MAX_ATTEMPTS} workers died holding task {} (the last: {who})",
                         task.index
                     ));
-                    fail(task, e);
+                    fail(&chunk.call, task, e);
                 } else {
                     let mut task = task;
                     task.attempts += u32::from(abnormal);
-                    self.pending.push_front(task);
+                    self.pending.push_front(&chunk.call, task);
                 }
             }
         }
@@ -1168,7 +1204,7 @@ impl Scheduler {
             }
             for chunk in worker.inflight {
                 for task in chunk.tasks {
-                    fail(task, Error::other(why));
+                    fail(&chunk.call, task, Error::other(why));
                 }
             }
         }
@@ -1178,8 +1214,8 @@ impl Scheduler {
     /// Fails every pending task (also those submitted meanwhile).
     fn fail_all(&mut self, error: impl Fn() -> Error) {
         self.absorb();
-        for task in self.pending.drain(..) {
-            fail(task, error());
+        for (call, task) in self.pending.drain() {
+            fail(&call, task, error());
         }
     }
 }
@@ -1206,16 +1242,33 @@ mod tests {
         Arc::new(call)
     }
 
-    fn tasks(call: &Arc<Call>, indices: std::ops::Range<usize>) -> VecDeque<Task> {
-        indices
+    /// A run of `call`'s tasks at `indices`.
+    fn run(call: &Arc<Call>, indices: std::ops::Range<usize>) -> Run {
+        let tasks = indices
             .map(|index| Task {
-                call: Arc::clone(call),
                 index,
                 args: 0..0,
                 fds: TaskFds::default(),
                 attempts: 0,
             })
-            .collect()
+            .collect();
+        Run {
+            call: Arc::clone(call),
+            tasks,
+        }
+    }
+
+    /// A queue of the runs.
+    fn pending(runs: impl IntoIterator<Item = Run>) -> Pending {
+        let mut pending = Pending::default();
+        pending.append(&mut runs.into_iter().collect());
+        pending
+    }
+
+    /// The indices of the tasks pending, in order.
+    fn waiting(pending: &Pending) -> Vec<usize> {
+        let runs = pending.runs.iter();
+        runs.flat_map(|r| r.tasks.iter().map(|t| t.index)).collect()
     }
 
     fn indices(chunk: &Chunk) -> Vec<usize> {
@@ -1225,8 +1278,7 @@ mod tests {
     #[test]
     fn a_chunk_takes_one_calls_tasks_up_to_its_size() {
         let (a, b) = (call(3), call(10));
-        let mut pending = tasks(&a, 0..5);
-        pending.extend(tasks(&b, 0..2));
+        let mut pending = pending([run(&a, 0..5), run(&b, 0..2)]);
         let mut seq = 100;
         let first = Chunk::take(&mut pending, &mut seq);
         assert_eq!(
@@ -1237,7 +1289,7 @@ mod tests {
         let second = Chunk::take(&mut pending, &mut seq);
         assert_eq!((indices(&second), second.first_seq), (vec![3, 4], 103));
         let third = Chunk::take(&mut pending, &mut seq);
-        assert!(Arc::ptr_eq(&third.tasks[0].call, &b));
+        assert!(Arc::ptr_eq(&third.call, &b));
         assert_eq!((indices(&third), seq), (vec![0, 1], 107));
         assert!(pending.is_empty());
     }
@@ -1245,14 +1297,15 @@ mod tests {
     #[test]
     fn a_chunk_never_holds_more_descriptors_than_a_message_carries() {
         let c = call(1000);
-        let mut pending = tasks(&c, 0..3);
-        for task in &mut pending {
+        let mut tasks = run(&c, 0..3);
+        for task in &mut tasks.tasks {
             task.fds = TaskFds::new(
                 (0..crate::ipc::frame::MAX_FDS / 2)
                     .map(|_| sys_fd())
                     .collect(),
             );
         }
+        let mut pending = pending([tasks]);
         let mut seq = 0;
         assert_eq!(indices(&Chunk::take(&mut pending, &mut seq)), [0, 1]);
         assert_eq!(indices(&Chunk::take(&mut pending, &mut seq)), [2]);
@@ -1262,7 +1315,7 @@ mod tests {
         std::fs::File::open("/dev/null").unwrap().into()
     }
 
-    fn queued(pending: &mut VecDeque<Task>, progress: &Progress, k: u64) -> Chunk {
+    fn queued(pending: &mut Pending, progress: &Progress, k: u64) -> Chunk {
         let mut chunk = Chunk::take(pending, &mut 0);
         chunk.k = k;
         progress.queue(k);
@@ -1273,19 +1326,17 @@ mod tests {
     fn only_a_chunk_queued_behind_another_and_not_started_is_taken_back() {
         let c = call(2);
         let progress = Progress::new().unwrap();
-        let mut pending = tasks(&c, 0..6);
+        let mut pending = pending([run(&c, 0..6)]);
         let mut inflight = VecDeque::new();
         inflight.push_back(queued(&mut pending, &progress, 0));
         // One chunk of a ready worker is the one it runs: it stays.
         assert!(!take_back(&mut inflight, true, &progress, &mut pending));
         inflight.push_back(queued(&mut pending, &progress, 1));
-        assert_eq!(pending.len(), 2);
+        assert_eq!(waiting(&pending), [4, 5]);
         assert!(take_back(&mut inflight, true, &progress, &mut pending));
         // Its tasks are first in line again, in order; the chunk waits for its `Skipped`.
-        assert_eq!(
-            pending.iter().map(|t| t.index).collect::<Vec<_>>(),
-            [2, 3, 4, 5]
-        );
+        assert_eq!(waiting(&pending), [2, 3, 4, 5]);
+        assert_eq!(pending.runs.len(), 1, "back in the run they came from");
         assert!(inflight[1].revoked && inflight[1].tasks.is_empty());
         assert!(
             !take_back(&mut inflight, true, &progress, &mut pending),
@@ -1297,7 +1348,7 @@ mod tests {
     fn a_chunk_the_worker_started_is_not_taken_back() {
         let c = call(1);
         let progress = Progress::new().unwrap();
-        let mut pending = tasks(&c, 0..3);
+        let mut pending = pending([run(&c, 0..3)]);
         let mut inflight = VecDeque::new();
         inflight.push_back(queued(&mut pending, &progress, 0));
         // A worker still in its initializer holds even its first chunk idle.
