@@ -21,7 +21,7 @@ pub use self::results::{AsyncResult, Imap, ImapUnordered};
 pub(crate) use self::worker::run_task;
 
 use self::results::{collect_in_order, settle_one};
-use self::scheduler::{Call, Direct, Results, Run, Shared, Task, TaskFds};
+use self::scheduler::{Call, Direct, Rare, Results, Run, Shared, Task};
 use crate::error::{Error, Result};
 use crate::ipc::codec as wire;
 use crate::registry;
@@ -542,8 +542,7 @@ impl Pool {
                 tasks.push(Task {
                     index: n + tasks.len(),
                     args: range,
-                    fds: TaskFds::new(fds),
-                    attempts: 0,
+                    rare: Rare::with_fds(fds),
                 });
             })
             .map_err(|message| Error::serialize::<A>(message))?;
@@ -585,8 +584,7 @@ impl Pool {
             .map(|(index, args)| Task {
                 index,
                 args,
-                fds: TaskFds::default(),
-                attempts: 0,
+                rare: Rare::default(),
             })
             .collect();
         self.shared.submit(Run { call, tasks })?;

@@ -113,6 +113,8 @@ pub(crate) fn collect_in_order<R: DeserializeOwned>(rx: Results, n: usize) -> Re
                     ahead.truncate(at);
                     first_error = Some((index, error));
                 }
+                // The next value, none early (the common case): straight to the end.
+                Ok(value) if at == 0 && ahead.is_empty() => values.push(value),
                 Ok(value) => {
                     if at < ahead.len() {
                         ahead[at] = Some(value);

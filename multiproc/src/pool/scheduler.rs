@@ -198,13 +198,11 @@ impl Call {
 }
 
 /// One task of a call (its [`Run`]'s or its [`Chunk`]'s): its index in the call, where its
-/// arguments lie in the call's buffer, and the descriptors they carry.
+/// arguments lie in the call's buffer, and what few tasks have ([`Rare`]).
 pub(crate) struct Task {
     pub(crate) index: usize,
     pub(crate) args: std::ops::Range<usize>,
-    pub(crate) fds: TaskFds,
-    /// Workers that died holding it (not running it): past [`MAX_ATTEMPTS`] it fails.
-    pub(crate) attempts: u32,
+    pub(crate) rare: Rare,
 }
 
 /// Tasks of one call, in order: how tasks are submitted and wait.
@@ -224,8 +222,7 @@ impl Run {
         let task = Task {
             index: 0,
             args: 0..len,
-            fds: TaskFds::new(fds),
-            attempts: 0,
+            rare: Rare::with_fds(fds),
         };
         let tasks = VecDeque::from([task]);
         (Run { call, tasks }, results)
@@ -280,23 +277,35 @@ impl Pending {
     }
 }
 
-/// A task's descriptors, in one word (most tasks carry none): a 200k map holds 200k tasks.
+/// What few tasks have, in one word for the many that have none of it (a 200k map holds 200k
+/// tasks): the descriptors their arguments carry, and the workers that died holding them.
 #[derive(Default)]
-pub(crate) struct TaskFds(
-    #[expect(
-        clippy::box_collection,
-        reason = "a thin pointer, where a Vec takes three words"
-    )]
-    Option<Box<Vec<OwnedFd>>>,
-);
+pub(crate) struct Rare(Option<Box<RareParts>>);
 
-impl TaskFds {
-    pub(crate) fn new(fds: Vec<OwnedFd>) -> TaskFds {
-        TaskFds((!fds.is_empty()).then(|| Box::new(fds)))
+#[derive(Default)]
+struct RareParts {
+    fds: Vec<OwnedFd>,
+    /// Workers that died holding the task (not running it): past [`MAX_ATTEMPTS`] it fails.
+    attempts: u32,
+}
+
+impl Rare {
+    /// A new task's: its arguments' descriptors.
+    pub(crate) fn with_fds(fds: Vec<OwnedFd>) -> Rare {
+        Rare((!fds.is_empty()).then(|| Box::new(RareParts { fds, attempts: 0 })))
     }
 
-    fn as_slice(&self) -> &[OwnedFd] {
-        self.0.as_deref().map_or(&[], Vec::as_slice)
+    fn fds(&self) -> &[OwnedFd] {
+        self.0.as_deref().map_or(&[], |parts| &parts.fds)
+    }
+
+    fn attempts(&self) -> u32 {
+        self.0.as_deref().map_or(0, |parts| parts.attempts)
+    }
+
+    /// A worker died holding the task.
+    fn add_attempt(&mut self) {
+        self.0.get_or_insert_default().attempts += 1;
     }
 }
 
@@ -549,7 +558,7 @@ impl Chunk {
             .iter()
             .take(run.call.chunk().max(1))
             .take_while(|t| {
-                fds += t.fds.as_slice().len();
+                fds += t.rare.fds().len();
                 fds <= crate::ipc::frame::MAX_FDS
             })
             .count()
@@ -805,7 +814,7 @@ impl Scheduler {
         let bytes = chunk.tasks.iter().map(|t| t.args.len()).sum();
         let mut items = Packed::with_capacity(chunk.tasks.len(), bytes);
         for task in &chunk.tasks {
-            if let Err(e) = items.push(&chunk.call.args()[task.args.clone()], task.fds.as_slice()) {
+            if let Err(e) = items.push(&chunk.call.args()[task.args.clone()], task.rare.fds()) {
                 // Out of descriptors: the whole chunk fails rather than runs half-armed.
                 for task in chunk.tasks {
                     let e = Error::io("cannot pass a task's descriptors to a worker", clone_io(&e));
@@ -1094,7 +1103,7 @@ impl Scheduler {
                             .unwrap_or_else(|| Error::other(format!("{who} exited"))),
                     };
                     fail(&chunk.call, task, e);
-                } else if abnormal && task.attempts + 1 >= MAX_ATTEMPTS {
+                } else if abnormal && task.rare.attempts() + 1 >= MAX_ATTEMPTS {
                     let e = Error::other(format!(
                         "{MAX_ATTEMPTS} workers died holding task {} (the last: {who})",
                         task.index
@@ -1102,7 +1111,9 @@ impl Scheduler {
                     fail(&chunk.call, task, e);
                 } else {
                     let mut task = task;
-                    task.attempts += u32::from(abnormal);
+                    if abnormal {
+                        task.rare.add_attempt();
+                    }
                     self.pending.push_front(&chunk.call, task);
                 }
             }
@@ -1248,8 +1259,7 @@ mod tests {
             .map(|index| Task {
                 index,
                 args: 0..0,
-                fds: TaskFds::default(),
-                attempts: 0,
+                rare: Rare::default(),
             })
             .collect();
         Run {
@@ -1276,6 +1286,24 @@ mod tests {
     }
 
     #[test]
+    fn a_queued_task_takes_four_words() {
+        assert_eq!(size_of::<Task>(), 4 * size_of::<usize>());
+    }
+
+    #[test]
+    fn a_tasks_rare_parts_keep_its_descriptors_and_count_its_attempts() {
+        let mut plain = Rare::with_fds(Vec::new());
+        assert!(plain.0.is_none(), "nothing allocated for a plain task");
+        plain.add_attempt();
+        plain.add_attempt();
+        assert_eq!((plain.attempts(), plain.fds().len()), (2, 0));
+        let mut armed = Rare::with_fds(vec![sys_fd(), sys_fd()]);
+        assert_eq!((armed.attempts(), armed.fds().len()), (0, 2));
+        armed.add_attempt();
+        assert_eq!((armed.attempts(), armed.fds().len()), (1, 2));
+    }
+
+    #[test]
     fn a_chunk_takes_one_calls_tasks_up_to_its_size() {
         let (a, b) = (call(3), call(10));
         let mut pending = pending([run(&a, 0..5), run(&b, 0..2)]);
@@ -1299,7 +1327,7 @@ mod tests {
         let c = call(1000);
         let mut tasks = run(&c, 0..3);
         for task in &mut tasks.tasks {
-            task.fds = TaskFds::new(
+            task.rare = Rare::with_fds(
                 (0..crate::ipc::frame::MAX_FDS / 2)
                     .map(|_| sys_fd())
                     .collect(),
