@@ -24,6 +24,7 @@ use self::results::{collect_in_order, settle_one};
 use self::scheduler::{Call, Direct, Rare, Results, Run, Shared, Task};
 use crate::error::{Error, Result};
 use crate::ipc::codec as wire;
+use crate::ipc::packed;
 use crate::registry;
 use crate::spawn::{Process, ProcessFn};
 
@@ -302,7 +303,7 @@ impl Pool {
         let key = registry::resolve_fn::<F, A>()?;
         let mut bytes = Vec::new();
         let mut fds = Vec::new();
-        wire::encode_each([args], &mut bytes, |_, carried| fds = carried)
+        wire::encode_each([args], &mut bytes, 0, |_, carried| fds = carried)
             .map_err(|message| Error::serialize::<A>(message))?;
         // On an idle worker, one round trip from here; else through the scheduler.
         let rx = match self.shared.run_direct(key, bytes, fds) {
@@ -538,7 +539,9 @@ impl Pool {
             let call = Arc::new(Call::new(key, sink.clone()));
             let mut tasks = Vec::with_capacity(expected);
             let batch = items.by_ref().take(batch_size);
-            wire::encode_each(batch, &mut args, |range, fds| {
+            // Each task's arguments with room before them for its entry header in a chunk:
+            // a chunk of consecutive tasks goes to its worker as a span of this buffer.
+            wire::encode_each(batch, &mut args, packed::HEADER, |range, fds| {
                 tasks.push(Task {
                     index: n + tasks.len(),
                     args: range,
@@ -547,9 +550,13 @@ impl Pool {
             })
             .map_err(|message| Error::serialize::<A>(message))?;
             if !tasks.is_empty() {
+                for task in &tasks {
+                    let at = &mut args[task.args.start - packed::HEADER..];
+                    packed::write_header(at, task.args.len(), task.rare.fds().len());
+                }
                 per_item = args.len().div_ceil(tasks.len()).max(1);
                 let chunk = per_call.unwrap_or_else(|| chunk.take().map_or(1, |c| c(tasks.len())));
-                call.encoded(args, chunk);
+                call.encoded_with_headers(args, chunk);
                 n += tasks.len();
                 let tasks = tasks.into();
                 self.shared.submit(Run { call, tasks })?;

@@ -552,7 +552,7 @@ impl Pool {
         let mut args = Vec::new();
         let mut ends = Vec::new();
         let mut carried = 0;
-        wire::encode_each(items, &mut args, |range, fds| {
+        wire::encode_each(items, &mut args, 0, |range, fds| {
             carried += fds.len();
             ends.push(range.end);
         })

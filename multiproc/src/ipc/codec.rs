@@ -89,18 +89,21 @@ fn encoding<X, R>(
     result
 }
 
-/// Encodes each of `items` at the end of `out`, in one encoding context (no per-item buffer
-/// or thread-local setup): `each` gets the byte range and the descriptors of every item. The
-/// values are handed over for good (as to a message that was sent).
+/// Encodes each of `items` at the end of `out`, `gap` zero bytes before each (room for a
+/// header), in one encoding context (no per-item buffer or thread-local setup): `each` gets
+/// the byte range and the descriptors of every item. The values are handed over for good (as
+/// to a message that was sent).
 pub(crate) fn encode_each<T: Serialize>(
     items: impl IntoIterator<Item = T>,
     out: &mut Vec<u8>,
+    gap: usize,
     mut each: impl FnMut(std::ops::Range<usize>, Vec<OwnedFd>),
 ) -> Result<(), String> {
     let saved = OUTGOING.with(|o| o.replace(Some(Vec::new())));
     let saved_moves = MOVES.with(|m| m.replace(Some(Vec::new())));
     let mut result = Ok(());
     for item in items {
+        out.resize(out.len() + gap, 0);
         let start = out.len();
         match postcard::to_extend(&bulk::Value(&item), std::mem::take(out)) {
             Ok(buf) => *out = buf,

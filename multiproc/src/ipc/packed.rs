@@ -1,7 +1,9 @@
 //! [`Packed`]: many encoded values, each with its descriptors, in one buffer: how a chunk of
 //! tasks and its results travel between a pool and its workers.
 
+use std::ops::Range;
 use std::os::fd::{AsFd, OwnedFd};
+use std::sync::Arc;
 
 use serde::de::Deserializer;
 use serde::ser::Serializer;
@@ -14,14 +16,52 @@ use super::codec::{self as wire, ByteBlock, ByteBuf};
 #[derive(Default)]
 pub(crate) struct Packed {
     data: Vec<u8>,
+    /// Instead of `data` (then empty): a span of a buffer that already holds the entries laid
+    /// out (a pool call's arguments, encoded with [`HEADER`] bytes before each, see
+    /// [`write_header`]), sent from there without a copy.
+    shared: Option<(Shared, Range<usize>)>,
     fds: Vec<OwnedFd>,
     len: usize,
 }
 
+/// A buffer that a [`Packed`] can send a span of.
+pub(crate) type Shared = Arc<dyn AsRef<[u8]> + Send + Sync>;
+
 /// The bytes before each entry's own: its length and its descriptor count.
-const HEADER: usize = 6;
+pub(crate) const HEADER: usize = 6;
+
+/// Writes the header of an entry of `len` bytes and `fds` descriptors into the first
+/// [`HEADER`] bytes of `at`.
+pub(crate) fn write_header(at: &mut [u8], len: usize, fds: usize) {
+    at[..4].copy_from_slice(&(len as u32).to_le_bytes());
+    at[4..HEADER].copy_from_slice(&(fds as u16).to_le_bytes());
+}
 
 impl Packed {
+    /// The `len` entries, without descriptors, that lie laid out in `buffer` at `span`.
+    pub(crate) fn shared(buffer: Shared, span: Range<usize>, len: usize) -> Packed {
+        Packed {
+            shared: Some((buffer, span)),
+            len,
+            ..Packed::default()
+        }
+    }
+
+    fn bytes(&self) -> &[u8] {
+        match &self.shared {
+            Some((buffer, span)) => &(**buffer).as_ref()[span.clone()],
+            None => &self.data,
+        }
+    }
+
+    /// The bytes, made its own first if they were shared.
+    fn own(&mut self) -> &mut Vec<u8> {
+        if let Some((buffer, span)) = self.shared.take() {
+            self.data = (*buffer).as_ref()[span].to_vec();
+        }
+        &mut self.data
+    }
+
     pub(crate) fn new() -> Packed {
         Packed::default()
     }
@@ -42,20 +82,21 @@ impl Packed {
     /// Encodes `value` as the next entry, straight into the buffer (see
     /// [`wire::encode_appending`]). On an error nothing is appended.
     pub(crate) fn push_encoded<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<(), String> {
-        let header = self.data.len();
-        self.data.extend_from_slice(&[0; HEADER]);
-        match wire::encode_appending(value, &mut self.data) {
+        let data = self.own();
+        let header = data.len();
+        data.extend_from_slice(&[0; HEADER]);
+        match wire::encode_appending(value, data) {
             Ok(fds) => {
-                let len = (self.data.len() - header - HEADER) as u32;
-                self.data[header..header + 4].copy_from_slice(&len.to_le_bytes());
-                self.data[header + 4..header + HEADER]
-                    .copy_from_slice(&(fds.len() as u16).to_le_bytes());
+                let len = data.len() - header - HEADER;
+                let mut at = [0; HEADER];
+                write_header(&mut at, len, fds.len());
+                data[header..header + HEADER].copy_from_slice(&at);
                 self.fds.extend(fds);
                 self.len += 1;
                 Ok(())
             }
             Err(e) => {
-                self.data.truncate(header);
+                data.truncate(header);
                 Err(e)
             }
         }
@@ -72,22 +113,23 @@ impl Packed {
     }
 
     pub(crate) fn push_owned(&mut self, bytes: &[u8], fds: Vec<OwnedFd>) {
-        self.data
-            .extend_from_slice(&(bytes.len() as u32).to_le_bytes());
-        self.data
-            .extend_from_slice(&(fds.len() as u16).to_le_bytes());
-        self.data.extend_from_slice(bytes);
+        let mut header = [0; HEADER];
+        write_header(&mut header, bytes.len(), fds.len());
+        let data = self.own();
+        data.extend_from_slice(&header);
+        data.extend_from_slice(bytes);
         self.fds.extend(fds);
         self.len += 1;
     }
 
     /// The bytes the entries take, their headers included.
     pub(crate) fn encoded_len(&self) -> usize {
-        self.data.len()
+        self.bytes().len()
     }
 
     /// The entries, in order, each with its descriptors.
-    pub(crate) fn into_entries(self) -> Entries {
+    pub(crate) fn into_entries(mut self) -> Entries {
+        self.own();
         Entries {
             data: self.data,
             at: 0,
@@ -123,7 +165,7 @@ impl Serialize for Packed {
         for fd in &self.fds {
             indices.push(wire::attach_fd(fd.as_fd(), "pool task")?);
         }
-        (ByteBlock(&self.data), indices, self.len as u64).serialize(s)
+        (ByteBlock(self.bytes()), indices, self.len as u64).serialize(s)
     }
 }
 
@@ -136,6 +178,7 @@ impl<'de> Deserialize<'de> for Packed {
         }
         Ok(Packed {
             data,
+            shared: None,
             fds,
             len: len as usize,
         })
@@ -211,6 +254,7 @@ mod tests {
     fn malformed_data_ends_the_entries() {
         let packed = Packed {
             data: vec![9, 0, 0, 0, 0, 0, 1, 2],
+            shared: None,
             fds: Vec::new(),
             len: 1,
         };

@@ -26,7 +26,7 @@ use super::worker::{
 };
 use crate::channel::{Receiver, Sender};
 use crate::error::{Error, Repr, Result, Who};
-use crate::ipc::packed::Packed;
+use crate::ipc::packed::{self, Packed};
 use crate::select::Select;
 use crate::spawn::{Builder, JoinHandle};
 use crate::sys::Wait;
@@ -169,6 +169,15 @@ pub(crate) struct Call {
     sink: Sink,
     /// The most of its tasks that may share a chunk (set with `args`).
     chunk: OnceLock<usize>,
+    /// Each task's arguments in `args` follow the room for its entry header in a chunk,
+    /// written there ([`Call::encoded_with_headers`]).
+    headed: OnceLock<bool>,
+}
+
+impl AsRef<[u8]> for Call {
+    fn as_ref(&self) -> &[u8] {
+        self.args()
+    }
 }
 
 impl Call {
@@ -179,6 +188,7 @@ impl Call {
             args: OnceLock::new(),
             sink,
             chunk: OnceLock::new(),
+            headed: OnceLock::new(),
         }
     }
 
@@ -186,6 +196,17 @@ impl Call {
     pub(crate) fn encoded(&self, args: Vec<u8>, chunk: usize) {
         let _ = self.args.set(args);
         let _ = self.chunk.set(chunk);
+    }
+
+    /// As [`Call::encoded`], for arguments each preceded by its entry header in a chunk
+    /// ([`packed::write_header`]).
+    pub(crate) fn encoded_with_headers(&self, args: Vec<u8>, chunk: usize) {
+        self.encoded(args, chunk);
+        let _ = self.headed.set(true);
+    }
+
+    fn headed(&self) -> bool {
+        self.headed.get().copied().unwrap_or(false)
     }
 
     fn args(&self) -> &[u8] {
@@ -295,7 +316,7 @@ impl Rare {
         Rare((!fds.is_empty()).then(|| Box::new(RareParts { fds, attempts: 0 })))
     }
 
-    fn fds(&self) -> &[OwnedFd] {
+    pub(crate) fn fds(&self) -> &[OwnedFd] {
         self.0.as_deref().map_or(&[], |parts| &parts.fds)
     }
 
@@ -546,6 +567,24 @@ struct Chunk {
 }
 
 impl Chunk {
+    /// The span of its call's buffer that holds its tasks laid out as the entries of a
+    /// [`Packed`], if one does: a call encoded with headers, tasks in a row (as a chunk of a
+    /// map is unless some of its tasks went elsewhere), none with descriptors.
+    fn laid_out(&self) -> Option<std::ops::Range<usize>> {
+        if !self.call.headed() {
+            return None;
+        }
+        let start = self.tasks.front()?.args.start.checked_sub(packed::HEADER)?;
+        let mut end = start;
+        for task in &self.tasks {
+            if !task.rare.fds().is_empty() || task.args.start != end + packed::HEADER {
+                return None;
+            }
+            end = task.args.end;
+        }
+        Some(start..end)
+    }
+
     /// The next chunk: the first pending task and those after it of the same call, up to the
     /// call's chunk size and to the descriptors one message carries; numbered from
     /// `next_seq`, which moves past it.
@@ -811,18 +850,31 @@ impl Scheduler {
     /// Sends a chunk to worker `w`; `false` if the worker is gone (the tasks are pending
     /// again).
     fn send_chunk(&mut self, w: usize, mut chunk: Chunk) -> bool {
-        let bytes = chunk.tasks.iter().map(|t| t.args.len()).sum();
-        let mut items = Packed::with_capacity(chunk.tasks.len(), bytes);
-        for task in &chunk.tasks {
-            if let Err(e) = items.push(&chunk.call.args()[task.args.clone()], task.rare.fds()) {
-                // Out of descriptors: the whole chunk fails rather than runs half-armed.
-                for task in chunk.tasks {
-                    let e = Error::io("cannot pass a task's descriptors to a worker", clone_io(&e));
-                    fail(&chunk.call, task, e);
-                }
-                return true;
+        let items = match chunk.laid_out() {
+            // Sent from the call's buffer as it lies.
+            Some(span) => {
+                let buffer: packed::Shared = Arc::clone(&chunk.call) as _;
+                Packed::shared(buffer, span, chunk.tasks.len())
             }
-        }
+            None => {
+                let bytes = chunk.tasks.iter().map(|t| t.args.len()).sum();
+                let mut items = Packed::with_capacity(chunk.tasks.len(), bytes);
+                for task in &chunk.tasks {
+                    let args = &chunk.call.args()[task.args.clone()];
+                    if let Err(e) = items.push(args, task.rare.fds()) {
+                        // Out of descriptors: the whole chunk fails rather than runs
+                        // half-armed.
+                        for task in chunk.tasks {
+                            let e = clone_io(&e);
+                            let e = Error::io("cannot pass a task's descriptors to a worker", e);
+                            fail(&chunk.call, task, e);
+                        }
+                        return true;
+                    }
+                }
+                items
+            }
+        };
         let key = chunk.call.key.into();
         let worker = &mut self.workers[w];
         chunk.k = worker.sent;
@@ -1283,6 +1335,84 @@ mod tests {
 
     fn indices(chunk: &Chunk) -> Vec<usize> {
         chunk.tasks.iter().map(|t| t.index).collect()
+    }
+
+    /// A call of `values` encoded as `Pool::map` encodes them (a header's room before each,
+    /// the header written), and a run of its tasks.
+    fn headed(values: &[u64], chunk: usize) -> Run {
+        let mut args = Vec::new();
+        let mut tasks = VecDeque::new();
+        crate::ipc::codec::encode_each(values, &mut args, packed::HEADER, |range, fds| {
+            let index = tasks.len();
+            let rare = Rare::with_fds(fds);
+            tasks.push_back(Task {
+                index,
+                args: range,
+                rare,
+            });
+        })
+        .unwrap();
+        for task in &tasks {
+            packed::write_header(
+                &mut args[task.args.start - packed::HEADER..],
+                task.args.len(),
+                0,
+            );
+        }
+        let call = Call::new("k", sink().0);
+        call.encoded_with_headers(args, chunk);
+        let call = Arc::new(call);
+        Run { call, tasks }
+    }
+
+    #[test]
+    fn a_chunk_of_tasks_in_a_row_is_sent_as_its_span_of_the_calls_buffer() {
+        let values = [1, 300, 70_000, 0, u64::MAX];
+        let mut pending = pending([headed(&values, 3)]);
+        let mut seq = 0;
+        for want in [&values[..3], &values[3..]] {
+            let chunk = Chunk::take(&mut pending, &mut seq);
+            let span = chunk.laid_out().expect("tasks in a row");
+            let buffer: packed::Shared = Arc::clone(&chunk.call) as _;
+            let mut entries = Packed::shared(buffer, span, chunk.tasks.len()).into_entries();
+            for &value in want {
+                let (bytes, fds) = entries.next_entry().expect("an entry per task");
+                let got: u64 = crate::ipc::codec::decode_slice(bytes, fds).unwrap();
+                assert_eq!(got, value);
+            }
+            assert!(entries.next_entry().is_none());
+        }
+    }
+
+    #[test]
+    fn a_chunk_with_a_gap_or_descriptors_or_no_headers_is_packed_task_by_task() {
+        let mut three = headed(&[1, 2, 3], 3);
+        let gap = Chunk::take(&mut pending([run_without(&mut three, 1)]), &mut 0);
+        assert!(gap.laid_out().is_none(), "task 1 went elsewhere");
+        let mut armed = headed(&[1, 2], 2);
+        armed.tasks[1].rare = Rare::with_fds(vec![sys_fd()]);
+        let armed = Chunk::take(&mut pending([armed]), &mut 0);
+        assert!(
+            armed.laid_out().is_none(),
+            "its descriptors go beside the bytes"
+        );
+        let plain = Chunk::take(&mut pending([run(&call(2), 0..2)]), &mut 0);
+        assert!(
+            plain.laid_out().is_none(),
+            "no headers in its call's buffer"
+        );
+        let whole = Chunk::take(&mut pending([headed(&[1, 2], 2)]), &mut 0);
+        assert!(whole.laid_out().is_some());
+    }
+
+    /// `run` without its task at `index`.
+    fn run_without(run: &mut Run, index: usize) -> Run {
+        let tasks = std::mem::take(&mut run.tasks);
+        let tasks = tasks.into_iter().filter(|t| t.index != index).collect();
+        Run {
+            call: Arc::clone(&run.call),
+            tasks,
+        }
     }
 
     #[test]
