@@ -2,9 +2,10 @@
 //! the outcomes back, and replaces a worker that dies or runs past a task's timeout.
 //!
 //! Every task is in exactly one place: waiting in `pending` (in runs of one call's tasks, so
-//! that a task does not hold its call itself), or held by one worker in its `inflight` chunks (kept until its outcome arrives, so that it can be handed to another
-//! worker if this one dies before starting it). A dead worker fails only the task its progress
-//! word names; the others it held go back to the front of `pending`, in order.
+//! that a task does not hold its call itself), or held by one worker in its `inflight`
+//! chunks (kept until its outcome arrives, so that it can be handed to another worker if
+//! this one dies before starting it). A dead worker fails only the task its progress word
+//! names; the others it held go back to the front of `pending`, in order.
 //!
 //! The direct path: while nothing is pending, the scheduler *parks* its idle workers in the
 //! shared state, where a caller of `Pool::apply` leases one ([`Shared::run_direct`]), sends
