@@ -421,6 +421,18 @@ pub(crate) fn decode<T: DeserializeOwned>(frame: Frame) -> Result<T, String> {
     decode_slice(&bytes, fds)
 }
 
+/// Whether values without descriptors decode here without a context (see [`decode_slice`]):
+/// outside another decoding.
+pub(crate) fn plain_decoding() -> bool {
+    INCOMING.with(|i| i.borrow().is_none())
+}
+
+/// Decodes `bytes`, which carry no descriptor, without a context, where [`plain_decoding`]
+/// holds: `None` on a failure, which [`decode_slice`] explains.
+pub(crate) fn decode_plain<T: DeserializeOwned>(bytes: &[u8]) -> Option<T> {
+    bulk::from_bytes::<T>(bytes).ok()
+}
+
 /// Decodes `bytes` with the descriptors `fds`; those the value did not claim are closed.
 pub(crate) fn decode_slice<T: DeserializeOwned>(
     bytes: &[u8],

@@ -122,6 +122,11 @@ impl Packed {
         self.len += 1;
     }
 
+    /// Whether any entry carries descriptors.
+    pub(crate) fn carries_fds(&self) -> bool {
+        !self.fds.is_empty()
+    }
+
     /// The bytes the entries take, their headers included.
     pub(crate) fn encoded_len(&self) -> usize {
         self.bytes().len()

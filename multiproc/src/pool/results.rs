@@ -26,9 +26,17 @@ pub(crate) fn settle<R: DeserializeOwned>(done: Done, mut each: impl FnMut(usize
             outcomes,
             who,
         } => {
+            // Most deliveries carry no descriptor: their values decode without a context, the
+            // check made once for all (a 200k map decodes 200k outcomes).
+            let plain = !outcomes.carries_fds() && wire::plain_decoding();
             let mut entries = outcomes.into_entries();
             for &index in indices.as_slice() {
                 let result = match entries.next_entry() {
+                    Some((bytes, _)) if plain => match wire::decode_plain(bytes) {
+                        Some(Outcome::Returned(value)) => Ok(value),
+                        // A panic, an error, or bytes that do not decode: the full path says.
+                        _ => outcome(bytes, Vec::new(), &who),
+                    },
                     Some((bytes, fds)) => outcome(bytes, fds, &who),
                     None => Err(lost()),
                 };
@@ -601,6 +609,35 @@ mod tests {
         tx.send(failed(2, "two again")).unwrap();
         let error = collect_in_order::<u64>(rx, 6).unwrap_err();
         assert!(error.to_string().contains("two") && !error.to_string().contains("again"));
+    }
+
+    #[test]
+    fn a_delivery_without_descriptors_still_reports_failures_and_bad_bytes() {
+        // Returned, a failure the worker reported, and bytes that are no `Outcome<u64>`.
+        let mut outcomes = Packed::new();
+        outcomes.push_encoded(&Outcome::Returned(7_u64)).unwrap();
+        let failure = Outcome::<u64>::OutputNotSerializable {
+            type_name: "T".into(),
+            message: "refused".into(),
+        };
+        outcomes.push_encoded(&failure).unwrap();
+        outcomes.push_owned(&[9, 9, 9], Vec::new());
+        let done = Done::Outcomes {
+            indices: Indices::Many(vec![0, 1, 2]),
+            outcomes,
+            who: std::sync::Arc::new(crate::error::Who {
+                name: "worker".into(),
+                pid: None,
+            }),
+        };
+        let mut got = Vec::new();
+        settle::<u64>(done, |index, result| got.push((index, result)));
+        assert_eq!(got.len(), 3);
+        assert_eq!(got[0].1.as_ref().ok(), Some(&7));
+        let refused = got[1].1.as_ref().unwrap_err();
+        assert!(refused.to_string().contains("refused"), "{refused}");
+        let garbled = got[2].1.as_ref().unwrap_err();
+        assert_eq!(garbled.kind(), crate::ErrorKind::Deserialize, "{garbled}");
     }
 
     #[test]
