@@ -443,8 +443,8 @@ pub(crate) fn decode_slice<T: DeserializeOwned>(
     // claim by mistake could be one of the outer message's). A failure decodes again in a
     // context, for the error's text.
     if fds.is_empty()
-        && INCOMING.with(|i| i.borrow().is_none())
-        && let Ok(value) = bulk::from_bytes::<T>(bytes)
+        && plain_decoding()
+        && let Some(value) = decode_plain(bytes)
     {
         return Ok(value);
     }
