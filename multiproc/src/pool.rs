@@ -534,9 +534,8 @@ impl Pool {
                 (low, _) => low.clamp(1, SUBMIT_BATCH),
             };
             let mut args = Vec::with_capacity(expected * per_item);
-            // The tasks are made as their arguments are encoded; the call gets the buffer
-            // once it is whole, before they go.
-            let call = Arc::new(Call::new(key, sink.clone()));
+            // The tasks are made as their arguments are encoded; their call, once the buffer
+            // is whole.
             let mut tasks = Vec::with_capacity(expected);
             let batch = items.by_ref().take(batch_size);
             // Each task's arguments with room before them for its entry header in a chunk:
@@ -556,7 +555,7 @@ impl Pool {
                 }
                 per_item = args.len().div_ceil(tasks.len()).max(1);
                 let chunk = per_call.unwrap_or_else(|| chunk.take().map_or(1, |c| c(tasks.len())));
-                call.encoded_with_headers(args, chunk);
+                let call = Arc::new(Call::with_headers(key, sink.clone(), args, chunk));
                 n += tasks.len();
                 let tasks = tasks.into();
                 self.shared.submit(Run { call, tasks })?;
@@ -583,8 +582,7 @@ impl Pool {
         let key = registry::resolve_key_str(key)?;
         let (sink, rx) = scheduler::sink();
         let chunk = spans.len().div_ceil(self.workers.max(1)).max(1);
-        let call = Arc::new(Call::new(key, sink));
-        call.encoded(args, chunk);
+        let call = Arc::new(Call::new(key, sink, args, chunk));
         let tasks = spans
             .into_iter()
             .enumerate()

@@ -19,7 +19,7 @@ use std::collections::VecDeque;
 use std::os::fd::OwnedFd;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::Duration;
 
 use super::worker::{
@@ -164,15 +164,14 @@ pub(crate) enum Direct {
 /// One call of the pool's API (a `map`, an `apply_async`...): what its tasks share.
 pub(crate) struct Call {
     key: &'static str,
-    /// The encoded arguments of all its tasks, one after the other: set once they are
-    /// encoded, before any task goes to the scheduler (the tasks are made while encoding).
-    args: OnceLock<Vec<u8>>,
+    /// The encoded arguments of all its tasks, one after the other.
+    args: Vec<u8>,
     sink: Sink,
-    /// The most of its tasks that may share a chunk (set with `args`).
-    chunk: OnceLock<usize>,
+    /// The most of its tasks that may share a chunk.
+    chunk: usize,
     /// Each task's arguments in `args` follow the room for its entry header in a chunk,
-    /// written there ([`Call::encoded_with_headers`]).
-    headed: OnceLock<bool>,
+    /// written there ([`Call::with_headers`]).
+    headed: bool,
 }
 
 impl AsRef<[u8]> for Call {
@@ -182,40 +181,29 @@ impl AsRef<[u8]> for Call {
 }
 
 impl Call {
-    /// A call whose arguments and chunk size [`Call::encoded`] sets later.
-    pub(crate) fn new(key: &'static str, sink: Sink) -> Call {
+    /// A call of `key` whose tasks' encoded arguments lie in `args`, up to `chunk` of them
+    /// to a chunk, their outcomes to `sink`.
+    pub(crate) fn new(key: &'static str, sink: Sink, args: Vec<u8>, chunk: usize) -> Call {
         Call {
             key,
-            args: OnceLock::new(),
+            args,
             sink,
-            chunk: OnceLock::new(),
-            headed: OnceLock::new(),
+            chunk,
+            headed: false,
         }
     }
 
-    /// Sets the encoded arguments of all its tasks and its chunk size, once.
-    pub(crate) fn encoded(&self, args: Vec<u8>, chunk: usize) {
-        let _ = self.args.set(args);
-        let _ = self.chunk.set(chunk);
-    }
-
-    /// As [`Call::encoded`], for arguments each preceded by its entry header in a chunk
+    /// As [`Call::new`], for arguments each preceded by its entry header in a chunk
     /// ([`packed::write_header`]).
-    pub(crate) fn encoded_with_headers(&self, args: Vec<u8>, chunk: usize) {
-        self.encoded(args, chunk);
-        let _ = self.headed.set(true);
-    }
-
-    fn headed(&self) -> bool {
-        self.headed.get().copied().unwrap_or(false)
+    pub(crate) fn with_headers(key: &'static str, sink: Sink, args: Vec<u8>, chunk: usize) -> Call {
+        Call {
+            headed: true,
+            ..Call::new(key, sink, args, chunk)
+        }
     }
 
     fn args(&self) -> &[u8] {
-        self.args.get().map_or(&[], Vec::as_slice)
-    }
-
-    fn chunk(&self) -> usize {
-        self.chunk.get().copied().unwrap_or(1)
+        &self.args
     }
 }
 
@@ -238,9 +226,8 @@ impl Run {
     /// its outcome arrives on.
     pub(crate) fn alone(key: &'static str, args: Vec<u8>, fds: Vec<OwnedFd>) -> (Run, Results) {
         let (sink, results) = sink();
-        let call = Arc::new(Call::new(key, sink));
         let len = args.len();
-        call.encoded(args, 1);
+        let call = Arc::new(Call::new(key, sink, args, 1));
         let task = Task {
             index: 0,
             args: 0..len,
@@ -572,7 +559,7 @@ impl Chunk {
     /// [`Packed`], if one does: a call encoded with headers, tasks in a row (as a chunk of a
     /// map is unless some of its tasks went elsewhere), none with descriptors.
     fn laid_out(&self) -> Option<std::ops::Range<usize>> {
-        if !self.call.headed() {
+        if !self.call.headed {
             return None;
         }
         let start = self.tasks.front()?.args.start.checked_sub(packed::HEADER)?;
@@ -596,7 +583,7 @@ impl Chunk {
         let len = run
             .tasks
             .iter()
-            .take(run.call.chunk().max(1))
+            .take(run.call.chunk.max(1))
             .take_while(|t| {
                 fds += t.rare.fds().len();
                 fds <= crate::ipc::frame::MAX_FDS
@@ -1301,9 +1288,7 @@ mod tests {
     use super::*;
 
     fn call(chunk: usize) -> Arc<Call> {
-        let call = Call::new("k", sink().0);
-        call.encoded(Vec::new(), chunk);
-        Arc::new(call)
+        Arc::new(Call::new("k", sink().0, Vec::new(), chunk))
     }
 
     /// A run of `call`'s tasks at `indices`.
@@ -1360,9 +1345,7 @@ mod tests {
                 0,
             );
         }
-        let call = Call::new("k", sink().0);
-        call.encoded_with_headers(args, chunk);
-        let call = Arc::new(call);
+        let call = Arc::new(Call::with_headers("k", sink().0, args, chunk));
         Run { call, tasks }
     }
 
