@@ -24,7 +24,6 @@ use self::results::{collect_in_order, settle_one};
 use self::scheduler::{Call, Direct, Rare, Results, Run, Shared, Task};
 use crate::error::{Error, Result};
 use crate::ipc::codec as wire;
-use crate::ipc::packed;
 use crate::registry;
 use crate::spawn::{Process, ProcessFn};
 
@@ -536,23 +535,10 @@ impl Pool {
             let mut args = Vec::with_capacity(expected * per_item);
             // The tasks are made as their arguments are encoded; their call, once the buffer
             // is whole.
-            let mut tasks = Vec::with_capacity(expected);
             let batch = items.by_ref().take(batch_size);
-            // Each task's arguments with room before them for its entry header in a chunk:
-            // a chunk of consecutive tasks goes to its worker as a span of this buffer.
-            wire::encode_each(batch, &mut args, packed::HEADER, |range, fds| {
-                tasks.push(Task {
-                    index: n + tasks.len(),
-                    args: range,
-                    rare: Rare::with_fds(fds),
-                });
-            })
-            .map_err(|message| Error::serialize::<A>(message))?;
+            let tasks = scheduler::encode_tasks(batch, &mut args, n, expected)
+                .map_err(|message| Error::serialize::<A>(message))?;
             if !tasks.is_empty() {
-                for task in &tasks {
-                    let at = &mut args[task.args.start - packed::HEADER..];
-                    packed::write_header(at, task.args.len(), task.rare.fds().len());
-                }
                 per_item = args.len().div_ceil(tasks.len()).max(1);
                 let chunk = per_call.unwrap_or_else(|| chunk.take().map_or(1, |c| c(tasks.len())));
                 let call = Arc::new(Call::with_headers(key, sink.clone(), args, chunk));

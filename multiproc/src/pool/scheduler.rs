@@ -215,6 +215,31 @@ pub(crate) struct Task {
     pub(crate) rare: Rare,
 }
 
+/// Encodes `items` as tasks numbered from `first` into `args`, each after its entry header
+/// in a chunk (for [`Call::with_headers`]), so that a chunk of tasks in a row goes to its
+/// worker as a span of `args` (`expected`: room for tasks made up front). The text of an
+/// encoding that failed.
+pub(crate) fn encode_tasks<A: serde::Serialize>(
+    items: impl IntoIterator<Item = A>,
+    args: &mut Vec<u8>,
+    first: usize,
+    expected: usize,
+) -> std::result::Result<Vec<Task>, String> {
+    let mut tasks = Vec::with_capacity(expected);
+    crate::ipc::codec::encode_each(items, args, packed::HEADER, |range, fds| {
+        tasks.push(Task {
+            index: first + tasks.len(),
+            args: range,
+            rare: Rare::with_fds(fds),
+        });
+    })?;
+    for task in &tasks {
+        let at = &mut args[task.args.start - packed::HEADER..];
+        packed::write_header(at, task.args.len(), task.rare.fds().len());
+    }
+    Ok(tasks)
+}
+
 /// Tasks of one call, in order: how tasks are submitted and wait.
 pub(crate) struct Run {
     pub(crate) call: Arc<Call>,
@@ -1327,25 +1352,9 @@ mod tests {
     /// the header written), and a run of its tasks.
     fn headed(values: &[u64], chunk: usize) -> Run {
         let mut args = Vec::new();
-        let mut tasks = VecDeque::new();
-        crate::ipc::codec::encode_each(values, &mut args, packed::HEADER, |range, fds| {
-            let index = tasks.len();
-            let rare = Rare::with_fds(fds);
-            tasks.push_back(Task {
-                index,
-                args: range,
-                rare,
-            });
-        })
-        .unwrap();
-        for task in &tasks {
-            packed::write_header(
-                &mut args[task.args.start - packed::HEADER..],
-                task.args.len(),
-                0,
-            );
-        }
+        let tasks = encode_tasks(values, &mut args, 0, 0).unwrap();
         let call = Arc::new(Call::with_headers("k", sink().0, args, chunk));
+        let tasks = tasks.into();
         Run { call, tasks }
     }
 
