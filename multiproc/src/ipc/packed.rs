@@ -19,13 +19,13 @@ pub(crate) struct Packed {
     /// Instead of `data` (then empty): a span of a buffer that already holds the entries laid
     /// out (a pool call's arguments, encoded with [`HEADER`] bytes before each, see
     /// [`write_header`]), sent from there without a copy.
-    shared: Option<(Shared, Range<usize>)>,
+    shared: Option<(SharedBytes, Range<usize>)>,
     fds: Vec<OwnedFd>,
     len: usize,
 }
 
 /// A buffer that a [`Packed`] can send a span of.
-pub(crate) type Shared = Arc<dyn AsRef<[u8]> + Send + Sync>;
+pub(crate) type SharedBytes = Arc<dyn AsRef<[u8]> + Send + Sync>;
 
 /// The bytes before each entry's own: its length and its descriptor count.
 pub(crate) const HEADER: usize = 6;
@@ -39,7 +39,7 @@ pub(crate) fn write_header(at: &mut [u8], len: usize, fds: usize) {
 
 impl Packed {
     /// The `len` entries, without descriptors, that lie laid out in `buffer` at `span`.
-    pub(crate) fn shared(buffer: Shared, span: Range<usize>, len: usize) -> Packed {
+    pub(crate) fn shared(buffer: SharedBytes, span: Range<usize>, len: usize) -> Packed {
         Packed {
             shared: Some((buffer, span)),
             len,

@@ -866,7 +866,7 @@ impl Scheduler {
         let items = match chunk.laid_out() {
             // Sent from the call's buffer as it lies.
             Some(span) => {
-                let buffer: packed::Shared = Arc::clone(&chunk.call) as _;
+                let buffer: packed::SharedBytes = Arc::clone(&chunk.call) as _;
                 Packed::shared(buffer, span, chunk.tasks.len())
             }
             None => {
@@ -1366,7 +1366,7 @@ mod tests {
         for want in [&values[..3], &values[3..]] {
             let chunk = Chunk::take(&mut pending, &mut seq);
             let span = chunk.laid_out().expect("tasks in a row");
-            let buffer: packed::Shared = Arc::clone(&chunk.call) as _;
+            let buffer: packed::SharedBytes = Arc::clone(&chunk.call) as _;
             let mut entries = Packed::shared(buffer, span, chunk.tasks.len()).into_entries();
             for &value in want {
                 let (bytes, fds) = entries.next_entry().expect("an entry per task");
