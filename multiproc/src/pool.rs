@@ -21,7 +21,7 @@ pub use self::results::{AsyncResult, Imap, ImapUnordered};
 pub(crate) use self::worker::run_task;
 
 use self::results::{collect_in_order, settle_one};
-use self::scheduler::{Call, Direct, Rare, Results, Run, Shared, Task};
+use self::scheduler::{Call, Direct, Results, Run, Shared};
 use crate::error::{Error, Result};
 use crate::ipc::codec as wire;
 use crate::registry;
@@ -572,10 +572,10 @@ impl Pool {
         let tasks = spans
             .into_iter()
             .enumerate()
-            .map(|(index, args)| Task {
+            .map(|(index, args)| scheduler::Task {
                 index,
                 args,
-                rare: Rare::default(),
+                rare: scheduler::Rare::default(),
             })
             .collect();
         self.shared.submit(Run { call, tasks })?;
