@@ -958,7 +958,7 @@ fn on_one_core<R>(f: impl FnOnce() -> R) -> R {
 /// baseline child. Returns the child, the stream and the temporary directory to remove.
 /// Repeats one workload for `perf record`, printing its rate each round: `--map-loop`,
 /// `--first-map-loop`, `--chunksize1-loop`, `--apply-loop`, `--trip-loop`, `--raw-trip-loop`, `--small-loop`,
-/// `--many-loop`, `--bytes-loop`.
+/// `--raw-small-loop`, `--many-loop`, `--bytes-loop`.
 fn profile_loop(flag: &str) -> multiproc::Result<()> {
     // Rounds, work per round, its unit, and one round's duration in seconds.
     let repeat = |rounds: usize,
@@ -1033,6 +1033,13 @@ fn profile_loop(flag: &str) -> multiproc::Result<()> {
         "--small-loop" => repeat(10, 200_000.0, "msg/s", &mut || {
             one_way(sink_bytes, 200_000, || Bytes::from(vec![0_u8; 64]))
         }),
+        // The floor of the above: 64 B datagrams over a raw SOCK_SEQPACKET pair.
+        "--raw-small-loop" => {
+            let exe = std::env::current_exe()?;
+            repeat(10, 200_000.0, "msg/s", &mut || {
+                Ok(seqpacket_one_way(&exe, 64, 200_000))
+            })
+        }
         // The same with send_many.
         "--many-loop" => repeat(10, 2e6, "msg/s", &mut || {
             one_way_batched(sink_bytes, 2_000_000, 1_000, || Bytes::from(vec![0_u8; 64]))
@@ -1046,8 +1053,8 @@ fn profile_loop(flag: &str) -> multiproc::Result<()> {
         }
         other => Err(multiproc::Error::other(format!(
             "unknown flag {other}: the loops are --map-loop, --first-map-loop, --chunksize1-loop, \
-             --apply-loop, --trip-loop, --raw-trip-loop, --small-loop, --many-loop and \
-             --bytes-loop"
+             --apply-loop, --trip-loop, --raw-trip-loop, --small-loop, --raw-small-loop, \
+             --many-loop and --bytes-loop"
         ))),
     }
 }
