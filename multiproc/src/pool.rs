@@ -24,6 +24,7 @@ use self::results::{collect_in_order, settle_one};
 use self::scheduler::{Call, Direct, Results, Run, Shared};
 use crate::error::{Error, Result};
 use crate::ipc::codec as wire;
+use crate::ipc::packed;
 use crate::registry;
 use crate::spawn::{Process, ProcessFn};
 
@@ -611,14 +612,17 @@ fn encode<A: Serialize>(value: &A) -> Result<(Vec<u8>, Vec<OwnedFd>)> {
 /// Encodes `value` at the end of `out`; returns (copies of) the descriptors it carries.
 fn encode_into<A: Serialize>(value: &A, out: &mut Vec<u8>) -> Result<Vec<OwnedFd>> {
     wire::with_encoded(value, |bytes, fds| {
+        packed::check_entry(bytes.len(), "a task's arguments")?;
         out.extend_from_slice(bytes);
         if fds.is_empty() {
-            return Ok(Vec::new());
+            return Ok(Ok(Vec::new()));
         }
-        fds.iter()
+        Ok(fds
+            .iter()
             .map(|fd| fd.try_clone())
-            .collect::<std::io::Result<Vec<_>>>()
+            .collect::<std::io::Result<Vec<_>>>())
     })
+    .and_then(|checked| checked)
     .map_err(|message| Error::serialize::<A>(message))?
     .map_err(|e| Error::io("cannot copy a task's descriptors", e))
 }

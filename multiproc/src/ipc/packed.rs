@@ -30,9 +30,26 @@ pub(crate) type SharedBytes = Arc<dyn AsRef<[u8]> + Send + Sync>;
 /// The bytes before each entry's own: its length and its descriptor count.
 pub(crate) const HEADER: usize = 6;
 
+/// The most bytes one entry holds: its length is a `u32`.
+pub(crate) const ENTRY_MAX: usize = u32::MAX as usize;
+
+/// Whether a value of `len` encoded bytes fits one entry; else the error, for a value that
+/// is `what` (a task's arguments, its outcome).
+pub(crate) fn check_entry(len: usize, what: &str) -> Result<(), String> {
+    if len <= ENTRY_MAX {
+        return Ok(());
+    }
+    Err(format!(
+        "{what} encoded to {len} bytes, more than the {ENTRY_MAX} (4 GiB - 1) a pool task's \
+         arguments or result may take: pass the data in a SharedMemory (it travels as a \
+         descriptor, not as bytes) or split the task"
+    ))
+}
+
 /// Writes the header of an entry of `len` bytes and `fds` descriptors into the first
-/// [`HEADER`] bytes of `at`.
+/// [`HEADER`] bytes of `at`. `len` is at most [`ENTRY_MAX`] (see [`check_entry`]).
 pub(crate) fn write_header(at: &mut [u8], len: usize, fds: usize) {
+    debug_assert!(len <= ENTRY_MAX, "an entry of {len} bytes");
     at[..4].copy_from_slice(&(len as u32).to_le_bytes());
     at[4..HEADER].copy_from_slice(&(fds as u16).to_le_bytes());
 }
@@ -80,12 +97,16 @@ impl Packed {
     }
 
     /// Encodes `value` as the next entry, straight into the buffer (see
-    /// [`wire::encode_appending`]). On an error nothing is appended.
+    /// [`wire::encode_appending`]). On an error (a value that does not encode, or one longer
+    /// than [`ENTRY_MAX`]) nothing is appended.
     pub(crate) fn push_encoded<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<(), String> {
         let data = self.own();
         let header = data.len();
         data.extend_from_slice(&[0; HEADER]);
-        match wire::encode_appending(value, data) {
+        let encoded = wire::encode_appending(value, data).and_then(|fds| {
+            check_entry(data.len() - header - HEADER, "a task's result").map(|()| fds)
+        });
+        match encoded {
             Ok(fds) => {
                 let len = data.len() - header - HEADER;
                 let mut at = [0; HEADER];
@@ -216,6 +237,18 @@ mod tests {
         assert_eq!(packed.len(), 3);
         let want = vec![(b"one".to_vec(), 0), (b"two".to_vec(), 2), (Vec::new(), 0)];
         assert_eq!(entries(packed), want);
+    }
+
+    #[test]
+    fn an_entry_longer_than_its_u32_length_is_refused_with_the_cause_and_the_fix() {
+        assert_eq!(check_entry(ENTRY_MAX, "a task's arguments"), Ok(()));
+        let e = check_entry(ENTRY_MAX + 1, "a task's arguments").unwrap_err();
+        assert!(
+            e.starts_with("a task's arguments encoded to 4294967296 bytes"),
+            "{e}"
+        );
+        assert!(e.contains("4294967295 (4 GiB - 1)"), "{e}");
+        assert!(e.contains("SharedMemory"), "{e}");
     }
 
     /// A value whose serialization fails halfway, after writing some bytes.

@@ -218,7 +218,7 @@ pub(crate) struct Task {
 /// Encodes `items` as tasks numbered from `first` into `args`, each after its entry header
 /// in a chunk (for [`Call::with_headers`]), so that a chunk of tasks in a row goes to its
 /// worker as a span of `args` (`expected`: room for tasks made up front). The text of an
-/// encoding that failed.
+/// encoding that failed, or of arguments longer than an entry holds.
 pub(crate) fn encode_tasks<A: serde::Serialize>(
     items: impl IntoIterator<Item = A>,
     args: &mut Vec<u8>,
@@ -234,6 +234,7 @@ pub(crate) fn encode_tasks<A: serde::Serialize>(
         });
     })?;
     for task in &tasks {
+        packed::check_entry(task.args.len(), "a task's arguments")?;
         let at = &mut args[task.args.start - packed::HEADER..];
         packed::write_header(at, task.args.len(), task.rare.fds().len());
     }
