@@ -612,17 +612,12 @@ fn encode<A: Serialize>(value: &A) -> Result<(Vec<u8>, Vec<OwnedFd>)> {
 /// Encodes `value` at the end of `out`; returns (copies of) the descriptors it carries.
 fn encode_into<A: Serialize>(value: &A, out: &mut Vec<u8>) -> Result<Vec<OwnedFd>> {
     wire::with_encoded(value, |bytes, fds| {
-        packed::check_entry(bytes.len(), "a task's arguments")?;
+        packed::check_entry(bytes.len(), "a task's arguments").map_err(Error::serialize::<A>)?;
         out.extend_from_slice(bytes);
-        if fds.is_empty() {
-            return Ok(Ok(Vec::new()));
-        }
-        Ok(fds
-            .iter()
+        fds.iter()
             .map(|fd| fd.try_clone())
-            .collect::<std::io::Result<Vec<_>>>())
+            .collect::<std::io::Result<Vec<_>>>()
+            .map_err(|e| Error::io("cannot copy a task's descriptors", e))
     })
-    .and_then(|checked| checked)
     .map_err(|message| Error::serialize::<A>(message))?
-    .map_err(|e| Error::io("cannot copy a task's descriptors", e))
 }
