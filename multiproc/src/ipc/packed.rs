@@ -104,11 +104,11 @@ impl Packed {
         let header = data.len();
         data.extend_from_slice(&[0; HEADER]);
         let encoded = wire::encode_appending(value, data).and_then(|fds| {
-            check_entry(data.len() - header - HEADER, "a task's result").map(|()| fds)
+            let len = data.len() - header - HEADER;
+            check_entry(len, "a task's result").map(|()| (fds, len))
         });
         match encoded {
-            Ok(fds) => {
-                let len = data.len() - header - HEADER;
+            Ok((fds, len)) => {
                 let mut at = [0; HEADER];
                 write_header(&mut at, len, fds.len());
                 data[header..header + HEADER].copy_from_slice(&at);
